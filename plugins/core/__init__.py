@@ -1,0 +1,15 @@
+"""Pieces shared by every plugin; no host library is imported here."""
+from .checkpoint import (UnsafeCheckpointError, export_state_dict, load_checkpoint,
+                         save_checkpoint)
+from .functional import info_nce, temperature_kl
+from .lazy import when_imported
+from .losses import InfoNCELoss, TemperatureKLLoss
+from .reduction import weight_reduce
+from .taps import MissingModuleError, TapSpec, Taps, resolve_module
+
+__all__ = [
+    'Taps', 'TapSpec', 'resolve_module', 'MissingModuleError', 'temperature_kl',
+    'info_nce', 'weight_reduce', 'TemperatureKLLoss', 'InfoNCELoss',
+    'load_checkpoint', 'save_checkpoint', 'export_state_dict',
+    'UnsafeCheckpointError', 'when_imported'
+]

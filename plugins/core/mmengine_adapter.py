@@ -1,0 +1,66 @@
+"""Core pieces for mmengine users; imported only once mmengine is imported.
+
+* registers the core losses in mmengine's root ``MODELS`` (mmdet's and
+  mmseg's registries fall back to it) and :class:`RNGStateHook` in ``HOOKS``;
+* allow-lists mmengine's ``HistoryBuffer`` (with only its statistics methods
+  reachable through ``getattr``) and numpy types, so that ``--resume`` and
+  mmengine's own ``load_checkpoint`` load training checkpoints under
+  ``torch.load(weights_only=True)``, the default since torch 2.6;
+* makes local checkpoint writes atomic by replacing mmengine's ``local`` file
+  backend with one whose ``put`` writes a temporary file and renames it.
+"""
+from __future__ import annotations
+
+import inspect
+import os.path as osp
+from typing import Union
+
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.fileio import io as _mm_io
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.registry import HOOKS, MODELS
+
+from .checkpoint import allow_getattr, allow_types, atomic_write_bytes, register_numpy_types
+from .hooks import RNGStateHook
+from .losses import InfoNCELoss, TemperatureKLLoss
+
+__all__ = ['AtomicLocalBackend']
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local backend with crash-safe writes."""
+
+    def put(self, obj: bytes, filepath: Union[str, 'osp.PathLike']) -> None:
+        atomic_write_bytes(obj, filepath)
+
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+        atomic_write_bytes(obj.encode(encoding), filepath)
+
+
+def _is_statistics_method(name: str) -> bool:
+    if name.startswith('_'):
+        return False
+    value = HistoryBuffer.__dict__.get(name)
+    return inspect.isfunction(value) or isinstance(value, (classmethod,
+                                                           staticmethod))
+
+
+def _register() -> None:
+    for cls in (TemperatureKLLoss, InfoNCELoss):
+        if cls.__name__ not in MODELS.module_dict:
+            MODELS.register_module(module=cls)
+    if RNGStateHook.__name__ not in HOOKS.module_dict:
+        HOOKS.register_module(module=RNGStateHook)
+
+    register_numpy_types()
+    allow_types([HistoryBuffer])
+    allow_getattr(HistoryBuffer, _is_statistics_method)
+
+    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+    # Instances created before this point would keep writing non-atomically.
+    for key, backend in list(_mm_io.backend_instances.items()):
+        if type(backend) is LocalBackend:
+            del _mm_io.backend_instances[key]
+
+
+_register()

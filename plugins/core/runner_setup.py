@@ -1,0 +1,92 @@
+"""Config loading and Runner construction shared by ``tools/train.py`` and
+``tools/test.py``. Imports mmengine (call it only from mmengine tools)."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Any, Dict, Optional
+
+import torch
+
+__all__ = ['load_config', 'build_runner', 'enable_amp', 'setup_cpu_distributed']
+
+
+def setup_cpu_distributed(cfg) -> None:
+    """Prepare ``--launcher pytorch`` on a machine without a GPU.
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device`` and wraps the
+    model in DDP with ``device_ids=[LOCAL_RANK]``; both fail without CUDA. Here
+    the process group is initialised with gloo from the ``torchrun``
+    environment and DDP gets ``device_ids=None``.
+
+    Raises:
+        RuntimeError: If the ``torchrun`` environment variables are missing.
+    """
+    import torch.distributed as dist
+    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+               if k not in os.environ]
+    if missing:
+        raise RuntimeError(f'--launcher pytorch needs the torchrun environment; '
+                           f'missing {missing}. Start with torchrun '
+                           f'--nproc_per_node N tools/train.py ...')
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def load_config(path: str,
+                options: Optional[Dict[str, Any]] = None,
+                work_dir: Optional[str] = None,
+                launcher: str = 'none'):
+    """Read a config, apply ``--cfg-options``, work dir and launcher.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+    """
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path!r} does not exist')
+    cfg = Config.fromfile(path)
+    if options:
+        cfg.merge_from_dict(options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    if launcher == 'pytorch' and not torch.cuda.is_available():
+        setup_cpu_distributed(cfg)
+    return cfg
+
+
+def enable_amp(cfg) -> None:
+    """Switch the optimizer wrapper to mmengine's ``AmpOptimWrapper``.
+
+    Raises:
+        RuntimeError: Without a GPU (mmengine's AMP wrapper needs one).
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError('--amp needs a CUDA device; none is available here')
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper == 'AmpOptimWrapper':
+        return
+    if wrapper != 'OptimWrapper':
+        raise ValueError(f'--amp works with optim_wrapper type OptimWrapper, '
+                         f'the config has {wrapper!r}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def build_runner(cfg):
+    """Build the Runner named by ``runner_type`` (default mmengine's)."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)

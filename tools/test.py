@@ -1,0 +1,59 @@
+"""Evaluate a checkpoint with the config's test loop and metrics.
+
+Examples:
+    python tools/test.py CONFIG CHECKPOINT
+    python tools/test.py CONFIG CHECKPOINT --out results.pkl --work-dir work_dirs/eval
+    torchrun --nproc_per_node 2 tools/test.py CONFIG CHECKPOINT --launcher pytorch
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import plugins  # noqa: E402,F401
+from plugins.core.runner_setup import build_runner, load_config  # noqa: E402
+from tools.train import _DictAction  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='folder for the evaluation logs')
+    parser.add_argument('--out', help='dump the raw predictions to this .pkl file')
+    parser.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
+                        help='override config settings, key=value pairs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    if args.work_dir is None:
+        cfg.work_dir = osp.join(cfg.work_dir, 'test')
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must end with .pkl or .pickle, got {args.out!r}')
+        evaluator = cfg.test_evaluator
+        dump = dict(type='DumpResults', out_file_path=args.out)
+        cfg.test_evaluator = (list(evaluator) + [dump] if isinstance(evaluator, (list, tuple))
+                              else [evaluator, dump])
+    runner = build_runner(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
