@@ -120,14 +120,14 @@ def load_checkpoint(path: PathLike, map_location: Any = 'cpu') -> Any:
     except UnsafeCheckpointError as err:
         raise UnsafeCheckpointError(f'{path}: {err}') from None
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()
-        reason = next((ln.strip() for ln in first
-                       if 'GLOBAL' in ln or 'Unsupported' in ln),
-                      first[0] if first else 'unpickling failed')
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if any(
+            w in ln for w in ('GLOBAL', 'allow-list', 'Unsupported'))),
+                      lines[-1] if lines else 'unpickling failed')
         raise UnsafeCheckpointError(
-            f'{path}: refused to load: {reason}. The file holds pickled '
-            f'objects outside the allow-list; if you trust it, add the types '
-            f'with plugins.core.checkpoint.allow_types') from None
+            f'{path}: refused to load: {reason.rstrip(".")}. The file holds '
+            f'pickled objects outside the allow-list; if you trust them, add '
+            f'their types with plugins.core.checkpoint.allow_types') from None
 
 
 def atomic_write_bytes(data: bytes, path: PathLike) -> None:
