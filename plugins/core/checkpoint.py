@@ -12,6 +12,8 @@ place.
 from __future__ import annotations
 
 import fnmatch
+import importlib
+import importlib.util
 import io
 import os
 import pickle
@@ -115,6 +117,9 @@ def load_checkpoint(path: PathLike, map_location: Any = 'cpu') -> Any:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint {path!r} does not exist')
     register_numpy_types()
+    if importlib.util.find_spec('mmengine') is not None:
+        # mmengine training checkpoints hold its HistoryBuffer
+        importlib.import_module('plugins.core.mmengine_adapter')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except UnsafeCheckpointError as err:

@@ -1,0 +1,26 @@
+"""The README's demo command, in its quick form."""
+import os
+import re
+
+import pytest
+
+from .conftest import python, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
+    out_dir = str(tmp_path / 'demo')
+    log = run([python(), 'tools/demo.py', '--quick', '--out', out_dir,
+               '--data', str(tmp_path / 'data')])
+    assert 'report:' in log
+    report = open(os.path.join(out_dir, 'REPORT.md')).read()
+    row = next(line for line in report.splitlines() if line.startswith('| RetinaNet'))
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert re.fullmatch(r'\d\.\d{3}', cells[4]), row  # bbox mAP is a number
+    for png in ('detection_loss.png', 'detection_predictions.png'):
+        path = os.path.join(out_dir, png)
+        assert os.path.getsize(path) > 5000 and f'({png})' in report
+    # the data was written in COCO layout
+    assert os.path.isfile(str(tmp_path / 'data' / 'coco' / 'annotations' /
+                              'instances_train.json'))
