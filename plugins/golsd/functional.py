@@ -1,0 +1,360 @@
+"""FDR and GO-LSD maths (D-FINE) on plain tensors; no mmdet import.
+
+Conventions (see docs/golsd.md):
+
+* ``R = reg_max`` (even, ≥ 4): every box edge has ``R + 1`` bins ``n = 0..R``.
+* ``c = reg_scale``, ``a = up`` (0.5): fixed scalars.
+* Corner logits are **edge-major**: ``Z.view(..., 4, R + 1)``, edges in the order
+  left, top, right, bottom.
+* Boxes are normalised ``cxcywh``; ground truth for targets is ``xyxy``.
+* Index triples ``(b, q, g)`` name image ``b``, query ``q`` and ground truth ``g``
+  (index into that image's boxes).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from plugins.core.functional import temperature_kl
+
+__all__ = [
+    'weighting_function', 'distribution_integral', 'decode_corners', 'box_to_distance',
+    'two_bin_targets', 'cxcywh_to_xyxy', 'aligned_iou', 'go_union', 'fgl_loss',
+    'ddf_loss', 'check_reg_max', 'stack_matches'
+]
+
+
+def check_reg_max(reg_max: int) -> int:
+    """Validate ``reg_max``.
+
+    Raises:
+        ValueError: If it is not an even integer ≥ 4.
+    """
+    if int(reg_max) != reg_max or reg_max < 4 or reg_max % 2:
+        raise ValueError(f'reg_max must be an even integer >= 4, got {reg_max!r}')
+    return int(reg_max)
+
+
+def weighting_function(reg_max: int = 32, reg_scale: float = 4.0, up: float = 0.5,
+                       dtype: torch.dtype = torch.float64,
+                       device: Optional[torch.device] = None) -> Tensor:
+    """The non-uniform bin grid ``W(n)``, ``n = 0..R`` (§2.1).
+
+    With ``N = R`` and ``s = (a·c + 1)^(2/(N−2))``: ``W(0) = −2ac``,
+    ``W(n) = 1 − s^(N/2 − n)`` for ``1 ≤ n < N/2``, ``W(N/2) = 0``,
+    ``W(n) = s^(n − N/2) − 1`` for ``N/2 < n ≤ N − 1``, ``W(N) = 2ac``.
+    Computed in float64, then cast.
+
+    Args:
+        reg_max (int): ``R``, even and ≥ 4.
+        reg_scale (float): ``c > 0``.
+        up (float): ``a > 0``.
+        dtype (torch.dtype): Output dtype.
+        device (torch.device, optional): Output device.
+
+    Returns:
+        Tensor: ``(R + 1,)``, strictly increasing and antisymmetric.
+
+    Raises:
+        ValueError: On a bad ``reg_max``, ``reg_scale`` or ``up``.
+    """
+    n_max = check_reg_max(reg_max)
+    if not (reg_scale > 0 and math.isfinite(reg_scale)):
+        raise ValueError(f'reg_scale must be a finite number > 0, got {reg_scale!r}')
+    if not (up > 0 and math.isfinite(up)):
+        raise ValueError(f'up must be a finite number > 0, got {up!r}')
+    ac = float(up) * float(reg_scale)
+    half = n_max // 2
+    s = (ac + 1.0) ** (2.0 / (n_max - 2))
+    n = torch.arange(n_max + 1, dtype=torch.float64)
+    left = 1.0 - s ** (half - n)
+    right = s ** (n - half) - 1.0
+    w = torch.where(n < half, left, right)
+    w[half] = 0.0
+    w[0] = -2.0 * ac
+    w[n_max] = 2.0 * ac
+    return w.to(dtype=dtype, device=device)
+
+
+def _edges(corners: Tensor, n_bins: int) -> Tensor:
+    if corners.shape[-1] != 4 * n_bins:
+        raise ValueError(f'corner logits end in {corners.shape[-1]} values; '
+                         f'4 edges x {n_bins} bins = {4 * n_bins} expected')
+    return corners.reshape(*corners.shape[:-1], 4, n_bins)
+
+
+def distribution_integral(corners: Tensor, project: Tensor) -> Tensor:
+    """Expected offset per edge: ``d_k = Σ_n softmax(Z_k)_n · W(n)``.
+
+    Args:
+        corners (Tensor): ``(*, 4(R+1))`` edge-major logits.
+        project (Tensor): ``W``, shape ``(R+1,)``.
+
+    Returns:
+        Tensor: ``(*, 4)`` offsets in units of ``anchor size / c``.
+    """
+    z = _edges(corners, project.numel())
+    return torch.softmax(z, dim=-1) @ project.to(z.dtype)
+
+
+def decode_corners(anchors: Tensor, distances: Tensor, reg_scale: float) -> Tensor:
+    """Anchor boxes moved by per-edge offsets, no clamping (§2.2).
+
+    ``x1 = cx − (w/c)(c/2 + d_l)``, ``y1 = cy − (h/c)(c/2 + d_t)``,
+    ``x2 = cx + (w/c)(c/2 + d_r)``, ``y2 = cy + (h/c)(c/2 + d_b)``.
+
+    Args:
+        anchors (Tensor): ``(*, 4)`` cxcywh.
+        distances (Tensor): ``(*, 4)`` offsets ``(d_l, d_t, d_r, d_b)``.
+        reg_scale (float): ``c``.
+
+    Returns:
+        Tensor: ``(*, 4)`` cxcywh; ``distances = 0`` gives ``anchors``. Widths
+        can be negative when ``d_l + d_r < −c``.
+    """
+    c = float(reg_scale)
+    cx, cy, w, h = anchors.unbind(-1)
+    dl, dt, dr, db = distances.unbind(-1)
+    x1 = cx - w / c * (c / 2 + dl)
+    y1 = cy - h / c * (c / 2 + dt)
+    x2 = cx + w / c * (c / 2 + dr)
+    y2 = cy + h / c * (c / 2 + db)
+    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
+
+
+def box_to_distance(anchors: Tensor, gt_xyxy: Tensor, reg_scale: float,
+                    eps: float = 1e-16) -> Tensor:
+    """Inverse of :func:`decode_corners` for targets: ``φ`` per edge.
+
+    ``φ_l = (cx − x1)/(w/c) − c/2``, ``φ_t = (cy − y1)/(h/c) − c/2``,
+    ``φ_r = (x2 − cx)/(w/c) − c/2``, ``φ_b = (y2 − cy)/(h/c) − c/2``, with
+    ``eps`` added to ``w/c`` and ``h/c`` as the reference does.
+
+    Args:
+        anchors (Tensor): ``(*, 4)`` cxcywh.
+        gt_xyxy (Tensor): ``(*, 4)`` xyxy.
+        reg_scale (float): ``c``.
+
+    Returns:
+        Tensor: ``(*, 4)``.
+    """
+    c = float(reg_scale)
+    cx, cy, w, h = anchors.unbind(-1)
+    x1, y1, x2, y2 = gt_xyxy.unbind(-1)
+    sw = w / c + eps
+    sh = h / c + eps
+    return torch.stack([(cx - x1) / sw - c / 2, (cy - y1) / sh - c / 2,
+                        (x2 - cx) / sw - c / 2, (y2 - cy) / sh - c / 2], -1)
+
+
+def two_bin_targets(phi: Tensor, project: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Split each offset ``φ`` between its two neighbouring bins (§3.1).
+
+    ``n_← = #{n : W(n) ≤ φ} − 1``. In range (``0 ≤ n_← ≤ R−1``) the weights
+    interpolate linearly, so ``ω_← W(n_←) + ω_→ W(n_←+1) = φ``. Below ``W(0)``
+    all mass is on bin 0 (``n_← = 0, ω_← = 1``); at or above ``W(R)`` all mass
+    is on bin ``R`` (``n_← = R−1, ω_→ = 1``).
+
+    Args:
+        phi (Tensor): ``(*)`` offsets.
+        project (Tensor): ``W``, ``(R+1,)``.
+
+    Returns:
+        tuple: ``(n_left (*) long, w_left (*), w_right (*))``.
+    """
+    w = project.to(phi.dtype)
+    r = w.numel() - 1
+    count = (w <= phi.unsqueeze(-1)).sum(-1)
+    left = count - 1
+    below = left < 0
+    above = left >= r
+    idx = left.clamp(0, r - 1)
+    d_left = (phi - w[idx]).abs()
+    d_right = (w[idx + 1] - phi).abs()
+    w_right = d_left / (d_left + d_right)
+    w_right = torch.where(below, torch.zeros_like(w_right), w_right)
+    w_right = torch.where(above, torch.ones_like(w_right), w_right)
+    return idx, 1.0 - w_right, w_right
+
+
+def cxcywh_to_xyxy(boxes: Tensor, clamp_size: bool = True) -> Tensor:
+    """cxcywh → xyxy; widths and heights clamped at 0 first (as the reference)."""
+    cx, cy, w, h = boxes.unbind(-1)
+    if clamp_size:
+        w = w.clamp(min=0)
+        h = h.clamp(min=0)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+
+def aligned_iou(a_xyxy: Tensor, b_xyxy: Tensor, eps: float = 1e-12) -> Tensor:
+    """IoU of row-aligned box pairs; the union is clamped at ``eps``.
+
+    Args:
+        a_xyxy (Tensor): ``(*, 4)``.
+        b_xyxy (Tensor): ``(*, 4)``.
+
+    Returns:
+        Tensor: ``(*)`` in [0, 1]; degenerate pairs give 0, never NaN.
+    """
+    lt = torch.maximum(a_xyxy[..., :2], b_xyxy[..., :2])
+    rb = torch.minimum(a_xyxy[..., 2:], b_xyxy[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a_xyxy[..., 2:] - a_xyxy[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b_xyxy[..., 2:] - b_xyxy[..., :2]).clamp(min=0).prod(-1)
+    return inter / (area_a + area_b - inter).clamp(min=eps)
+
+
+def go_union(matches: Sequence[Tuple[Tensor, Tensor, Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
+    """The GO union of several one-to-one matchings (§5), vectorised.
+
+    Every ``(b, q, g)`` triple of every set is one vote. Each ``(b, q)`` keeps
+    the ``g`` with the most votes; ties go to the smallest ``g``.
+
+    Args:
+        matches (Sequence[tuple]): One ``(batch_idx, query_idx, gt_idx)`` triple
+            of equal-length 1-D long tensors per prediction set.
+
+    Returns:
+        tuple: ``(batch_idx, query_idx, gt_idx)`` sorted by ``(b, q)``; each
+        ``(b, q)`` at most once; a ``g`` may repeat (one-to-many).
+
+    Raises:
+        ValueError: If the three tensors of a set differ in length.
+    """
+    bs, qs, gs = [], [], []
+    for k, (b, q, g) in enumerate(matches):
+        if not (b.numel() == q.numel() == g.numel()):
+            raise ValueError(f'match set {k}: batch/query/gt index lengths differ '
+                             f'({b.numel()}, {q.numel()}, {g.numel()})')
+        bs.append(b.reshape(-1).long())
+        qs.append(q.reshape(-1).long())
+        gs.append(g.reshape(-1).long())
+    empty = torch.zeros(0, dtype=torch.long)
+    if not bs or sum(t.numel() for t in bs) == 0:
+        device = bs[0].device if bs else None
+        return (empty.to(device),) * 3
+    b, q, g = torch.cat(bs), torch.cat(qs), torch.cat(gs)
+    nq = int(q.max()) + 1
+    ng = int(g.max()) + 1
+    slot = b * nq + q
+    key = slot * ng + g
+    pairs, votes = torch.unique(key, return_counts=True)  # sorted by (slot, g)
+    p_slot = torch.div(pairs, ng, rounding_mode='floor')
+    p_g = pairs - p_slot * ng
+    # most votes first, then smallest g: one unique score per (slot, g)
+    score = votes * (ng + 1) + (ng - p_g)
+    best = torch.full((int(p_slot.max()) + 1,), -1, dtype=score.dtype,
+                      device=score.device)
+    best = best.scatter_reduce(0, p_slot, score, reduce='amax')
+    keep = score == best[p_slot]
+    k_slot, k_g = p_slot[keep], p_g[keep]
+    k_b = torch.div(k_slot, nq, rounding_mode='floor')
+    return k_b, k_slot - k_b * nq, k_g
+
+
+def fgl_loss(corners: Tensor, target_left: Tensor, weight_left: Tensor,
+             weight_right: Tensor, iou: Tensor, avg_factor: float) -> Tensor:
+    """Fine-Grained Localization loss of one layer (§3.2).
+
+    ``(1/N) Σ_{pairs} Σ_k u · [ω_← CE(Z_k, n_←) + ω_→ CE(Z_k, n_← + 1)]``,
+    summed over the four edges (no ``/4``).
+
+    Args:
+        corners (Tensor): ``(M, 4(R+1))`` logits of the matched queries, in the
+            order of the targets.
+        target_left (Tensor): ``(M, 4)`` long, ``n_←``.
+        weight_left (Tensor): ``(M, 4)``, ``ω_←``.
+        weight_right (Tensor): ``(M, 4)``, ``ω_→``.
+        iou (Tensor): ``(M,)`` IoU weights (detached here).
+        avg_factor (float): ``N`` (e.g. ``N_GO``), clamped at ≥ 1.
+
+    Returns:
+        Tensor: Scalar in float32 or float64; a graph-connected 0 when
+        ``M = 0``.
+    """
+    m = target_left.shape[0]
+    n_bins = corners.shape[-1] // 4
+    if corners.shape[0] != m:
+        raise ValueError(f'{corners.shape[0]} corner rows for {m} targets')
+    if m == 0:
+        return corners.sum() * 0
+    z = _edges(corners, n_bins).float() if corners.dtype in (
+        torch.float16, torch.bfloat16) else _edges(corners, n_bins)
+    logp = F.log_softmax(z, dim=-1)
+    tl = target_left.long().unsqueeze(-1)
+    ce_left = -logp.gather(-1, tl).squeeze(-1)
+    ce_right = -logp.gather(-1, tl + 1).squeeze(-1)
+    per_edge = weight_left.to(z.dtype) * ce_left + weight_right.to(z.dtype) * ce_right
+    per_edge = per_edge * iou.detach().to(z.dtype).unsqueeze(-1)
+    return per_edge.sum() / max(float(avg_factor), 1.0)
+
+
+def ddf_loss(student: Tensor, teacher: Tensor, matched_mask: Tensor,
+             weights: Tensor, temperature: float = 5.0,
+             counts: Optional[Tuple[float, float]] = None) -> Tensor:
+    """Decoupled Distillation Focal loss of one student layer (§4).
+
+    Per distribution ``e``: ``ℓ_e = w_e · T² · KL(p_t ‖ p_s)`` summed over
+    bins, ``p = softmax(z / T)``, teacher detached. With ``μ_m``, ``μ_u`` the
+    means of ``ℓ`` over matched and unmatched distributions (0 when empty):
+    ``(√N_m μ_m + √N_u μ_u) / (√N_m + √N_u)``.
+
+    Args:
+        student (Tensor): ``(B, Q, 4(R+1))`` corner logits of the student layer.
+        teacher (Tensor): Same shape, the last layer (detached here).
+        matched_mask (Tensor): ``(B, Q)`` bool, queries in the GO set (or the
+            DN positives); each covers 4 distributions.
+        weights (Tensor): ``(B, Q)`` detached weights: IoU for matched queries,
+            the teacher's max class confidence for the others.
+        temperature (float): ``T``.
+        counts (tuple, optional): ``(N_m, N_u)`` for the √ weights; default the
+            counts of this call (``4·|matched|``, ``4BQ − N_m``). The DN pass
+            passes those of the matching pass.
+
+    Returns:
+        Tensor: Scalar; a graph-connected 0 when ``student is teacher`` or
+        there are no distributions.
+    """
+    if student is teacher or student.numel() == 0:
+        return student.sum() * 0
+    if student.shape != teacher.shape:
+        raise ValueError(f'student {tuple(student.shape)} and teacher '
+                         f'{tuple(teacher.shape)} corner logits differ in shape')
+    if matched_mask.shape != student.shape[:-1] or weights.shape != student.shape[:-1]:
+        raise ValueError(f'matched_mask {tuple(matched_mask.shape)} and weights '
+                         f'{tuple(weights.shape)} must be {tuple(student.shape[:-1])}')
+    n_bins = student.shape[-1] // 4
+    s = _edges(student, n_bins)
+    t = _edges(teacher, n_bins)
+    kl = temperature_kl(s, t, temperature, dim=-1, class_reduction='sum',
+                        detach_teacher=True)  # (B, Q, 4)
+    loss = kl * weights.detach().to(kl.dtype).unsqueeze(-1)
+    mask = matched_mask.bool().unsqueeze(-1).expand_as(loss)
+    n_m_here = int(mask.sum())
+    n_u_here = mask.numel() - n_m_here
+    mu_m = loss[mask].sum() / n_m_here if n_m_here else loss.sum() * 0
+    mu_u = loss[~mask].sum() / n_u_here if n_u_here else loss.sum() * 0
+    n_m, n_u = (n_m_here, n_u_here) if counts is None else counts
+    rm, ru = math.sqrt(max(n_m, 0)), math.sqrt(max(n_u, 0))
+    if rm + ru == 0:
+        return loss.sum() * 0
+    return (rm * mu_m + ru * mu_u) / (rm + ru)
+
+
+def stack_matches(per_image: List[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per-image ``(query_idx, gt_idx)`` pairs → one ``(b, q, g)`` triple."""
+    bs, qs, gs = [], [], []
+    for b, (q, g) in enumerate(per_image):
+        q = q.reshape(-1).long()
+        bs.append(torch.full_like(q, b))
+        qs.append(q)
+        gs.append(g.reshape(-1).long())
+    if not bs:
+        e = torch.zeros(0, dtype=torch.long)
+        return e, e, e
+    return torch.cat(bs), torch.cat(qs), torch.cat(gs)
+
