@@ -16,6 +16,7 @@ __version__ = '0.1.0'
 # host module -> adapter modules that register into it
 HOST_ADAPTERS = {
     'mmengine': ['plugins.core.mmengine_adapter'],
+    'mmdet.models': ['plugins.golsd.mmdet'],
 }
 
 

@@ -1,0 +1,13 @@
+# DINO-4scale R-50 with FDR + GO-LSD (D-FINE). Compared with the upstream config
+# only the detector/head types and the GO-LSD settings change.
+_base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
+
+custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
+
+model = dict(
+    type='GOLSDDINO',
+    golsd=dict(reg_max=32, reg_scale=4.0, up=0.5, T=5.0),
+    bbox_head=dict(
+        type='GOLSDDINOHead',
+        loss_fgl=dict(loss_weight=0.15),
+        loss_ddf=dict(loss_weight=1.5)))

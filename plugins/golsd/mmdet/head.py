@@ -1,0 +1,365 @@
+"""GO-LSD DINO head: FDR branches, GO matching union, FGL and DDF losses.
+
+Spec golsd.md §3-8. Classification keeps each output's own one-to-one match;
+box losses (L1, GIoU, FGL) and DDF weights use the GO union of the matches of
+the last layer, the auxiliary layers, the pre boxes and the encoder top-k.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmdet.models.dense_heads import DINOHead
+from mmdet.models.losses import QualityFocalLoss
+from mmdet.models.utils import multi_apply
+from mmdet.registry import MODELS
+from mmdet.structures import SampleList
+from mmdet.structures.bbox import bbox_overlaps, bbox_xyxy_to_cxcywh
+from mmdet.utils import InstanceList, reduce_mean
+from mmengine.logging import print_log
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from ..functional import (aligned_iou, box_to_distance, cxcywh_to_xyxy, ddf_loss,
+                          fgl_loss, go_union, two_bin_targets, weighting_function)
+from .decoder import fdr_config
+
+__all__ = ['GOLSDDINOHead']
+
+Triple = Tuple[Tensor, Tensor, Tensor]
+
+
+def _mlp(dims: int, out: int, depth: int) -> nn.Sequential:
+    layers: List[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(dims, dims), nn.ReLU()]
+    layers.append(nn.Linear(dims, out))
+    return nn.Sequential(*layers)
+
+
+class _GT:
+    """Ground truth of a batch, flattened for vectorised indexing."""
+
+    def __init__(self, batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+                 device: torch.device) -> None:
+        sizes = [len(g) for g in batch_gt_instances]
+        self.counts = sizes
+        self.offsets = torch.tensor([0] + sizes[:-1], device=device).cumsum(0)
+        factors, boxes, labels = [], [], []
+        for gt, meta in zip(batch_gt_instances, batch_img_metas):
+            h, w = meta['img_shape'][:2]
+            factor = gt.bboxes.new_tensor([w, h, w, h])
+            factors.append(factor)
+            boxes.append(gt.bboxes / factor)
+            labels.append(gt.labels)
+        self.factors = torch.stack(factors) if factors else torch.ones(0, 4, device=device)
+        self.xyxy = torch.cat(boxes) if boxes else torch.zeros(0, 4, device=device)
+        self.cxcywh = bbox_xyxy_to_cxcywh(self.xyxy)
+        self.labels = (torch.cat(labels) if labels
+                       else torch.zeros(0, dtype=torch.long, device=device))
+
+    def rows(self, b: Tensor, g: Tensor) -> Tensor:
+        return self.offsets[b] + g
+
+
+@MODELS.register_module()
+class GOLSDDINOHead(DINOHead):
+    """DINO head with FDR regression branches and GO-LSD losses.
+
+    Args:
+        golsd (dict): ``reg_max``, ``reg_scale``, ``up``, ``T`` (set by
+            ``GOLSDDINO``).
+        loss_fgl (dict): ``loss_weight`` of FGL (0.15).
+        loss_ddf (dict): ``loss_weight`` of DDF (1.5).
+        nan_to_num (bool): Replace non-finite loss values by 0 and log it, as
+            the reference does.
+        *args, **kwargs: As :class:`DINOHead`.
+    """
+
+    def __init__(self, *args, golsd: Optional[Dict] = None,
+                 loss_fgl: Optional[Dict] = None, loss_ddf: Optional[Dict] = None,
+                 nan_to_num: bool = True, **kwargs) -> None:
+        self.golsd = fdr_config(golsd)
+        self.fgl_weight = float((loss_fgl or {}).get('loss_weight', 0.15))
+        self.ddf_weight = float((loss_ddf or {}).get('loss_weight', 1.5))
+        self.nan_to_num = nan_to_num
+        super().__init__(*args, **kwargs)
+        self.register_buffer('project', weighting_function(
+            self.golsd['reg_max'], self.golsd['reg_scale'], self.golsd['up']).float(),
+            persistent=False)
+
+    # ------------------------------------------------------------------ layers
+    @property
+    def num_fdr_layers(self) -> int:
+        """Decoder layers (the extra branch, if any, serves the encoder)."""
+        return self.num_pred_layer - 1 if self.as_two_stage else self.num_pred_layer
+
+    def _init_layers(self) -> None:
+        super()._init_layers()
+        n_out = 4 * (self.golsd['reg_max'] + 1)
+        branches = [_mlp(self.embed_dims, n_out, self.num_reg_fcs)
+                    for _ in range(self.num_fdr_layers)]
+        branches += list(self.reg_branches[self.num_fdr_layers:])  # encoder: 4 outputs
+        self.reg_branches = nn.ModuleList(branches)
+        self.pre_head = _mlp(self.embed_dims, 4, self.num_reg_fcs)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        for branch in list(self.reg_branches[:self.num_fdr_layers]) + [self.pre_head]:
+            nn.init.zeros_(branch[-1].weight)
+            nn.init.zeros_(branch[-1].bias)
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, hidden_states: Tensor, references: List[Tensor],
+                all_layers_boxes: Optional[Tensor] = None, **kwargs) -> Tuple[Tensor, Tensor]:
+        """Class logits per layer; boxes come from the decoder.
+
+        Returns:
+            tuple: ``(L, B, Qt, C)`` logits and ``(L, B, Qt, 4)`` boxes.
+
+        Raises:
+            ValueError: Without ``all_layers_boxes`` (a plain DINO decoder).
+        """
+        if all_layers_boxes is None:
+            raise ValueError('GOLSDDINOHead needs all_layers_boxes from the FDR '
+                             'decoder; use it with the GOLSDDINO detector')
+        cls = torch.stack([self.cls_branches[i](hidden_states[i])
+                           for i in range(hidden_states.shape[0])])
+        return cls, all_layers_boxes
+
+    def predict(self, hidden_states: Tensor, references: List[Tensor],
+                batch_data_samples: SampleList, rescale: bool = True,
+                all_layers_boxes: Optional[Tensor] = None, **kwargs) -> InstanceList:
+        metas = [s.metainfo for s in batch_data_samples]
+        outs = self(hidden_states, references, all_layers_boxes=all_layers_boxes)
+        return self.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
+
+    def loss(self, hidden_states: Tensor, references: List[Tensor],
+             enc_outputs_class: Tensor, enc_outputs_coord: Tensor,
+             batch_data_samples: SampleList, dn_meta: Optional[Dict[str, int]],
+             all_layers_corners: Optional[Tensor] = None,
+             all_layers_boxes: Optional[Tensor] = None,
+             anchors: Optional[Tensor] = None, pre_boxes: Optional[Tensor] = None,
+             **kwargs) -> Dict[str, Tensor]:
+        gts = [s.gt_instances for s in batch_data_samples]
+        metas = [s.metainfo for s in batch_data_samples]
+        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes)
+        return self.loss_by_feat(cls, boxes, enc_outputs_class, enc_outputs_coord,
+                                 gts, metas, dn_meta, all_layers_corners=all_layers_corners,
+                                 anchors=anchors, pre_boxes=pre_boxes)
+
+    # ----------------------------------------------------------------- matching
+    def _hungarian(self, cls: Tensor, boxes: Tensor, batch_gt: InstanceList,
+                   metas: List[dict]) -> Triple:
+        """Host assigner per image → ``(b, q, g)``; NaN costs cannot occur."""
+        bs, qs, gs = [], [], []
+        for b, (score, box, gt, meta) in enumerate(zip(cls, boxes, batch_gt, metas)):
+            if len(gt) == 0 or box.shape[0] == 0:
+                continue
+            h, w = meta['img_shape'][:2]
+            xyxy = cxcywh_to_xyxy(box.detach().float().nan_to_num(0.5)) * box.new_tensor(
+                [w, h, w, h]).float()
+            pred = InstanceData(scores=score.detach().float().nan_to_num(0.0), bboxes=xyxy)
+            result = self.assigner.assign(pred_instances=pred, gt_instances=gt,
+                                          img_meta=meta)
+            q = torch.nonzero(result.gt_inds > 0, as_tuple=False).squeeze(-1).unique()
+            bs.append(torch.full_like(q, b))
+            qs.append(q)
+            gs.append(result.gt_inds[q] - 1)
+        if not bs:
+            e = torch.zeros(0, dtype=torch.long, device=cls.device)
+            return e, e, e
+        return torch.cat(bs), torch.cat(qs), torch.cat(gs).long()
+
+    # ------------------------------------------------------------------- losses
+    def _cls_loss(self, cls: Tensor, match: Triple, gt: _GT, boxes: Tensor) -> Tensor:
+        """Host classification loss with the given one-to-one match."""
+        b, q, g = match
+        bsz, nq, nc = cls.shape
+        labels = torch.full((bsz, nq), self.num_classes, dtype=torch.long, device=cls.device)
+        rows = gt.rows(b, g)
+        labels[b, q] = gt.labels[rows]
+        weights = torch.ones(bsz * nq, device=cls.device, dtype=cls.dtype)
+        num_pos = b.numel()
+        avg = num_pos * 1.0 + (bsz * nq - num_pos) * self.bg_cls_weight
+        if self.sync_cls_avg_factor:
+            avg = reduce_mean(cls.new_tensor([avg]))
+        avg = max(float(avg), 1.0)
+        flat = cls.reshape(-1, nc)
+        if flat.shape[0] == 0:
+            return cls.sum() * 0
+        if isinstance(self.loss_cls, QualityFocalLoss):
+            scores = torch.zeros(bsz, nq, device=cls.device, dtype=cls.dtype)
+            if num_pos:
+                scores[b, q] = bbox_overlaps(
+                    cxcywh_to_xyxy(boxes[b, q].detach()), gt.xyxy[rows],
+                    is_aligned=True).to(cls.dtype)
+            return self.loss_cls(flat, (labels.reshape(-1), scores.reshape(-1)),
+                                 weight=weights, avg_factor=avg)
+        return self.loss_cls(flat, labels.reshape(-1), weights, avg_factor=avg)
+
+    def _box_losses(self, boxes: Tensor, match: Triple, gt: _GT,
+                    avg: float) -> Tuple[Tensor, Tensor]:
+        """L1 (normalised cxcywh) and GIoU (pixels, w/h clamped ≥ 0)."""
+        b, q, g = match
+        if b.numel() == 0:
+            zero = boxes.sum() * 0
+            return zero, zero
+        rows = gt.rows(b, g)
+        pred = boxes[b, q]
+        loss_bbox = self.loss_bbox(pred, gt.cxcywh[rows].to(pred.dtype), avg_factor=avg)
+        factor = gt.factors[b].to(pred.dtype)
+        loss_iou = self.loss_iou(cxcywh_to_xyxy(pred) * factor,
+                                 (gt.xyxy[rows] * gt.factors[b]).to(pred.dtype),
+                                 avg_factor=avg)
+        return loss_bbox, loss_iou
+
+    def _fgl_targets(self, anchors: Tensor, match: Triple, gt: _GT):
+        """Two-bin targets of the matched pairs, once per forward, in fp32."""
+        b, q, g = match
+        with torch.no_grad():
+            phi = box_to_distance(anchors[b, q].float(), gt.xyxy[gt.rows(b, g)].float(),
+                                  self.golsd['reg_scale'])
+            return two_bin_targets(phi, self.project.float())
+
+    def _fdr_losses(self, corners: Tensor, boxes: Tensor, cls_last: Tensor, match: Triple,
+                    gt: _GT, targets, avg: float, counts: Optional[Tuple[int, int]],
+                    dn: str = '') -> Dict[str, Tensor]:
+        """FGL for every layer and DDF for layers ``0..L−2`` of one part."""
+        b, q, g = match
+        num_layers = corners.shape[0]
+        out: Dict[str, Tensor] = {}
+        with torch.autocast(device_type=corners.device.type, enabled=False):
+            corners = corners.float()
+            teacher = corners[-1]
+            conf = cls_last.detach().float().sigmoid().max(-1).values  # (B, Q)
+            matched = torch.zeros(conf.shape, dtype=torch.bool, device=conf.device)
+            matched[b, q] = True
+            if counts is None:
+                n_m = 4 * b.numel()
+                counts = (n_m, teacher.shape[0] * teacher.shape[1] * 4 - n_m)
+            for i in range(num_layers):
+                key = 'loss' if i == num_layers - 1 else f'd{i}.loss'
+                if b.numel():
+                    with torch.no_grad():
+                        u = aligned_iou(cxcywh_to_xyxy(boxes[i][b, q].detach().float()),
+                                        gt.xyxy[gt.rows(b, g)].float())
+                    tl, wl, wr = targets
+                    fgl = fgl_loss(corners[i][b, q], tl, wl, wr, u, avg)
+                else:
+                    u = corners.new_zeros(0)
+                    fgl = corners[i].sum() * 0
+                out[f'{key.replace("loss", dn + "loss")}_fgl'] = self.fgl_weight * fgl
+                if i < num_layers - 1:
+                    w = conf.clone()
+                    w[b, q] = u
+                    ddf = ddf_loss(corners[i], teacher, matched, w, self.golsd['T'],
+                                   counts=counts)
+                    out[f'{key.replace("loss", dn + "loss")}_ddf'] = self.ddf_weight * ddf
+        return out
+
+    def loss_by_feat(self, all_layers_cls_scores: Tensor, all_layers_bbox_preds: Tensor,
+                     enc_cls_scores: Tensor, enc_bbox_preds: Tensor,
+                     batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+                     dn_meta: Optional[Dict[str, int]],
+                     batch_gt_instances_ignore=None, all_layers_corners: Tensor = None,
+                     anchors: Tensor = None, pre_boxes: Tensor = None) -> Dict[str, Tensor]:
+        """All losses; every key is present on every step (DDP-safe).
+
+        Raises:
+            ValueError: If the FDR outputs (corners, anchors, pre boxes) are
+                missing.
+        """
+        if all_layers_corners is None or anchors is None or pre_boxes is None:
+            raise ValueError('GOLSDDINOHead.loss_by_feat needs all_layers_corners, '
+                             'anchors and pre_boxes from GOLSDDINO')
+        num_dn = int(dn_meta['num_denoising_queries']) if dn_meta else 0
+        cls_all, box_all, cor_all = (all_layers_cls_scores, all_layers_bbox_preds,
+                                     all_layers_corners)
+        cls_m, box_m, cor_m = cls_all[:, :, num_dn:], box_all[:, :, num_dn:], cor_all[:, :, num_dn:]
+        anc_m, pre_m = anchors[:, num_dn:], pre_boxes[:, num_dn:]
+        num_layers = cls_m.shape[0]
+        gt = _GT(batch_gt_instances, batch_img_metas, cls_all.device)
+        args = (batch_gt_instances, batch_img_metas)
+
+        # one-to-one matches: last, aux 0..L-2, pre, encoder top-k
+        own = [self._hungarian(cls_m[i], box_m[i], *args) for i in range(num_layers)]
+        own_pre = self._hungarian(cls_m[0], pre_m, *args)
+        own_enc = (self._hungarian(enc_cls_scores, enc_bbox_preds, *args)
+                   if enc_cls_scores is not None else None)
+        sets = [own[-1]] + own[:-1] + [own_pre] + ([own_enc] if own_enc is not None else [])
+        go = go_union(sets)
+        n_go = max(float(reduce_mean(cls_all.new_tensor([float(go[0].numel())]))), 1.0)
+
+        losses: Dict[str, Tensor] = {}
+        for i in range(num_layers):
+            key = 'loss' if i == num_layers - 1 else f'd{i}.loss'
+            losses[f'{key}_cls'] = self._cls_loss(cls_m[i], own[i], gt, box_m[i])
+            losses[f'{key}_bbox'], losses[f'{key}_iou'] = self._box_losses(box_m[i], go, gt, n_go)
+        losses['pre_loss_cls'] = self._cls_loss(cls_m[0], own_pre, gt, pre_m)
+        losses['pre_loss_bbox'], losses['pre_loss_iou'] = self._box_losses(pre_m, go, gt, n_go)
+        if own_enc is not None:
+            losses['enc_loss_cls'] = self._cls_loss(enc_cls_scores, own_enc, gt, enc_bbox_preds)
+            losses['enc_loss_bbox'], losses['enc_loss_iou'] = self._box_losses(
+                enc_bbox_preds, go, gt, n_go)
+        targets = self._fgl_targets(anc_m, go, gt)
+        losses.update(self._fdr_losses(cor_m, box_m, cls_m[-1], go, gt, targets, n_go,
+                                       None))
+        counts = (4 * go[0].numel(), 4 * cls_m.shape[1] * cls_m.shape[2] - 4 * go[0].numel())
+        losses.update(self._dn_losses(cls_all, box_all, cor_all, anchors, pre_boxes,
+                                      num_dn, dn_meta, gt, counts, *args))
+        return self._finite(losses)
+
+    def _dn_losses(self, cls_all, box_all, cor_all, anchors, pre_boxes, num_dn, dn_meta,
+                   gt: _GT, counts, batch_gt_instances, batch_img_metas) -> Dict[str, Tensor]:
+        num_layers = cls_all.shape[0]
+        keys = (['dn_loss_cls', 'dn_loss_bbox', 'dn_loss_iou', 'dn_loss_fgl'] +
+                [f'd{i}.dn_loss_{k}' for i in range(num_layers - 1)
+                 for k in ('cls', 'bbox', 'iou', 'fgl', 'ddf')] +
+                ['dn_pre_loss_cls', 'dn_pre_loss_bbox', 'dn_pre_loss_iou'])
+        if num_dn == 0:
+            zero = cls_all.sum() * 0 + box_all.sum() * 0 + cor_all.sum() * 0
+            return {k: zero for k in keys}
+        cls_d, box_d, cor_d = cls_all[:, :, :num_dn], box_all[:, :, :num_dn], cor_all[:, :, :num_dn]
+        out: Dict[str, Tensor] = {}
+        l_cls, l_bbox, l_iou = self.loss_dn(cls_d, box_d, batch_gt_instances=batch_gt_instances,
+                                            batch_img_metas=batch_img_metas, dn_meta=dn_meta)
+        for i in range(num_layers):
+            key = 'dn_loss' if i == num_layers - 1 else f'd{i}.dn_loss'
+            out[f'{key}_cls'], out[f'{key}_bbox'], out[f'{key}_iou'] = l_cls[i], l_bbox[i], l_iou[i]
+        pre_cls, pre_bbox, pre_iou = self._loss_dn_single(
+            cls_d[0], pre_boxes[:, :num_dn], batch_gt_instances=batch_gt_instances,
+            batch_img_metas=batch_img_metas, dn_meta=dn_meta)
+        out.update(dn_pre_loss_cls=pre_cls, dn_pre_loss_bbox=pre_bbox, dn_pre_loss_iou=pre_iou)
+        # the fixed DN matches
+        pos = multi_apply(self._get_dn_targets_single, batch_gt_instances, batch_img_metas,
+                          dn_meta=dn_meta)[4]
+        groups = int(dn_meta['num_denoising_groups'])
+        bs, qs, gs = [], [], []
+        for b, (p, g_count) in enumerate(zip(pos, gt.counts)):
+            bs.append(torch.full_like(p, b))
+            qs.append(p)
+            gs.append(torch.arange(g_count, device=p.device).repeat(groups))
+        match = (torch.cat(bs), torch.cat(qs), torch.cat(gs))
+        avg = max(float(reduce_mean(cls_all.new_tensor([float(match[0].numel())]))), 1.0)
+        targets = self._fgl_targets(anchors[:, :num_dn], match, gt)
+        out.update(self._fdr_losses(cor_d, box_d, cls_d[-1], match, gt, targets, avg,
+                                    counts, 'dn_'))
+        missing = [k for k in keys if k not in out]
+        assert not missing, missing
+        return out
+
+    def _finite(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Replace non-finite values by 0 (one device sync), and say so."""
+        if not self.nan_to_num:
+            return losses
+        values = torch.stack([v.detach().float().reshape(-1).sum() for v in losses.values()])
+        bad = ~torch.isfinite(values)
+        if bool(bad.any()):
+            names = [k for k, flag in zip(losses, bad.tolist()) if flag]
+            print_log(f'GO-LSD: non-finite losses replaced by 0: {names}',
+                      logger='current', level=logging.WARNING)
+            losses = {k: (v.nan_to_num(0.0, 0.0, 0.0) if k in names else v)
+                      for k, v in losses.items()}
+        return losses
