@@ -318,9 +318,11 @@ class GOLSDDINOHead(DINOHead):
                 [f'd{i}.dn_loss_{k}' for i in range(num_layers - 1)
                  for k in ('cls', 'bbox', 'iou', 'fgl', 'ddf')] +
                 ['dn_pre_loss_cls', 'dn_pre_loss_bbox', 'dn_pre_loss_iou'])
-        if num_dn == 0:
-            zero = cls_all.sum() * 0 + box_all.sum() * 0 + cor_all.sum() * 0
+        zero = cls_all.sum() * 0 + box_all.sum() * 0 + cor_all.sum() * 0
+        if dn_meta is None:  # no denoising at all (same on every rank)
             return {k: zero for k in keys}
+        # A rank without ground truth has num_dn == 0 while others may not: the
+        # same code path (and so the same collectives) runs on empty tensors.
         cls_d, box_d, cor_d = cls_all[:, :, :num_dn], box_all[:, :, :num_dn], cor_all[:, :, :num_dn]
         out: Dict[str, Tensor] = {}
         l_cls, l_bbox, l_iou = self.loss_dn(cls_d, box_d, batch_gt_instances=batch_gt_instances,
@@ -348,7 +350,8 @@ class GOLSDDINOHead(DINOHead):
                                     counts, 'dn_'))
         missing = [k for k in keys if k not in out]
         assert not missing, missing
-        return out
+        # the host returns a detached torch.zeros(1) for an empty DN part
+        return {k: (v.sum() if v.requires_grad else zero) for k, v in out.items()}
 
     def _finite(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Replace non-finite values by 0 (one device sync), and say so."""
