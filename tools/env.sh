@@ -98,7 +98,8 @@ if [ "$(cat "$STAMP_FILE" 2>/dev/null)" != "$want" ]; then
             set +e
             MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install -v \
                 --no-build-isolation --no-binary mmcv -c "$cons" mmcv==2.1.0 2>&1 \
-                | tee "$log" | "$PY" -u "$ROOT/tools/progress_filter.py" "mmcv build"
+                | tee "$log" | "$PY" -u "$ROOT/tools/progress_filter.py" "mmcv build" \
+                    "$("$PY" -c 'import torch; print(77 if torch.version.cuda is None else "")')"
             rc=${PIPESTATUS[0]}
             set -e
             if [ -n "$old_st" ]; then "${PIP[@]}" install "setuptools==$old_st" >/dev/null 2>&1 || true; fi

@@ -15,9 +15,10 @@ _SOURCE = re.compile(r'\s-c\s+(\S+\.(?:cpp|cu|cc))\b')
 
 def main() -> None:
     label = sys.argv[1] if len(sys.argv) > 1 else 'build'
+    # an expected count (e.g. 77 C++ sources for a CPU build of mmcv 2.1.0)
+    total = f'~{sys.argv[2]}' if len(sys.argv) > 2 and sys.argv[2] else '?'
     start = time.time()
     done = 0
-    total = '?'
     tty = sys.stderr.isatty()
     last_print = 0.0
     for line in sys.stdin:

@@ -63,11 +63,11 @@ def plot_curves(runs: Mapping[str, Sequence[dict]],
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2),
                              squeeze=False)
     for ax, key in zip(axes[0], present):
-        for label, rows in runs.items():
+        for idx, (label, rows) in enumerate(runs.items()):
             pts = [(r[x_key], r[key]) for r in rows if key in r and x_key in r]
-            if pts:
+            if pts:  # one colour per run across panels
                 xs, ys = zip(*pts)
-                ax.plot(xs, ys, label=label, lw=1.6)
+                ax.plot(xs, ys, label=label, lw=1.6, color=f'C{idx}')
         ax.set_title(key)
         ax.set_xlabel(x_key)
         ax.grid(alpha=0.3)

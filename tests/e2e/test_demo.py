@@ -10,6 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
+    """Every stage: detection (RetinaNet) and GO-LSD (DINO with and without)."""
     out_dir = str(tmp_path / 'demo')
     log = run([python(), 'tools/demo.py', '--quick', '--out', out_dir,
                '--data', str(tmp_path / 'data')])
@@ -21,6 +22,11 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
     for png in ('detection_loss.png', 'detection_predictions.png'):
         path = os.path.join(out_dir, png)
         assert os.path.getsize(path) > 5000 and f'({png})' in report
+    golsd = [line for line in report.splitlines() if line.startswith('| DINO')]
+    assert len(golsd) == 2 and 'GO-LSD' in golsd[1]
+    for line in golsd:
+        assert re.fullmatch(r'\d\.\d{3}', line.strip('|').split('|')[5].strip()), line
+    assert os.path.getsize(os.path.join(out_dir, 'golsd_loss.png')) > 5000
     # the data was written in COCO layout
     assert os.path.isfile(str(tmp_path / 'data' / 'coco' / 'annotations' /
                               'instances_train.json'))

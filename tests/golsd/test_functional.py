@@ -290,3 +290,80 @@ def test_residual_gradients_reach_earlier_layers_but_not_through_the_teacher():
              torch.ones(2), 2).backward()
     assert all(d.grad is not None and d.grad.abs().sum() > 0 for d in deltas)
     assert torch.equal(deltas[0].grad, deltas[2].grad)
+
+
+# ------------------------------------------- vectorised head path vs plain loops
+def _fgl_loop(corners, anchors, boxes, go, gts_xyxy, W, c, n_go):
+    R = len(W) - 1
+    total = 0.0
+    for b, q, g in go:
+        cx, cy, w, h = anchors[b][q]
+        x1, y1, x2, y2 = gts_xyxy[b][g]
+        phis = [(cx - x1) / (w / c) - c / 2, (cy - y1) / (h / c) - c / 2,
+                (x2 - cx) / (w / c) - c / 2, (y2 - cy) / (h / c) - c / 2]
+        bx = boxes[b][q]
+        pb = [bx[0] - max(bx[2], 0) / 2, bx[1] - max(bx[3], 0) / 2,
+              bx[0] + max(bx[2], 0) / 2, bx[1] + max(bx[3], 0) / 2]
+        iw = max(0.0, min(pb[2], x2) - max(pb[0], x1))
+        ih = max(0.0, min(pb[3], y2) - max(pb[1], y1))
+        inter = iw * ih
+        union = (pb[2] - pb[0]) * (pb[3] - pb[1]) + (x2 - x1) * (y2 - y1) - inter
+        u = inter / max(union, 1e-12)
+        for k in range(4):
+            z = corners[b][q][k * (R + 1):(k + 1) * (R + 1)]
+            m = max(z)
+            lse = m + math.log(sum(math.exp(v - m) for v in z))
+            phi = phis[k]
+            n = sum(1 for v in W if v <= phi) - 1
+            if n < 0:
+                n, wl, wr = 0, 1.0, 0.0
+            elif n >= R:
+                n, wl, wr = R - 1, 0.0, 1.0
+            else:
+                dl, dr = abs(phi - W[n]), abs(W[n + 1] - phi)
+                wr = dl / (dl + dr)
+                wl = 1 - wr
+            total += u * (wl * (lse - z[n]) + wr * (lse - z[n + 1]))
+    return total / max(n_go, 1)
+
+
+def test_fgl_head_path_equals_a_plain_loop():
+    torch.manual_seed(5)
+    R, c = 8, 4.0
+    W = weighting_function(R, c)
+    B, Q = 2, 5
+    corners = torch.randn(B, Q, 4 * (R + 1), dtype=torch.float64)
+    anchors = torch.rand(B, Q, 4, dtype=torch.float64) * 0.4 + 0.2
+    boxes = torch.rand(B, Q, 4, dtype=torch.float64) * 0.4 + 0.2
+    gts = [cxcywh_to_xyxy(torch.rand(3, 4, dtype=torch.float64) * 0.5 + 0.1) for _ in range(B)]
+    go = [(0, 1, 2), (0, 3, 0), (1, 0, 1), (1, 4, 1)]  # one-to-many: gt 1 twice
+    b, q, g = (torch.tensor(v) for v in zip(*go))
+    gt_rows = torch.stack([gts[bi][gi] for bi, gi in zip(b.tolist(), g.tolist())])
+    tl, wl, wr = two_bin_targets(box_to_distance(anchors[b, q], gt_rows, c), W)
+    u = aligned_iou(cxcywh_to_xyxy(boxes[b, q]), gt_rows)
+    got = fgl_loss(corners[b, q], tl, wl, wr, u, avg_factor=3.0)
+    want = _fgl_loop(corners.tolist(), anchors.tolist(), boxes.tolist(), go,
+                     [x.tolist() for x in gts], W.tolist(), c, 3.0)
+    assert got.item() == pytest.approx(want, rel=1e-9)
+
+
+def test_ddf_equals_a_plain_loop_with_random_masks():
+    torch.manual_seed(6)
+    T = 5.0
+    for _ in range(5):
+        s = torch.randn(2, 6, 20, dtype=torch.float64)
+        t = torch.randn(2, 6, 20, dtype=torch.float64)
+        matched = torch.rand(2, 6) > 0.6
+        w = torch.rand(2, 6, dtype=torch.float64)
+        ell_m, ell_u = [], []
+        for bi in range(2):
+            for qi in range(6):
+                for k in range(4):
+                    v = w[bi, qi].item() * T * T * _kl_sum(
+                        s[bi, qi, 5 * k:5 * k + 5].tolist(), t[bi, qi, 5 * k:5 * k + 5].tolist(), T)
+                    (ell_m if matched[bi, qi] else ell_u).append(v)
+        mu_m = sum(ell_m) / len(ell_m) if ell_m else 0.0
+        mu_u = sum(ell_u) / len(ell_u) if ell_u else 0.0
+        rm, ru = math.sqrt(len(ell_m)), math.sqrt(len(ell_u))
+        want = (rm * mu_m + ru * mu_u) / (rm + ru)
+        assert ddf_loss(s, t, matched, w, T).item() == pytest.approx(want, rel=1e-9)

@@ -148,3 +148,45 @@ def test_bad_settings_are_named():
     from plugins.golsd.mmdet.decoder import fdr_config
     with pytest.raises(ValueError, match='reg_maxx'):
         fdr_config(dict(reg_maxx=16))
+
+
+def _samples_with(boxes, labels, size=SIZE):
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    s = DetDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size),
+                                    batch_input_shape=(size, size), ori_shape=(size, size),
+                                    scale_factor=(1., 1.)))
+    s.gt_instances = InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float32),
+                                  labels=torch.tensor(labels))
+    return s
+
+
+def test_degenerate_and_outside_boxes_give_finite_losses(golsd_model):
+    golsd_model.train()
+    data = [_samples_with([[10, 10, 10, 40], [20, 20, 50, 20]], [0, 1]),  # zero w / h
+            _samples_with([[-30, -20, 40, 50], [80, 70, 150, 140]], [1, 0])]  # outside
+    torch.manual_seed(0)
+    losses = golsd_model.loss(torch.randn(2, 3, SIZE, SIZE), data)
+    bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
+    assert not bad
+    sum(losses.values()).backward()
+    grads = [p.grad for p in golsd_model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    golsd_model.zero_grad()
+
+
+def test_non_finite_logits_are_zeroed_and_logged(golsd_model, caplog):
+    golsd_model.train()
+    torch.manual_seed(0)
+    out, data = _head_inputs(golsd_model, [2, 1])
+    head_inputs = dict(out)
+    head_inputs['all_layers_corners'] = out['all_layers_corners'].clone()
+    head_inputs['all_layers_corners'][1, 0, -1, 0] = float('nan')  # one matching query
+    losses = golsd_model.bbox_head.loss(**head_inputs, batch_data_samples=data)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    golsd_model.bbox_head.nan_to_num = False
+    try:
+        raw = golsd_model.bbox_head.loss(**head_inputs, batch_data_samples=data)
+    finally:
+        golsd_model.bbox_head.nan_to_num = True
+    assert not all(torch.isfinite(v).all() for v in raw.values())
