@@ -145,7 +145,7 @@ def test_plain_dino_demo_config_is_the_baseline():
 
 
 def test_bad_settings_are_named():
-    from plugins.golsd.mmdet.decoder import fdr_config
+    from plugins.golsd.mmdet.fdr import fdr_config
     with pytest.raises(ValueError, match='reg_maxx'):
         fdr_config(dict(reg_maxx=16))
 

@@ -1,6 +1,7 @@
-"""mmdet adapter of GO-LSD: registers the FDR decoder, the head and the detector."""
-from .decoder import GOLSDDinoTransformerDecoder
-from .detector import GOLSDDINO
-from .head import GOLSDDINOHead
+"""mmdet adapter of GO-LSD: FDR decoders, heads and detectors (DINO, Deformable-DETR)."""
+from .decoder import GOLSDDeformableDetrTransformerDecoder, GOLSDDinoTransformerDecoder
+from .detector import GOLSDDINO, GOLSDDeformableDETR
+from .head import GOLSDDeformableDETRHead, GOLSDDINOHead
 
-__all__ = ['GOLSDDinoTransformerDecoder', 'GOLSDDINOHead', 'GOLSDDINO']
+__all__ = ['GOLSDDinoTransformerDecoder', 'GOLSDDeformableDetrTransformerDecoder',
+           'GOLSDDINOHead', 'GOLSDDeformableDETRHead', 'GOLSDDINO', 'GOLSDDeformableDETR']

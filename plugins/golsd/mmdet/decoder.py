@@ -1,43 +1,48 @@
-"""FDR decoder for mmdet's DINO (spec golsd.md §2.3, §8)."""
+"""FDR decoders for mmdet's DINO and Deformable-DETR (spec golsd.md §2.3, §8).
+
+The host layers, positional queries and (DINO) final norm are unchanged; only
+the refine step differs. Each layer adds corner-logit increments to an
+accumulated distribution (not detached), decoded against one fixed anchor: the
+detached layer-0 "pre" box.
+"""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
-from mmdet.models.layers import DinoTransformerDecoder, coordinate_to_encoding, inverse_sigmoid
+from mmdet.models.layers import (DeformableDetrTransformerDecoder, DinoTransformerDecoder,
+                                 coordinate_to_encoding)
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..functional import decode_corners, distribution_integral, weighting_function
+from .fdr import FDRRefiner, fdr_config
 
-__all__ = ['GOLSDDinoTransformerDecoder', 'fdr_config']
+__all__ = ['GOLSDDinoTransformerDecoder', 'GOLSDDeformableDetrTransformerDecoder',
+           'fdr_config']
 
-_DEFAULTS = dict(reg_max=32, reg_scale=4.0, up=0.5, T=5.0)
+
+def _check(reg_branches, pre_head) -> None:
+    if reg_branches is None or pre_head is None:
+        raise ValueError('the FDR decoder needs reg_branches and pre_head (use the '
+                         'GO-LSD detector together with its GO-LSD head)')
 
 
-def fdr_config(golsd: Optional[Dict] = None) -> Dict:
-    """The GO-LSD settings with defaults filled in.
+def _outputs(hidden: List[Tensor], refs: List[Tensor], corners: List[Tensor],
+             boxes: List[Tensor], anchors: Tensor, pre_boxes: Tensor) -> Dict:
+    return dict(hidden_states=torch.stack(hidden), references=refs,
+                all_layers_corners=torch.stack(corners), all_layers_boxes=torch.stack(boxes),
+                anchors=anchors, pre_boxes=pre_boxes)
 
-    Raises:
-        ValueError: On an unknown key.
-    """
-    cfg = dict(_DEFAULTS)
-    unknown = set(golsd or {}) - set(cfg)
-    if unknown:
-        raise ValueError(f'unknown golsd settings {sorted(unknown)}; known: '
-                         f'{sorted(cfg)}')
-    cfg.update(golsd or {})
-    return cfg
+
+def _ref_input(ref: Tensor, valid_ratios: Tensor) -> Tensor:
+    if ref.shape[-1] == 4:
+        return ref[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
+    return ref[:, :, None] * valid_ratios[:, None]
 
 
 @MODELS.register_module()
 class GOLSDDinoTransformerDecoder(DinoTransformerDecoder):
-    """DINO decoder whose box refinement is Fine-grained Distribution Refinement.
-
-    The host layers, the positional queries and the final norm are unchanged.
-    Only the refine step differs: each layer adds corner-logit increments to
-    an accumulated distribution (not detached), decoded against one fixed
-    anchor, the detached layer-0 "pre" box.
+    """DINO decoder with Fine-grained Distribution Refinement.
 
     Args:
         golsd (dict): ``reg_max`` (R), ``reg_scale`` (c), ``up`` (a), ``T``.
@@ -45,11 +50,9 @@ class GOLSDDinoTransformerDecoder(DinoTransformerDecoder):
     """
 
     def __init__(self, *args, golsd: Optional[Dict] = None, **kwargs) -> None:
-        self.golsd = fdr_config(golsd)
         super().__init__(*args, **kwargs)
-        project = weighting_function(self.golsd['reg_max'], self.golsd['reg_scale'],
-                                     self.golsd['up'], dtype=torch.float64)
-        self.register_buffer('project', project.float(), persistent=False)
+        self.fdr = FDRRefiner(golsd)
+        self.golsd = self.fdr.golsd
 
     def forward(self, query: Tensor, value: Tensor, key_padding_mask: Tensor,
                 self_attn_mask: Tensor, reference_points: Tensor,
@@ -75,21 +78,15 @@ class GOLSDDinoTransformerDecoder(DinoTransformerDecoder):
             ValueError: Without ``reg_branches``/``pre_head`` or with 2-D
                 references.
         """
-        if reg_branches is None or pre_head is None:
-            raise ValueError('the FDR decoder needs reg_branches and pre_head '
-                             '(use GOLSDDINO with GOLSDDINOHead)')
+        _check(reg_branches, pre_head)
         if reference_points.shape[-1] != 4:
-            raise ValueError(f'FDR needs 4-D reference boxes, got shape '
-                             f'{tuple(reference_points.shape)}')
-        c = float(self.golsd['reg_scale'])
+            raise ValueError(f'the DINO FDR decoder needs 4-D reference boxes, got '
+                             f'shape {tuple(reference_points.shape)}')
         ref = reference_points.detach()
         hidden, refs, corners, boxes = [], [ref], [], []
-        acc = None
-        h_prev = None
-        anchors = pre_boxes = None
-        ratios = torch.cat([valid_ratios, valid_ratios], -1)[:, None]
+        acc = h_prev = anchors = pre_boxes = None
         for lid, layer in enumerate(self.layers):
-            ref_input = ref[:, :, None] * ratios
+            ref_input = _ref_input(ref, valid_ratios)
             query_pos = self.ref_point_head(coordinate_to_encoding(
                 ref_input[:, :, 0, :], num_feats=self.embed_dims // 2))
             query = layer(query, query_pos=query_pos, value=value,
@@ -99,21 +96,69 @@ class GOLSDDinoTransformerDecoder(DinoTransformerDecoder):
                           valid_ratios=valid_ratios, reference_points=ref_input,
                           **kwargs)
             if lid == 0:
-                pre_boxes = (pre_head(query) + inverse_sigmoid(ref, eps=1e-3)).sigmoid()
+                pre_boxes = self.fdr.pre_box(pre_head, query, ref, eps=1e-3)
                 anchors = pre_boxes.detach()
-            branch_in = query if h_prev is None else query + h_prev.detach()
-            delta = reg_branches[lid](branch_in)
-            acc = delta if acc is None else delta + acc
-            with torch.autocast(device_type=acc.device.type, enabled=False):
-                dist = distribution_integral(acc.float(), self.project)
-                box = decode_corners(anchors.float(), dist, c)
+            acc, box = self.fdr.step(reg_branches[lid], query, h_prev, acc, anchors)
             hidden.append(self.norm(query))
             corners.append(acc)
             boxes.append(box)
             ref = box.detach()
             refs.append(ref)
             h_prev = query
-        return dict(hidden_states=torch.stack(hidden), references=refs,
-                    all_layers_corners=torch.stack(corners),
-                    all_layers_boxes=torch.stack(boxes), anchors=anchors,
-                    pre_boxes=pre_boxes)
+        return _outputs(hidden, refs, corners, boxes, anchors, pre_boxes)
+
+
+@MODELS.register_module()
+class GOLSDDeformableDetrTransformerDecoder(DeformableDetrTransformerDecoder):
+    """Deformable-DETR decoder (with box refinement) using FDR.
+
+    With two-stage the initial references are boxes; otherwise they are
+    points ``(cx, cy)`` and the pre box takes ``logit(ref)`` on its first two
+    outputs only. There is no final norm, as in the host.
+
+    Args:
+        golsd (dict): ``reg_max``, ``reg_scale``, ``up``, ``T``.
+        *args, **kwargs: As :class:`DeformableDetrTransformerDecoder`.
+    """
+
+    def __init__(self, *args, golsd: Optional[Dict] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fdr = FDRRefiner(golsd)
+        self.golsd = self.fdr.golsd
+
+    def forward(self, query: Tensor, query_pos: Tensor, value: Tensor,
+                key_padding_mask: Tensor, reference_points: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor,
+                valid_ratios: Tensor, reg_branches: Optional[nn.Module] = None,
+                pre_head: Optional[nn.Module] = None, **kwargs) -> Dict[str, Tensor]:
+        """As :meth:`GOLSDDinoTransformerDecoder.forward`; ``references[0]``
+        may be 2-D here.
+
+        Raises:
+            ValueError: Without ``reg_branches`` (box refinement) or
+                ``pre_head``.
+        """
+        _check(reg_branches, pre_head)
+        ref = reference_points.detach()
+        hidden, refs, corners, boxes = [], [ref], [], []
+        acc = h_prev = anchors = pre_boxes = None
+        output = query
+        for lid, layer in enumerate(self.layers):
+            ref_input = _ref_input(ref, valid_ratios)
+            output = layer(output, query_pos=query_pos, value=value,
+                           key_padding_mask=key_padding_mask,
+                           spatial_shapes=spatial_shapes,
+                           level_start_index=level_start_index,
+                           valid_ratios=valid_ratios, reference_points=ref_input,
+                           **kwargs)
+            if lid == 0:
+                pre_boxes = self.fdr.pre_box(pre_head, output, ref, eps=1e-5)
+                anchors = pre_boxes.detach()
+            acc, box = self.fdr.step(reg_branches[lid], output, h_prev, acc, anchors)
+            hidden.append(output)
+            corners.append(acc)
+            boxes.append(box)
+            ref = box.detach()
+            refs.append(ref)
+            h_prev = output
+        return _outputs(hidden, refs, corners, boxes, anchors, pre_boxes)

@@ -1,15 +1,25 @@
-"""GO-LSD DINO detector (spec golsd.md §8)."""
+"""GO-LSD detectors: DINO and Deformable-DETR with box refinement (spec §8)."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
-from mmdet.models.detectors import DINO
+import torch
+from mmdet.models.detectors import DINO, DeformableDETR
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from .decoder import GOLSDDinoTransformerDecoder, fdr_config
+from .decoder import GOLSDDeformableDetrTransformerDecoder, GOLSDDinoTransformerDecoder
+from .fdr import fdr_config
 
-__all__ = ['GOLSDDINO']
+__all__ = ['GOLSDDINO', 'GOLSDDeformableDETR']
+
+
+def _pass_settings(golsd: Optional[Dict], kwargs: dict) -> Dict:
+    cfg = fdr_config(golsd)
+    head = kwargs.get('bbox_head')
+    if head is not None:
+        head['golsd'] = dict(cfg)
+    return cfg
 
 
 @MODELS.register_module()
@@ -29,10 +39,7 @@ class GOLSDDINO(DINO):
     """
 
     def __init__(self, *args, golsd: Optional[Dict] = None, **kwargs) -> None:
-        self.golsd = fdr_config(golsd)
-        head = kwargs.get('bbox_head')
-        if head is not None:
-            head['golsd'] = dict(self.golsd)
+        self.golsd = _pass_settings(golsd, kwargs)
         super().__init__(*args, **kwargs)
 
     def _init_layers(self) -> None:
@@ -58,3 +65,58 @@ class GOLSDDINO(DINO):
             zero = self.dn_query_generator.label_embedding.weight[0, 0] * 0.0
             out['hidden_states'] = out['hidden_states'] + zero
         return out
+
+
+@MODELS.register_module()
+class GOLSDDeformableDETR(DeformableDETR):
+    """Deformable-DETR with box refinement, FDR boxes and GO-LSD.
+
+    ``with_box_refine=True`` is required; ``as_two_stage=True`` is
+    recommended (4-D references, and the encoder proposals join the GO vote).
+
+    Args:
+        golsd (dict): ``reg_max``, ``reg_scale``, ``up``, ``T``.
+        *args, **kwargs: As :class:`mmdet.models.DeformableDETR`.
+
+    Raises:
+        ValueError: Without ``with_box_refine=True``.
+    """
+
+    def __init__(self, *args, golsd: Optional[Dict] = None, **kwargs) -> None:
+        if not kwargs.get('with_box_refine', False):
+            raise ValueError('GOLSDDeformableDETR needs with_box_refine=True: FDR '
+                             'refines boxes layer by layer with one branch per layer')
+        self.golsd = _pass_settings(golsd, kwargs)
+        super().__init__(*args, **kwargs)
+
+    def _init_layers(self) -> None:
+        decoder_cfg = dict(self.decoder)
+        super()._init_layers()
+        self.decoder = GOLSDDeformableDetrTransformerDecoder(**decoder_cfg,
+                                                             golsd=self.golsd)
+
+    def pre_decoder(self, memory: Tensor, memory_mask: Tensor,
+                    spatial_shapes: Tensor) -> Tuple[Dict, Dict]:
+        """The host's, plus the top-k proposals in decoder-query order."""
+        decoder_inputs, head_inputs = super().pre_decoder(memory, memory_mask,
+                                                          spatial_shapes)
+        if self.as_two_stage and self.training:
+            cls = head_inputs['enc_outputs_class']
+            # the same selection as the host (class 0 score), hence the same order
+            idx = torch.topk(cls[..., 0], self.num_queries, dim=1)[1]
+            head_inputs['enc_topk_class'] = torch.gather(
+                cls, 1, idx.unsqueeze(-1).expand(-1, -1, cls.shape[-1]))
+            head_inputs['enc_topk_coord'] = torch.gather(
+                head_inputs['enc_outputs_coord'], 1, idx.unsqueeze(-1).expand(-1, -1, 4))
+        return decoder_inputs, head_inputs
+
+    def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
+                        memory_mask: Tensor, reference_points: Tensor,
+                        spatial_shapes: Tensor, level_start_index: Tensor,
+                        valid_ratios: Tensor) -> Dict:
+        """Decoder pass returning FDR corners, boxes, anchors and pre boxes."""
+        return self.decoder(
+            query=query, value=memory, query_pos=query_pos, key_padding_mask=memory_mask,
+            reference_points=reference_points, spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index, valid_ratios=valid_ratios,
+            reg_branches=self.bbox_head.reg_branches, pre_head=self.bbox_head.pre_head)

@@ -10,7 +10,9 @@ import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from mmdet.models.dense_heads import DINOHead
+import copy
+
+from mmdet.models.dense_heads import DeformableDETRHead, DINOHead
 from mmdet.models.losses import QualityFocalLoss
 from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
@@ -23,9 +25,9 @@ from torch import Tensor, nn
 
 from ..functional import (aligned_iou, box_to_distance, cxcywh_to_xyxy, ddf_loss,
                           fgl_loss, go_union, two_bin_targets, weighting_function)
-from .decoder import fdr_config
+from .fdr import fdr_config
 
-__all__ = ['GOLSDDINOHead']
+__all__ = ['GOLSDHeadMixin', 'GOLSDDINOHead', 'GOLSDDeformableDETRHead']
 
 Triple = Tuple[Tensor, Tensor, Tensor]
 
@@ -63,18 +65,16 @@ class _GT:
         return self.offsets[b] + g
 
 
-@MODELS.register_module()
-class GOLSDDINOHead(DINOHead):
-    """DINO head with FDR regression branches and GO-LSD losses.
+class GOLSDHeadMixin:
+    """FDR branches and GO-LSD losses for DETR heads with box refinement.
 
-    Args:
-        golsd (dict): ``reg_max``, ``reg_scale``, ``up``, ``T`` (set by
-            ``GOLSDDINO``).
+    Mixed in before the host head class. Args (keyword, consumed here):
+        golsd (dict): ``reg_max``, ``reg_scale``, ``up``, ``T`` (set by the
+            GO-LSD detector).
         loss_fgl (dict): ``loss_weight`` of FGL (0.15).
         loss_ddf (dict): ``loss_weight`` of DDF (1.5).
         nan_to_num (bool): Replace non-finite loss values by 0 and log it, as
             the reference does.
-        *args, **kwargs: As :class:`DINOHead`.
     """
 
     def __init__(self, *args, golsd: Optional[Dict] = None,
@@ -109,6 +109,9 @@ class GOLSDDINOHead(DINOHead):
         for branch in list(self.reg_branches[:self.num_fdr_layers]) + [self.pre_head]:
             nn.init.zeros_(branch[-1].weight)
             nn.init.zeros_(branch[-1].bias)
+        if not self.as_two_stage:
+            # point references: the pre box starts at the host's w, h = sigmoid(-2)
+            nn.init.constant_(self.pre_head[-1].bias[2:], -2.0)
 
     # ----------------------------------------------------------------- forward
     def forward(self, hidden_states: Tensor, references: List[Tensor],
@@ -134,20 +137,6 @@ class GOLSDDINOHead(DINOHead):
         metas = [s.metainfo for s in batch_data_samples]
         outs = self(hidden_states, references, all_layers_boxes=all_layers_boxes)
         return self.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
-
-    def loss(self, hidden_states: Tensor, references: List[Tensor],
-             enc_outputs_class: Tensor, enc_outputs_coord: Tensor,
-             batch_data_samples: SampleList, dn_meta: Optional[Dict[str, int]],
-             all_layers_corners: Optional[Tensor] = None,
-             all_layers_boxes: Optional[Tensor] = None,
-             anchors: Optional[Tensor] = None, pre_boxes: Optional[Tensor] = None,
-             **kwargs) -> Dict[str, Tensor]:
-        gts = [s.gt_instances for s in batch_data_samples]
-        metas = [s.metainfo for s in batch_data_samples]
-        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes)
-        return self.loss_by_feat(cls, boxes, enc_outputs_class, enc_outputs_coord,
-                                 gts, metas, dn_meta, all_layers_corners=all_layers_corners,
-                                 anchors=anchors, pre_boxes=pre_boxes)
 
     # ----------------------------------------------------------------- matching
     def _hungarian(self, cls: Tensor, boxes: Tensor, batch_gt: InstanceList,
@@ -259,6 +248,101 @@ class GOLSDDINOHead(DINOHead):
                     out[f'{key.replace("loss", dn + "loss")}_ddf'] = self.ddf_weight * ddf
         return out
 
+    def _matching_losses(self, cls_m: Tensor, box_m: Tensor, cor_m: Tensor, anc_m: Tensor,
+                         pre_m: Tensor, gt: _GT, batch_gt_instances: InstanceList,
+                         batch_img_metas: List[dict], enc: Optional[Tuple[Tensor, Tensor]] = None,
+                         enc_vote: Optional[Tuple[Tensor, Tensor, InstanceList]] = None):
+        """Losses of the matching queries (every layer, pre boxes, encoder).
+
+        Args:
+            cls_m, box_m, cor_m: ``(L, B, Q, ·)`` logits, boxes, corner logits.
+            anc_m, pre_m: ``(B, Q, 4)`` anchors and pre boxes.
+            enc (tuple, optional): Query-aligned encoder top-k ``(cls, boxes)``:
+                votes in GO, and gets ``enc_loss_*`` (own match for cls, GO for
+                boxes).
+            enc_vote (tuple, optional): ``(cls, boxes, gt_instances)`` of
+                query-aligned proposals that only vote (their loss is the
+                host's).
+
+        Returns:
+            tuple: ``(losses, go, counts)``; ``counts = (N_m, N_u)`` for DDF.
+        """
+        args = (batch_gt_instances, batch_img_metas)
+        num_layers = cls_m.shape[0]
+        own = [self._hungarian(cls_m[i], box_m[i], *args) for i in range(num_layers)]
+        own_pre = self._hungarian(cls_m[0], pre_m, *args)
+        sets = [own[-1]] + own[:-1] + [own_pre]
+        own_enc = None
+        if enc is not None:
+            own_enc = self._hungarian(enc[0], enc[1], *args)
+            sets.append(own_enc)
+        if enc_vote is not None:
+            sets.append(self._hungarian(enc_vote[0], enc_vote[1], enc_vote[2],
+                                        batch_img_metas))
+        go = go_union(sets)  # order: last, aux 0..L-2, pre, encoder
+        n_go = max(float(reduce_mean(cls_m.new_tensor([float(go[0].numel())]))), 1.0)
+        losses: Dict[str, Tensor] = {}
+        for i in range(num_layers):
+            key = 'loss' if i == num_layers - 1 else f'd{i}.loss'
+            losses[f'{key}_cls'] = self._cls_loss(cls_m[i], own[i], gt, box_m[i])
+            losses[f'{key}_bbox'], losses[f'{key}_iou'] = self._box_losses(box_m[i], go, gt,
+                                                                          n_go)
+        losses['pre_loss_cls'] = self._cls_loss(cls_m[0], own_pre, gt, pre_m)
+        losses['pre_loss_bbox'], losses['pre_loss_iou'] = self._box_losses(pre_m, go, gt, n_go)
+        if own_enc is not None:
+            losses['enc_loss_cls'] = self._cls_loss(enc[0], own_enc, gt, enc[1])
+            losses['enc_loss_bbox'], losses['enc_loss_iou'] = self._box_losses(
+                enc[1], go, gt, n_go)
+        targets = self._fgl_targets(anc_m, go, gt)
+        losses.update(self._fdr_losses(cor_m, box_m, cls_m[-1], go, gt, targets, n_go, None))
+        n_m = 4 * go[0].numel()
+        counts = (n_m, 4 * cls_m.shape[1] * cls_m.shape[2] - n_m)
+        return losses, go, counts
+
+    @staticmethod
+    def _check_fdr_inputs(corners, anchors, pre_boxes) -> None:
+        if corners is None or anchors is None or pre_boxes is None:
+            raise ValueError('GO-LSD heads need all_layers_corners, anchors and pre_boxes '
+                             'from a GO-LSD detector (GOLSDDINO, GOLSDDeformableDETR)')
+
+    def _finite(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Replace non-finite values by 0 (one device sync), and say so."""
+        if not self.nan_to_num:
+            return losses
+        values = torch.stack([v.detach().float().reshape(-1).sum() for v in losses.values()])
+        bad = ~torch.isfinite(values)
+        if bool(bad.any()):
+            names = [k for k, flag in zip(losses, bad.tolist()) if flag]
+            print_log(f'GO-LSD: non-finite losses replaced by 0: {names}',
+                      logger='current', level=logging.WARNING)
+            losses = {k: (v.nan_to_num(0.0, 0.0, 0.0) if k in names else v)
+                      for k, v in losses.items()}
+        return losses
+
+
+@MODELS.register_module()
+class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
+    """DINO head with FDR regression branches and GO-LSD losses.
+
+    Args:
+        golsd, loss_fgl, loss_ddf, nan_to_num: see :class:`GOLSDHeadMixin`.
+        *args, **kwargs: As :class:`DINOHead`.
+    """
+
+    def loss(self, hidden_states: Tensor, references: List[Tensor],
+             enc_outputs_class: Tensor, enc_outputs_coord: Tensor,
+             batch_data_samples: SampleList, dn_meta: Optional[Dict[str, int]],
+             all_layers_corners: Optional[Tensor] = None,
+             all_layers_boxes: Optional[Tensor] = None,
+             anchors: Optional[Tensor] = None, pre_boxes: Optional[Tensor] = None,
+             **kwargs) -> Dict[str, Tensor]:
+        gts = [s.gt_instances for s in batch_data_samples]
+        metas = [s.metainfo for s in batch_data_samples]
+        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes)
+        return self.loss_by_feat(cls, boxes, enc_outputs_class, enc_outputs_coord,
+                                 gts, metas, dn_meta, all_layers_corners=all_layers_corners,
+                                 anchors=anchors, pre_boxes=pre_boxes)
+
     def loss_by_feat(self, all_layers_cls_scores: Tensor, all_layers_bbox_preds: Tensor,
                      enc_cls_scores: Tensor, enc_bbox_preds: Tensor,
                      batch_gt_instances: InstanceList, batch_img_metas: List[dict],
@@ -271,44 +355,19 @@ class GOLSDDINOHead(DINOHead):
             ValueError: If the FDR outputs (corners, anchors, pre boxes) are
                 missing.
         """
-        if all_layers_corners is None or anchors is None or pre_boxes is None:
-            raise ValueError('GOLSDDINOHead.loss_by_feat needs all_layers_corners, '
-                             'anchors and pre_boxes from GOLSDDINO')
+        self._check_fdr_inputs(all_layers_corners, anchors, pre_boxes)
         num_dn = int(dn_meta['num_denoising_queries']) if dn_meta else 0
         cls_all, box_all, cor_all = (all_layers_cls_scores, all_layers_bbox_preds,
                                      all_layers_corners)
-        cls_m, box_m, cor_m = cls_all[:, :, num_dn:], box_all[:, :, num_dn:], cor_all[:, :, num_dn:]
-        anc_m, pre_m = anchors[:, num_dn:], pre_boxes[:, num_dn:]
-        num_layers = cls_m.shape[0]
         gt = _GT(batch_gt_instances, batch_img_metas, cls_all.device)
-        args = (batch_gt_instances, batch_img_metas)
-
-        # one-to-one matches: last, aux 0..L-2, pre, encoder top-k
-        own = [self._hungarian(cls_m[i], box_m[i], *args) for i in range(num_layers)]
-        own_pre = self._hungarian(cls_m[0], pre_m, *args)
-        own_enc = (self._hungarian(enc_cls_scores, enc_bbox_preds, *args)
-                   if enc_cls_scores is not None else None)
-        sets = [own[-1]] + own[:-1] + [own_pre] + ([own_enc] if own_enc is not None else [])
-        go = go_union(sets)
-        n_go = max(float(reduce_mean(cls_all.new_tensor([float(go[0].numel())]))), 1.0)
-
-        losses: Dict[str, Tensor] = {}
-        for i in range(num_layers):
-            key = 'loss' if i == num_layers - 1 else f'd{i}.loss'
-            losses[f'{key}_cls'] = self._cls_loss(cls_m[i], own[i], gt, box_m[i])
-            losses[f'{key}_bbox'], losses[f'{key}_iou'] = self._box_losses(box_m[i], go, gt, n_go)
-        losses['pre_loss_cls'] = self._cls_loss(cls_m[0], own_pre, gt, pre_m)
-        losses['pre_loss_bbox'], losses['pre_loss_iou'] = self._box_losses(pre_m, go, gt, n_go)
-        if own_enc is not None:
-            losses['enc_loss_cls'] = self._cls_loss(enc_cls_scores, own_enc, gt, enc_bbox_preds)
-            losses['enc_loss_bbox'], losses['enc_loss_iou'] = self._box_losses(
-                enc_bbox_preds, go, gt, n_go)
-        targets = self._fgl_targets(anc_m, go, gt)
-        losses.update(self._fdr_losses(cor_m, box_m, cls_m[-1], go, gt, targets, n_go,
-                                       None))
-        counts = (4 * go[0].numel(), 4 * cls_m.shape[1] * cls_m.shape[2] - 4 * go[0].numel())
+        enc = (enc_cls_scores, enc_bbox_preds) if enc_cls_scores is not None else None
+        losses, _, counts = self._matching_losses(
+            cls_all[:, :, num_dn:], box_all[:, :, num_dn:], cor_all[:, :, num_dn:],
+            anchors[:, num_dn:], pre_boxes[:, num_dn:], gt, batch_gt_instances,
+            batch_img_metas, enc=enc)
         losses.update(self._dn_losses(cls_all, box_all, cor_all, anchors, pre_boxes,
-                                      num_dn, dn_meta, gt, counts, *args))
+                                      num_dn, dn_meta, gt, counts, batch_gt_instances,
+                                      batch_img_metas))
         return self._finite(losses)
 
     def _dn_losses(self, cls_all, box_all, cor_all, anchors, pre_boxes, num_dn, dn_meta,
@@ -353,16 +412,42 @@ class GOLSDDINOHead(DINOHead):
         # the host returns a detached torch.zeros(1) for an empty DN part
         return {k: (v.sum() if v.requires_grad else zero) for k, v in out.items()}
 
-    def _finite(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """Replace non-finite values by 0 (one device sync), and say so."""
-        if not self.nan_to_num:
-            return losses
-        values = torch.stack([v.detach().float().reshape(-1).sum() for v in losses.values()])
-        bad = ~torch.isfinite(values)
-        if bool(bad.any()):
-            names = [k for k, flag in zip(losses, bad.tolist()) if flag]
-            print_log(f'GO-LSD: non-finite losses replaced by 0: {names}',
-                      logger='current', level=logging.WARNING)
-            losses = {k: (v.nan_to_num(0.0, 0.0, 0.0) if k in names else v)
-                      for k, v in losses.items()}
-        return losses
+
+
+@MODELS.register_module()
+class GOLSDDeformableDETRHead(GOLSDHeadMixin, DeformableDETRHead):
+    """Deformable-DETR (box refinement) head with FDR branches and GO-LSD.
+
+    The encoder loss stays the host's (all encoder tokens, class-agnostic);
+    with two-stage, the top-k proposals in decoder-query order join the GO
+    vote, matched against class-agnostic ground truth as the encoder is trained.
+
+    Args:
+        golsd, loss_fgl, loss_ddf, nan_to_num: see :class:`GOLSDHeadMixin`.
+        *args, **kwargs: As :class:`DeformableDETRHead`.
+    """
+
+    def loss(self, hidden_states: Tensor, references: List[Tensor],
+             enc_outputs_class: Optional[Tensor], enc_outputs_coord: Optional[Tensor],
+             batch_data_samples: SampleList, all_layers_corners: Optional[Tensor] = None,
+             all_layers_boxes: Optional[Tensor] = None, anchors: Optional[Tensor] = None,
+             pre_boxes: Optional[Tensor] = None, enc_topk_class: Optional[Tensor] = None,
+             enc_topk_coord: Optional[Tensor] = None, **kwargs) -> Dict[str, Tensor]:
+        gts = [s.gt_instances for s in batch_data_samples]
+        metas = [s.metainfo for s in batch_data_samples]
+        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes)
+        self._check_fdr_inputs(all_layers_corners, anchors, pre_boxes)
+        gt = _GT(gts, metas, cls.device)
+        agnostic = copy.deepcopy(gts)
+        for g in agnostic:
+            g.labels = torch.zeros_like(g.labels)
+        vote = ((enc_topk_class, enc_topk_coord, agnostic)
+                if enc_topk_class is not None else None)
+        losses, _, _ = self._matching_losses(cls, boxes, all_layers_corners, anchors,
+                                             pre_boxes, gt, gts, metas, enc_vote=vote)
+        if enc_outputs_class is not None:
+            enc_cls, enc_bbox, enc_iou = self.loss_by_feat_single(
+                enc_outputs_class, enc_outputs_coord, batch_gt_instances=agnostic,
+                batch_img_metas=metas)
+            losses.update(enc_loss_cls=enc_cls, enc_loss_bbox=enc_bbox, enc_loss_iou=enc_iou)
+        return self._finite(losses)

@@ -1,0 +1,14 @@
+# Single-stage Deformable-DETR with box refinement (2-D point references), with
+# FDR + GO-LSD. The pre box takes logit(ref) on (cx, cy) only and starts at the
+# host's w, h = sigmoid(-2).
+_base_ = 'mmdet::deformable_detr/deformable-detr-refine_r50_16xb2-50e_coco.py'
+
+custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
+
+model = dict(
+    type='GOLSDDeformableDETR',
+    golsd=dict(reg_max=32, reg_scale=4.0, up=0.5, T=5.0),
+    bbox_head=dict(
+        type='GOLSDDeformableDETRHead',
+        loss_fgl=dict(loss_weight=0.15),
+        loss_ddf=dict(loss_weight=1.5)))
