@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import plugins  # noqa: E402,F401  (safe loading, registrations)
-from plugins.core.runner_setup import build_runner, load_config  # noqa: E402
+from plugins.core.runner_setup import add_common_args, build_runner, load_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,25 +36,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='automatic mixed precision (needs a GPU)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the batch size')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=_DictAction, default={},
-        help='override config settings, key=value pairs, e.g. '
-        'train_cfg.max_epochs=2 "model.backbone.depth=18"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_common_args(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
-
-
-class _DictAction(argparse.Action):
-    """``key=value`` pairs parsed like mmengine's ``DictAction`` (lazily)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from mmengine.config import DictAction
-        DictAction(self.option_strings, self.dest)(parser, namespace, values,
-                                                   option_string)
 
 
 def main(argv=None) -> None:

@@ -2,13 +2,35 @@
 ``tools/test.py``. Imports mmengine (call it only from mmengine tools)."""
 from __future__ import annotations
 
+import argparse
 import os
 import os.path as osp
 from typing import Any, Dict, Optional
 
 import torch
 
-__all__ = ['load_config', 'build_runner', 'enable_amp', 'setup_cpu_distributed']
+__all__ = ['load_config', 'build_runner', 'enable_amp', 'setup_cpu_distributed',
+           'add_common_args']
+
+
+class _DictAction(argparse.Action):
+    """``key=value`` pairs parsed by mmengine's ``DictAction`` (imported lazily)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from mmengine.config import DictAction
+        DictAction(self.option_strings, self.dest)(parser, namespace, values,
+                                                   option_string)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-options``, ``--launcher`` and ``--local_rank`` of the tools."""
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=_DictAction, default={},
+        help='override config settings, key=value pairs, e.g. '
+        'train_cfg.max_epochs=2 "model.backbone.depth=18"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
 def setup_cpu_distributed(cfg) -> None:

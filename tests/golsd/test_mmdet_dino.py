@@ -190,3 +190,89 @@ def test_non_finite_logits_are_zeroed_and_logged(golsd_model, caplog):
     finally:
         golsd_model.bbox_head.nan_to_num = True
     assert not all(torch.isfinite(v).all() for v in raw.values())
+
+
+def test_export_drops_training_only_tensors_and_inference_is_unchanged(tmp_path):
+    import numpy as np
+    from mmdet.apis import inference_detector, init_detector
+
+    from plugins.core.checkpoint import export_state_dict, save_checkpoint
+    model = build(GOLSD_DEMO, seed=3)
+    full = model.state_dict()
+    state, dropped = export_state_dict(model)
+    assert dropped and all(k.startswith('dn_query_generator.') for k in dropped)
+    assert not any(k.startswith('dn_query_generator.') for k in state)
+    assert set(state) | set(dropped) == set(full)
+    ckpt = str(tmp_path / 'deploy.pth')
+    save_checkpoint({'state_dict': state,
+                     'meta': {'dataset_meta': {'classes': ('square', 'disc')}}}, ckpt)
+    detector = init_detector(GOLSD_DEMO, ckpt, device='cpu')
+    img = (np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8)
+    result = inference_detector(detector, img)
+    model.eval()
+    reference = inference_detector(_with_cfg(model, detector), img)
+    assert torch.allclose(result.pred_instances.scores, reference.pred_instances.scores)
+    assert torch.allclose(result.pred_instances.bboxes, reference.pred_instances.bboxes)
+
+
+def _with_cfg(model, detector):
+    """The training model, set up for mmdet's inference API like ``detector``."""
+    model.cfg = detector.cfg
+    model.dataset_meta = detector.dataset_meta
+    return model
+
+
+def test_varifocal_option_matches_the_reference_formula():
+    """VFL: BCE(x, t) with t = IoU·onehot, weight 0.75·σ(x)²·(1−onehot) + t, / #GT."""
+    import plugins  # noqa: F401
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from plugins.golsd.functional import aligned_iou, cxcywh_to_xyxy
+    from plugins.golsd.mmdet.head import _GT
+    register_all_modules()
+    cfg = Config.fromfile(GOLSD_DEMO)
+    cfg.model.bbox_head.loss_cls = dict(type='VarifocalLoss', use_sigmoid=True, alpha=0.75,
+                                        gamma=2.0, iou_weighted=True, loss_weight=1.0)
+    cfg.model.bbox_head.sync_cls_avg_factor = False
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    head = model.bbox_head
+    data = samples([2, 1], SIZE)
+    gts = [d.gt_instances for d in data]
+    gt = _GT(gts, [d.metainfo for d in data], torch.device('cpu'))
+    cls = torch.randn(2, 5, 2)
+    boxes = torch.rand(2, 5, 4) * 0.3 + 0.3
+    match = (torch.tensor([0, 0, 1]), torch.tensor([1, 3, 0]), torch.tensor([0, 1, 0]))
+    got = head._cls_loss(cls, match, gt, boxes)
+    t = torch.zeros(2, 5, 2)
+    for b, q, g in zip(*[m.tolist() for m in match]):
+        row = gt.rows(torch.tensor(b), torch.tensor(g))
+        u = aligned_iou(cxcywh_to_xyxy(boxes[b, q]), gt.xyxy[row])
+        t[b, q, int(gt.labels[row])] = u
+    onehot = (t > 0).float()
+    w = 0.75 * cls.sigmoid() ** 2 * (1 - onehot) + t
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(cls, t, reduction='none')
+    assert got.item() == pytest.approx(((w * bce).sum() / 3).item(), rel=1e-5)
+
+
+def test_zero_loss_weights_give_zero_terms_with_graph(golsd_model):
+    head = golsd_model.bbox_head
+    old = head.fgl_weight, head.ddf_weight
+    head.fgl_weight = head.ddf_weight = 0.0
+    try:
+        gen = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            saved = [b[-1].weight.clone() for b in head.reg_branches[:3]]
+            for b in head.reg_branches[:3]:
+                b[-1].weight.normal_(0, 0.05, generator=gen)
+        losses = _loss(golsd_model, [2, 1])
+        for k in ('loss_fgl', 'd0.loss_fgl', 'd0.loss_ddf', 'dn_loss_fgl', 'd1.dn_loss_ddf'):
+            assert losses[k].item() == 0 and losses[k].requires_grad, k
+        assert losses['loss_bbox'].item() > 0
+    finally:
+        head.fgl_weight, head.ddf_weight = old
+        with torch.no_grad():
+            for b, w in zip(head.reg_branches[:3], saved):
+                b[-1].weight.copy_(w)

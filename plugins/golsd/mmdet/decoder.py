@@ -40,19 +40,23 @@ def _ref_input(ref: Tensor, valid_ratios: Tensor) -> Tensor:
     return ref[:, :, None] * valid_ratios[:, None]
 
 
+class _FDRDecoderMixin:
+    """Adds the FDR refiner (``golsd`` settings) to a host decoder."""
+
+    def __init__(self, *args, golsd: Optional[Dict] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fdr = FDRRefiner(golsd)
+        self.golsd = self.fdr.golsd
+
+
 @MODELS.register_module()
-class GOLSDDinoTransformerDecoder(DinoTransformerDecoder):
+class GOLSDDinoTransformerDecoder(_FDRDecoderMixin, DinoTransformerDecoder):
     """DINO decoder with Fine-grained Distribution Refinement.
 
     Args:
         golsd (dict): ``reg_max`` (R), ``reg_scale`` (c), ``up`` (a), ``T``.
         *args, **kwargs: As :class:`DinoTransformerDecoder`.
     """
-
-    def __init__(self, *args, golsd: Optional[Dict] = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fdr = FDRRefiner(golsd)
-        self.golsd = self.fdr.golsd
 
     def forward(self, query: Tensor, value: Tensor, key_padding_mask: Tensor,
                 self_attn_mask: Tensor, reference_points: Tensor,
@@ -109,7 +113,7 @@ class GOLSDDinoTransformerDecoder(DinoTransformerDecoder):
 
 
 @MODELS.register_module()
-class GOLSDDeformableDetrTransformerDecoder(DeformableDetrTransformerDecoder):
+class GOLSDDeformableDetrTransformerDecoder(_FDRDecoderMixin, DeformableDetrTransformerDecoder):
     """Deformable-DETR decoder (with box refinement) using FDR.
 
     With two-stage the initial references are boxes; otherwise they are
@@ -120,11 +124,6 @@ class GOLSDDeformableDetrTransformerDecoder(DeformableDetrTransformerDecoder):
         golsd (dict): ``reg_max``, ``reg_scale``, ``up``, ``T``.
         *args, **kwargs: As :class:`DeformableDetrTransformerDecoder`.
     """
-
-    def __init__(self, *args, golsd: Optional[Dict] = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fdr = FDRRefiner(golsd)
-        self.golsd = self.fdr.golsd
 
     def forward(self, query: Tensor, query_pos: Tensor, value: Tensor,
                 key_padding_mask: Tensor, reference_points: Tensor,

@@ -38,6 +38,9 @@ class GOLSDDINO(DINO):
         model = dict(type='GOLSDDINO', bbox_head=dict(type='GOLSDDINOHead'))
     """
 
+    # denoising queries exist only in training (``tools/export.py`` drops them)
+    training_only_modules = ('dn_query_generator',)
+
     def __init__(self, *args, golsd: Optional[Dict] = None, **kwargs) -> None:
         self.golsd = _pass_settings(golsd, kwargs)
         super().__init__(*args, **kwargs)

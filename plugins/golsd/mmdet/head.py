@@ -13,7 +13,7 @@ import torch
 import copy
 
 from mmdet.models.dense_heads import DeformableDETRHead, DINOHead
-from mmdet.models.losses import QualityFocalLoss
+from mmdet.models.losses import QualityFocalLoss, VarifocalLoss
 from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
@@ -178,6 +178,16 @@ class GOLSDHeadMixin:
         flat = cls.reshape(-1, nc)
         if flat.shape[0] == 0:
             return cls.sum() * 0
+        if isinstance(self.loss_cls, VarifocalLoss):
+            # VFL of the reference: target IoU·onehot (detached), negatives
+            # weighted by alpha·sigmoid^gamma, summed over Q·C entries / #GT
+            target = torch.zeros_like(flat)
+            if num_pos:
+                with torch.no_grad():
+                    iou = aligned_iou(cxcywh_to_xyxy(boxes[b, q].float()),
+                                      gt.xyxy[rows].float())
+                target[b * nq + q, labels[b, q]] = iou.to(flat.dtype)
+            return self.loss_cls(flat, target, avg_factor=avg)
         if isinstance(self.loss_cls, QualityFocalLoss):
             scores = torch.zeros(bsz, nq, device=cls.device, dtype=cls.dtype)
             if num_pos:
