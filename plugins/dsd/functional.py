@@ -1,0 +1,146 @@
+"""Dual self-distillation (DSD) loss on plain tensors (spec dsd.md §5).
+
+Slots, in canonical order: ``main, dec4, dec3, dec2, dec1, enc1, enc2, enc3, enc4``.
+Every slot is full-resolution class logits ``(B, C, *S)`` (2D or 3D).
+
+    L    = L_DS + α·T²·( Σ_{s∈{dec4,dec3,dec2}} KLpix(p_T(z_dec1) ‖ p_T(z_s))
+                       + Σ_{s∈{enc1,enc2,enc3}} KLpix(p_T(z_enc4) ‖ p_T(z_s)) )
+    L_DS = Σ_{k∈{main,dec4,dec3,dec2,dec1}} DiceCE(z_k, y)
+
+Teachers are not detached by default: ``enc4`` learns only through the KL
+terms, ``dec1`` through DiceCE and the teacher side of KL.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from plugins.core.functional import check_temperature, temperature_kl
+
+__all__ = ['SLOTS', 'DS_SLOTS', 'DECODER_STUDENTS', 'ENCODER_STUDENTS', 'dice_ce',
+           'kl_pix', 'dsd_loss', 'check_labels']
+
+SLOTS = ('main', 'dec4', 'dec3', 'dec2', 'dec1', 'enc1', 'enc2', 'enc3', 'enc4')
+DS_SLOTS = ('main', 'dec4', 'dec3', 'dec2', 'dec1')
+DECODER_TEACHER, ENCODER_TEACHER = 'dec1', 'enc4'
+DECODER_STUDENTS = ('dec4', 'dec3', 'dec2')
+ENCODER_STUDENTS = ('enc1', 'enc2', 'enc3')
+_SMOOTH = 1e-5
+
+
+def check_labels(labels: Tensor, num_classes: int, spatial: Tuple[int, ...],
+                 batch: int) -> Tensor:
+    """Validate ``(B, 1, *S)`` integer class ids and return them as long.
+
+    Raises:
+        ValueError: On a wrong shape, non-integer values or ids outside
+            ``[0, num_classes)`` (the message names the offending values).
+    """
+    want = (batch, 1, *spatial)
+    if tuple(labels.shape) != want:
+        raise ValueError(f'labels must have shape (B, 1, *S) = {want} to match the '
+                         f'logits, got {tuple(labels.shape)}')
+    if labels.is_floating_point():
+        if not torch.equal(labels, labels.round()):
+            raise ValueError('labels hold non-integer values; expected class ids')
+    ids = labels.long()
+    bad = (ids < 0) | (ids >= num_classes)
+    if bool(bad.any()):
+        values = torch.unique(ids[bad])[:8].tolist()
+        raise ValueError(f'label values {values} are outside the class range '
+                         f'[0, {num_classes - 1}] (num_classes={num_classes})')
+    return ids
+
+
+def dice_ce(logits: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
+    """Dice + CE as MONAI's ``DiceCELoss(include_background=True,
+    to_onehot_y=True, softmax=True)``.
+
+    Dice ``= mean_{b,c}[1 − (2Σ_v P·G + 1e-5) / (Σ_v P + Σ_v G + 1e-5)]`` with
+    ``P = softmax(z)``, ``G = onehot(y)``; CE ``= mean_{b,v} −log softmax(z)_y``.
+
+    Args:
+        logits (Tensor): ``(B, C, *S)``, computed in float32 (or float64).
+        labels (Tensor): ``(B, 1, *S)`` long class ids (already checked).
+
+    Returns:
+        tuple: ``(dice, ce)`` scalars.
+    """
+    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    dims = tuple(range(2, z.dim()))
+    prob = torch.softmax(z, dim=1)
+    onehot = torch.zeros_like(prob).scatter_(1, labels, 1.0)
+    inter = (prob * onehot).sum(dims)
+    denom = prob.sum(dims) + onehot.sum(dims)
+    dice = (1.0 - (2.0 * inter + _SMOOTH) / (denom + _SMOOTH)).mean()
+    ce = F.cross_entropy(z, labels[:, 0])
+    return dice, ce
+
+
+def kl_pix(student: Tensor, teacher: Tensor, temperature: float,
+           detach_teacher: bool = False) -> Tensor:
+    """``T²·KLpix(p_T(teacher) ‖ p_T(student))``: KL summed over classes, then
+    averaged over batch and voxels (not ``batchmean``)."""
+    return temperature_kl(student, teacher, temperature, dim=1, class_reduction='sum',
+                          detach_teacher=detach_teacher).mean()
+
+
+def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 3.0,
+             alpha: float = 1.0, detach_teacher: bool = False,
+             encoder_kd: bool = True) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """The DSD loss and its 11 terms.
+
+    Args:
+        logits (Mapping[str, Tensor]): The nine slots (see :data:`SLOTS`), each
+            ``(B, C, *S)``.
+        labels (Tensor): ``(B, 1, *S)`` integer class ids (float storage is
+            accepted).
+        temperature (float): ``T`` (3).
+        alpha (float): Weight of the KD sum (1; a real multiplier here).
+        detach_teacher (bool): Option (default off, as the method).
+        encoder_kd (bool): Option: ``False`` drops the encoder terms (the
+            reference's decoder-only ablation).
+
+    Returns:
+        tuple: ``(total, terms)``; ``terms`` holds ``ds_<slot>`` (DiceCE, 5) and
+        ``kd_<slot>`` (``T²·KLpix``, 6, 3 without encoder KD), detached.
+
+    Raises:
+        KeyError: If a slot is missing.
+        ValueError: On mismatched shapes, bad labels or a bad temperature.
+    """
+    t = check_temperature(temperature)
+    need = SLOTS if encoder_kd else SLOTS[:5]
+    missing = [s for s in need if s not in logits]
+    if missing:
+        raise KeyError(f'DSD needs logits for slots {list(need)}; missing {missing}')
+    ref = logits['main']
+    if ref.dim() not in (4, 5):
+        raise ValueError(f'logits must be (B, C, H, W) or (B, C, D, H, W), got '
+                         f'{tuple(ref.shape)} for slot main')
+    for s in need:
+        if logits[s].shape != ref.shape:
+            raise ValueError(f'slot {s} has shape {tuple(logits[s].shape)}, main has '
+                             f'{tuple(ref.shape)}: every tap must be full-resolution '
+                             f'class logits')
+    ids = check_labels(labels, ref.shape[1], tuple(ref.shape[2:]), ref.shape[0])
+    terms: Dict[str, Tensor] = {}
+    total = None
+    for s in DS_SLOTS:
+        dice, ce = dice_ce(logits[s], ids)
+        term = dice + ce
+        terms[f'ds_{s}'] = term
+        total = term if total is None else total + term
+    kd = None
+    pairs = [(s, DECODER_TEACHER) for s in DECODER_STUDENTS]
+    if encoder_kd:
+        pairs += [(s, ENCODER_TEACHER) for s in ENCODER_STUDENTS]
+    for student, teacher in pairs:
+        term = kl_pix(logits[student], logits[teacher], t, detach_teacher)
+        terms[f'kd_{student}'] = term
+        kd = term if kd is None else kd + term
+    total = total + alpha * kd
+    return total, {k: v.detach() for k, v in terms.items()}
