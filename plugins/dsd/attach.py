@@ -1,0 +1,168 @@
+"""Attach DSD to a stock network through forward hooks (no forked network).
+
+    taps = DSDTaps(net, 'dynunet', num_classes=3)     # heads become net.dsd_heads
+    loss_fn = DSDLoss(taps, temperature=3.0)
+    loss = loss_fn(net(x), y)                          # net(x) stays a plain tensor
+
+The hooks turn each tap's feature into full-resolution class logits at once
+(only the logits are kept) and are inert in eval mode, so inference, sliding
+windows and metrics see the stock network. MONAI bundles can build both by
+``"_target_": "plugins.dsd.DSDTaps"`` / ``"plugins.dsd.DSDLoss"``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+from torch import Tensor, nn
+
+from plugins.core.taps import Taps, TapSpec
+
+from .functional import dice_ce, check_labels, dsd_loss
+from .heads import DSDHead, kaiming_init_
+from .presets import PRESETS, TAP_SLOTS, probe_taps
+
+__all__ = ['DSDTaps', 'DSDLoss']
+
+
+def _probe_size(network: nn.Module, preset_name: str, divisor: int) -> int:
+    if preset_name == 'unetr':
+        feat = getattr(network, 'feat_size', None)
+        patch = getattr(network, 'patch_size', None)
+        if feat is None or patch is None:
+            raise ValueError('cannot read img_size from this UNETR; pass probe_size=img_size')
+        return int(feat[0]) * int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+    return 2 * divisor
+
+
+class DSDTaps:
+    """Heads and forward hooks that give the eight DSD tap logits.
+
+    Args:
+        network (nn.Module): A stock network (MONAI ``DynUNet``, ``UNet``,
+            ``UNETR``, ``SwinUNETR``). It gets a ``dsd_heads`` submodule (so
+            optimizers, checkpoints and DDP see the heads) and is otherwise
+            unchanged.
+        preset (str): ``'dynunet'``, ``'unet'``, ``'unetr'`` or ``'swinunetr'``.
+        num_classes (int, optional): ``C``; default the network's output
+            channels (checked against them).
+        spatial_dims (int): 3 (or 2).
+        probe_size (int, optional): Input side of the shape probe (default
+            ``img_size`` for UNETR, else twice the preset's divisor).
+        in_channels (int): Input channels for the probe (0: read them off).
+
+    Raises:
+        ValueError: On an unknown preset or a class-count mismatch.
+        MissingModuleError: If a tap path is missing from the network.
+    """
+
+    def __init__(self, network: nn.Module, preset: str, num_classes: Optional[int] = None,
+                 spatial_dims: int = 3, probe_size: Optional[int] = None,
+                 in_channels: int = 0) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f'unknown DSD preset {preset!r}; choose from {sorted(PRESETS)}')
+        if getattr(network, 'deep_supervision', False):
+            raise ValueError('DynUNet(deep_supervision=True) returns stacked maps; DSD '
+                             'needs deep_supervision=False')
+        self.network = network
+        self.preset = PRESETS[preset]
+        size = probe_size or _probe_size(network, preset, self.preset.divisor)
+        info, out_channels = probe_taps(network, self.preset, size, spatial_dims, in_channels)
+        if num_classes is not None and num_classes != out_channels:
+            raise ValueError(f'num_classes={num_classes} but the network outputs '
+                             f'{out_channels} channels')
+        self.num_classes = out_channels
+        self.info = info
+        heads = nn.ModuleDict()
+        self.head_of: Dict[str, str] = {}
+        for slot in TAP_SLOTS:
+            tap = info[slot]
+            key = (f'L{int(math.log2(tap.scale))}' if self.preset.shared_heads else slot)
+            if key in heads and heads[key].conv.in_channels != tap.channels:
+                key = f'{key}_{slot}'
+            if key not in heads:
+                head = DSDHead(tap.channels, self.num_classes, tap.scale, spatial_dims)
+                if preset == 'dynunet':
+                    kaiming_init_(head)
+                heads[key] = head
+            self.head_of[slot] = key
+        param = next(network.parameters())
+        network.add_module('dsd_heads', heads.to(device=param.device, dtype=param.dtype))
+        network.training_only_modules = ('dsd_heads',)
+        specs = {slot: TapSpec(info[slot].spec.path, info[slot].spec.what,
+                               info[slot].spec.index, transform=heads[self.head_of[slot]])
+                 for slot in TAP_SLOTS}
+        self.taps = Taps(network, specs, keep='last')
+        self._root = network.register_forward_pre_hook(self._start)
+
+    def _start(self, module: nn.Module, args) -> None:
+        self.taps.clear()
+        self.taps.enabled = module.training
+
+    def pop_logits(self) -> Dict[str, Tensor]:
+        """The eight tap logits of the last training forward; clears them.
+
+        Raises:
+            KeyError: If a slot is missing (no training-mode forward since the
+                last call).
+        """
+        logits = self.taps.pop_all()
+        missing = [s for s in TAP_SLOTS if s not in logits]
+        if missing:
+            raise KeyError(f'DSD tap logits missing for {missing}: run one forward of the '
+                           f'network in train mode before each loss call')
+        return logits
+
+    def remove(self) -> None:
+        """Remove the hooks (the heads stay as ``network.dsd_heads``)."""
+        self.taps.remove()
+        self._root.remove()
+
+    def __repr__(self) -> str:
+        rows = ', '.join(f'{s}={i.spec.path}({i.channels}@{i.scale})'
+                         for s, i in self.info.items())
+        return f'DSDTaps({rows})'
+
+
+class DSDLoss(nn.Module):
+    """DSD loss for ``loss(pred, target)`` call sites (MONAI trainers, bundles).
+
+    Args:
+        taps (DSDTaps): The taps of the network whose output is ``pred``.
+        temperature (float): ``T`` (3).
+        alpha (float): KD weight (1).
+        detach_teacher (bool): Option, default off.
+        encoder_kd (bool): Option; ``False`` keeps only the decoder KD terms.
+
+    In eval mode (no tap logits recorded) the loss is ``DiceCE(main)``, the
+    reference's validation loss. The last call's terms are in
+    :attr:`last_terms`.
+    """
+
+    def __init__(self, taps: DSDTaps, temperature: float = 3.0, alpha: float = 1.0,
+                 detach_teacher: bool = False, encoder_kd: bool = True) -> None:
+        super().__init__()
+        self.taps = taps
+        self.temperature = temperature
+        self.alpha = alpha
+        self.detach_teacher = detach_teacher
+        self.encoder_kd = encoder_kd
+        self.last_terms: Dict[str, Tensor] = {}
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """``pred (B, C, *S)`` main logits; ``target (B, 1, *S)`` class ids.
+
+        Raises:
+            KeyError: In train mode, if the taps recorded nothing.
+            ValueError: On bad labels or shapes.
+        """
+        if not self.taps.network.training:
+            ids = check_labels(target, pred.shape[1], tuple(pred.shape[2:]), pred.shape[0])
+            dice, ce = dice_ce(pred, ids)
+            self.last_terms = {'ds_main': (dice + ce).detach()}
+            return dice + ce
+        logits = self.taps.pop_logits()
+        logits['main'] = pred
+        total, self.last_terms = dsd_loss(logits, target, self.temperature, self.alpha,
+                                          self.detach_teacher, self.encoder_kd)
+        return total

@@ -1,0 +1,109 @@
+"""DSD on stock MONAI networks through hooks: tap shapes, loss, eval mode, export."""
+import pytest
+import torch
+
+from plugins.core.checkpoint import export_state_dict
+from plugins.core.taps import MissingModuleError
+from plugins.dsd import DSDLoss, DSDTaps
+from plugins.dsd.functional import dice_ce
+
+C = 3
+
+
+def _nets():
+    from monai.networks.nets import UNETR, DynUNet, SwinUNETR, UNet
+    return {
+        'dynunet': (lambda: DynUNet(3, 1, C, kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2],
+                                    upsample_kernel_size=[2, 2, 2, 2],
+                                    filters=[4, 8, 16, 32, 40], res_block=True,
+                                    norm_name='instance'), 32),
+        'unet': (lambda: UNet(3, 1, C, channels=(4, 8, 16, 32, 40), strides=(2, 2, 2, 2)), 32),
+        'unetr': (lambda: UNETR(1, C, img_size=32, feature_size=4, hidden_size=48,
+                                mlp_dim=96, num_heads=4, proj_type='perceptron',
+                                norm_name='instance', res_block=True), 32),
+        'swinunetr': (lambda: SwinUNETR(in_channels=1, out_channels=C, feature_size=12,
+                                        spatial_dims=3), 64),
+    }
+
+
+# expected (channels, scale) per slot, from the spec's tap tables
+EXPECTED = {
+    'dynunet': dict(enc1=(4, 1), enc2=(8, 2), enc3=(16, 4), enc4=(32, 8),
+                    dec4=(40, 16), dec3=(32, 8), dec2=(16, 4), dec1=(8, 2)),
+    'unet': dict(enc1=(4, 2), enc2=(8, 4), enc3=(16, 8), enc4=(32, 16),
+                 dec4=(40, 16), dec3=(16, 8), dec2=(8, 4), dec1=(4, 2)),
+    'unetr': dict(enc1=(4, 1), enc2=(8, 2), enc3=(16, 4), enc4=(32, 8),
+                  dec4=(48, 16), dec3=(32, 8), dec2=(16, 4), dec1=(8, 2)),
+    'swinunetr': dict(enc1=(12, 1), enc2=(12, 2), enc3=(24, 4), enc4=(48, 8),
+                      dec4=(96, 16), dec3=(48, 8), dec2=(24, 4), dec1=(12, 2)),
+}
+
+
+@pytest.fixture(params=sorted(EXPECTED))
+def wrapped(request):
+    torch.manual_seed(0)
+    make, size = _nets()[request.param]
+    net = make()
+    return request.param, net, DSDTaps(net, request.param, num_classes=C), size
+
+
+def test_tap_tables_match_the_spec(wrapped):
+    name, net, taps, size = wrapped
+    got = {s: (i.channels, i.scale) for s, i in taps.info.items()}
+    assert got == EXPECTED[name]
+    shared = name != 'unetr'
+    assert (len(net.dsd_heads) < 8) == shared
+
+
+def test_training_forward_records_full_res_logits_and_loss_backprops(wrapped):
+    name, net, taps, size = wrapped
+    net.train()
+    x = torch.randn(1, 1, size, size, size)
+    y = torch.randint(0, C, (1, 1, size, size, size))
+    out = net(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (1, C, size, size, size)
+    loss_fn = DSDLoss(taps, temperature=3.0)
+    loss = loss_fn(out, y)
+    assert torch.isfinite(loss) and len(loss_fn.last_terms) == 11
+    loss.backward()
+    for key, head in net.dsd_heads.items():
+        assert head.conv.weight.grad is not None and head.conv.weight.grad.abs().sum() > 0, key
+    with pytest.raises(KeyError, match='train mode'):
+        loss_fn(out, y)  # the store was consumed
+
+
+def test_eval_mode_is_the_stock_network_and_export_loads_strictly(wrapped):
+    name, net, taps, size = wrapped
+    make, _ = _nets()[name]
+    net.eval()
+    x = torch.randn(1, 1, size, size, size)
+    calls = []
+    hook = net.dsd_heads[next(iter(net.dsd_heads))].register_forward_hook(
+        lambda *a: calls.append(1))
+    with torch.no_grad():
+        out = net(x)
+    hook.remove()
+    assert not calls  # no head runs at inference
+    state, dropped = export_state_dict(net)
+    assert dropped and all(k.startswith('dsd_heads.') for k in dropped)
+    stock = make()
+    stock.load_state_dict(state, strict=True)
+    stock.eval()
+    with torch.no_grad():
+        assert torch.equal(stock(x), out)
+    y = torch.randint(0, C, (1, 1, size, size, size))
+    dice, ce = dice_ce(out, y)
+    assert DSDLoss(taps)(out, y).item() == pytest.approx((dice + ce).item())
+
+
+def test_errors_are_named():
+    from monai.networks.nets import DynUNet
+    make, _ = _nets()['dynunet']
+    with pytest.raises(ValueError, match='unknown DSD preset'):
+        DSDTaps(make(), 'vnet2')
+    with pytest.raises(ValueError, match='num_classes=5'):
+        DSDTaps(make(), 'dynunet', num_classes=5)
+    with pytest.raises(MissingModuleError, match='downsamples.2'):
+        shallow = DynUNet(3, 1, C, kernel_size=[3] * 4, strides=[1, 2, 2, 2],
+                          upsample_kernel_size=[2, 2, 2], filters=[4, 8, 16, 32])
+        DSDTaps(shallow, 'dynunet')
