@@ -20,6 +20,7 @@ from plugins.core.taps import Taps, TapSpec
 
 from .functional import dice_ce, check_labels, dsd_loss
 from .heads import DSDHead, kaiming_init_
+from .lean import dsd_loss_lean
 from .presets import PRESETS, TAP_SLOTS, probe_taps
 
 __all__ = ['DSDTaps', 'DSDLoss']
@@ -50,15 +51,22 @@ class DSDTaps:
         probe_size (int, optional): Input side of the shape probe (default
             ``img_size`` for UNETR, else twice the preset's divisor).
         in_channels (int): Input channels for the probe (0: read them off).
+        mode (str): ``'straightforward'`` (hooks compute the tap logits at
+            once) or ``'lean'`` (hooks keep the native-resolution features;
+            :class:`DSDLoss` recomputes each head and term in backward: same
+            loss, a fraction of the memory).
 
     Raises:
-        ValueError: On an unknown preset or a class-count mismatch.
+        ValueError: On an unknown preset or mode, or a class-count mismatch.
         MissingModuleError: If a tap path is missing from the network.
     """
 
     def __init__(self, network: nn.Module, preset: str, num_classes: Optional[int] = None,
                  spatial_dims: int = 3, probe_size: Optional[int] = None,
-                 in_channels: int = 0) -> None:
+                 in_channels: int = 0, mode: str = 'straightforward') -> None:
+        if mode not in ('straightforward', 'lean'):
+            raise ValueError(f"mode must be 'straightforward' or 'lean', got {mode!r}")
+        self.mode = mode
         if preset not in PRESETS:
             raise ValueError(f'unknown DSD preset {preset!r}; choose from {sorted(PRESETS)}')
         if getattr(network, 'deep_supervision', False):
@@ -89,8 +97,10 @@ class DSDTaps:
         param = next(network.parameters())
         network.add_module('dsd_heads', heads.to(device=param.device, dtype=param.dtype))
         network.training_only_modules = ('dsd_heads',)
+        self.heads = {slot: heads[self.head_of[slot]] for slot in TAP_SLOTS}
         specs = {slot: TapSpec(info[slot].spec.path, info[slot].spec.what,
-                               info[slot].spec.index, transform=heads[self.head_of[slot]])
+                               info[slot].spec.index,
+                               transform=None if mode == 'lean' else self.heads[slot])
                  for slot in TAP_SLOTS}
         self.taps = Taps(network, specs, keep='last')
         self._root = network.register_forward_pre_hook(self._start)
@@ -100,7 +110,8 @@ class DSDTaps:
         self.taps.enabled = module.training
 
     def pop_logits(self) -> Dict[str, Tensor]:
-        """The eight tap logits of the last training forward; clears them.
+        """The eight tap logits (lean mode: features) of the last training
+        forward; clears them.
 
         Raises:
             KeyError: If a slot is missing (no training-mode forward since the
@@ -161,8 +172,13 @@ class DSDLoss(nn.Module):
             dice, ce = dice_ce(pred, ids)
             self.last_terms = {'ds_main': (dice + ce).detach()}
             return dice + ce
-        logits = self.taps.pop_logits()
-        logits['main'] = pred
-        total, self.last_terms = dsd_loss(logits, target, self.temperature, self.alpha,
+        recorded = self.taps.pop_logits()
+        if self.taps.mode == 'lean':
+            total, self.last_terms = dsd_loss_lean(
+                pred, recorded, self.taps.heads, target, self.temperature, self.alpha,
+                self.detach_teacher, self.encoder_kd)
+            return total
+        recorded['main'] = pred
+        total, self.last_terms = dsd_loss(recorded, target, self.temperature, self.alpha,
                                           self.detach_teacher, self.encoder_kd)
         return total

@@ -107,3 +107,42 @@ def test_errors_are_named():
         shallow = DynUNet(3, 1, C, kernel_size=[3] * 4, strides=[1, 2, 2, 2],
                           upsample_kernel_size=[2, 2, 2], filters=[4, 8, 16, 32])
         DSDTaps(shallow, 'dynunet')
+
+
+def _run(make, name, size, mode, dtype):
+    torch.manual_seed(0)
+    net = make().to(dtype)
+    taps = DSDTaps(net, name, num_classes=C, mode=mode)
+    net.train()
+    torch.manual_seed(1)
+    x = torch.randn(2, 1, size, size, size, dtype=dtype)
+    y = torch.randint(0, C, (2, 1, size, size, size))
+    loss_fn = DSDLoss(taps, temperature=3.0)
+    loss = loss_fn(net(x), y)
+    loss.backward()
+    grads = {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+    return loss.detach(), dict(loss_fn.last_terms), grads
+
+
+@pytest.mark.parametrize('name', ['dynunet', 'unetr'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_lean_mode_equals_straightforward_loss_and_gradients(name, dtype):
+    make, size = _nets()[name]
+    l0, t0, g0 = _run(make, name, size, 'straightforward', dtype)
+    l1, t1, g1 = _run(make, name, size, 'lean', dtype)
+    assert torch.equal(l0, l1)  # forward values: the very same operations
+    assert all(torch.equal(t0[k], t1[k]) for k in t0)
+    assert set(g0) == set(g1) and any(k.startswith('dsd_heads.') for k in g0)
+    top = max(g.abs().max() for g in g0.values())
+    for k in g0:  # only the summation order of the gradients differs
+        diff = (g0[k] - g1[k]).abs().max()
+        if dtype == torch.float64:
+            assert diff <= 1e-10 * max(g0[k].abs().max(), 1e-30) + 1e-15, k
+        else:
+            assert diff <= 1e-5 * top, k
+
+
+def test_bad_mode():
+    make, _ = _nets()['dynunet']
+    with pytest.raises(ValueError, match="mode must be"):
+        DSDTaps(make(), 'dynunet', mode='cheap')
