@@ -264,9 +264,52 @@ def draw_detections(config: str, ckpt: str, data_root: str, options: List[str],
     return out_png
 
 
+def stage_dsd(ctx: DemoContext) -> str:
+    """DynUNet with and without DSD on a synthetic MSD-format task (MONAI)."""
+    import json
+
+    from plugins.dsd.msd import make_msd_synthetic
+
+    task = osp.join(ctx.data, 'msd', 'Task90_Synthetic')
+    if not osp.isfile(osp.join(task, 'dataset.json')):
+        make_msd_synthetic(osp.dirname(task), osp.basename(task), num_train=10, num_test=2,
+                           size=48, num_classes=3, seed=0)
+    epochs = 2 if ctx.quick else DSD_EPOCHS
+    results = {}
+    for label, mode in (('DynUNet + Dice-CE (plain)', 'none'),
+                        ('DynUNet + DSD (straightforward)', 'straightforward'),
+                        ('DynUNet + DSD (lean)', 'lean')):
+        if mode == 'lean' and ctx.quick:
+            continue
+        out_json = osp.join(ctx.out, f'dsd_{mode}.json')
+        ctx.run_tool(['tools/examples/dsd_supervised_trainer.py', '--task', task,
+                      '--dsd', mode, '--epochs', str(epochs), '--num-val', '2',
+                      '--json', out_json], f'dsd_{mode}.log', f'dsd: {label}')
+        with open(out_json) as f:
+            results[label] = json.load(f)
+    rows = [[k, v['epochs'], f"{v['train_s']:.0f}", v['dice'], v['dice_c1'], v['dice_c2'],
+             v['hd95']] for k, v in results.items()]
+    table = markdown_table(['model', 'epochs', 'train time (s)', 'mean Dice', 'Dice c1',
+                            'Dice c2', 'HD95 (voxels)'], rows)
+    return '\n'.join([
+        '## DSD on a MONAI DynUNet (MSD format, 3D)', '',
+        f'A synthetic task in the Medical Segmentation Decathlon layout ({task}: '
+        '`dataset.json`, NIfTI `imagesTr/`, `labelsTr/`; 10 training volumes of 48³, 3 classes, '
+        'the last 2 held out), trained with MONAI\'s `SupervisedTrainer` '
+        '(`tools/examples/dsd_supervised_trainer.py`: random 32³ crops, AdamW 1e-3) and '
+        'evaluated with sliding-window inference, MONAI Dice and HD95 without background. '
+        'DSD is two lines on the stock network. The lean mode computes the same loss with '
+        'less memory; its run differs from the straightforward one only by float rounding '
+        'in the gradients, accumulated over training.', '', table, ''])
+
+
+DSD_EPOCHS = 20
+
+
 STAGES: Dict[str, Callable[[DemoContext], str]] = {
     'detection': stage_detection,
     'golsd': stage_golsd,
+    'dsd': stage_dsd,
 }
 
 

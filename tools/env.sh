@@ -136,7 +136,7 @@ if [ "$(cat "$STAMP_FILE" 2>/dev/null)" != "$want" ]; then
 import importlib, sys
 missing = []
 for name in ('torch', 'mmengine', 'mmcv.ops', 'mmdet', 'mmseg', 'monai', 'pycocotools',
-             'nibabel', 'skimage', 'pytest', 'ftfy', 'regex', 'einops', 'plugins'):
+             'nibabel', 'skimage', 'pytest', 'ftfy', 'regex', 'einops', 'ignite', 'plugins'):
     try:
         importlib.import_module(name)
     except Exception as err:  # report every failure, not just the first

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
-    """Every stage: detection (RetinaNet) and GO-LSD (DINO with and without)."""
+    """Every stage: detection (RetinaNet), GO-LSD (DINO with and without), DSD."""
     out_dir = str(tmp_path / 'demo')
     log = run([python(), 'tools/demo.py', '--quick', '--out', out_dir,
                '--data', str(tmp_path / 'data')])
@@ -27,6 +27,12 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
     for line in golsd:
         assert re.fullmatch(r'\d\.\d{3}', line.strip('|').split('|')[5].strip()), line
     assert os.path.getsize(os.path.join(out_dir, 'golsd_loss.png')) > 5000
+    dsd = [line for line in report.splitlines() if line.startswith('| DynUNet')]
+    assert len(dsd) == 2 and 'DSD' in dsd[1]
+    for line in dsd:
+        dice = float(line.strip('|').split('|')[3])
+        assert 0.0 <= dice <= 1.0, line
+    assert os.path.isfile(str(tmp_path / 'data' / 'msd' / 'Task90_Synthetic' / 'dataset.json'))
     # the data was written in COCO layout
     assert os.path.isfile(str(tmp_path / 'data' / 'coco' / 'annotations' /
                               'instances_train.json'))
