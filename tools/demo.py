@@ -174,9 +174,9 @@ def stage_golsd(ctx: DemoContext) -> str:
     options = coco_options(data_root, epochs)
     backbone_ckpt = osp.join(ctx.out, 'detection', f'epoch_{2 if ctx.quick else 8}.pth')
     if osp.isfile(backbone_ckpt):
-        backbone = (f"dict(init_cfg=dict(_delete_=True, type='Pretrained', prefix='backbone.', "
-                    f"checkpoint={osp.abspath(backbone_ckpt)!r}), frozen_stages=4, "
-                    f"norm_eval=True)")
+        backbone = ("dict(init_cfg=dict(_delete_=True, type='Pretrained', "
+                    f"prefix='backbone.', checkpoint={osp.abspath(backbone_ckpt)!r}), "
+                    "frozen_stages=4, norm_eval=True)")
         note = ('Both start from the ResNet-18 trained by the detection stage (frozen), so '
                 'the few CPU minutes go to the transformer.')
     else:

@@ -125,8 +125,8 @@ class GOLSDHeadMixin:
             ValueError: Without ``all_layers_boxes`` (a plain DINO decoder).
         """
         if all_layers_boxes is None:
-            raise ValueError('GOLSDDINOHead needs all_layers_boxes from the FDR '
-                             'decoder; use it with the GOLSDDINO detector')
+            raise ValueError(f'{type(self).__name__} needs all_layers_boxes from the FDR '
+                             f'decoder: use it inside GOLSDDINO or GOLSDDeformableDETR')
         cls = torch.stack([self.cls_branches[i](hidden_states[i])
                            for i in range(hidden_states.shape[0])])
         return cls, all_layers_boxes
