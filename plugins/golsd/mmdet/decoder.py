@@ -27,11 +27,39 @@ def _check(reg_branches, pre_head) -> None:
                          'GO-LSD detector together with its GO-LSD head)')
 
 
-def _outputs(hidden: List[Tensor], refs: List[Tensor], corners: List[Tensor],
-             boxes: List[Tensor], anchors: Tensor, pre_boxes: Tensor) -> Dict:
-    return dict(hidden_states=torch.stack(hidden), references=refs,
-                all_layers_corners=torch.stack(corners), all_layers_boxes=torch.stack(boxes),
-                anchors=anchors, pre_boxes=pre_boxes)
+class _FDRRun:
+    """State of one forward pass through the FDR recurrence."""
+
+    def __init__(self, fdr: FDRRefiner, reference_points: Tensor, reg_branches: nn.Module,
+                 pre_head: nn.Module, eps: float) -> None:
+        self.fdr, self.reg_branches, self.pre_head, self.eps = fdr, reg_branches, pre_head, eps
+        self.ref = reference_points.detach()
+        self.refs: List[Tensor] = [self.ref]
+        self.hidden: List[Tensor] = []
+        self.corners: List[Tensor] = []
+        self.boxes: List[Tensor] = []
+        self.acc = self.h_prev = self.anchors = self.pre_boxes = None
+
+    def after_layer(self, lid: int, query: Tensor, hidden: Tensor) -> Tensor:
+        """FDR step on layer ``lid``'s un-normed output; returns the next reference."""
+        if lid == 0:
+            self.pre_boxes = self.fdr.pre_box(self.pre_head, query, self.ref, eps=self.eps)
+            self.anchors = self.pre_boxes.detach()
+        self.acc, box = self.fdr.step(self.reg_branches[lid], query, self.h_prev, self.acc,
+                                      self.anchors)
+        self.hidden.append(hidden)
+        self.corners.append(self.acc)
+        self.boxes.append(box)
+        self.ref = box.detach()
+        self.refs.append(self.ref)
+        self.h_prev = query
+        return self.ref
+
+    def outputs(self) -> Dict[str, Tensor]:
+        return dict(hidden_states=torch.stack(self.hidden), references=self.refs,
+                    all_layers_corners=torch.stack(self.corners),
+                    all_layers_boxes=torch.stack(self.boxes), anchors=self.anchors,
+                    pre_boxes=self.pre_boxes)
 
 
 def _ref_input(ref: Tensor, valid_ratios: Tensor) -> Tensor:
@@ -86,9 +114,8 @@ class GOLSDDinoTransformerDecoder(_FDRDecoderMixin, DinoTransformerDecoder):
         if reference_points.shape[-1] != 4:
             raise ValueError(f'the DINO FDR decoder needs 4-D reference boxes, got '
                              f'shape {tuple(reference_points.shape)}')
-        ref = reference_points.detach()
-        hidden, refs, corners, boxes = [], [ref], [], []
-        acc = h_prev = anchors = pre_boxes = None
+        run = _FDRRun(self.fdr, reference_points, reg_branches, pre_head, eps=1e-3)
+        ref = run.ref
         for lid, layer in enumerate(self.layers):
             ref_input = _ref_input(ref, valid_ratios)
             query_pos = self.ref_point_head(coordinate_to_encoding(
@@ -99,17 +126,8 @@ class GOLSDDinoTransformerDecoder(_FDRDecoderMixin, DinoTransformerDecoder):
                           level_start_index=level_start_index,
                           valid_ratios=valid_ratios, reference_points=ref_input,
                           **kwargs)
-            if lid == 0:
-                pre_boxes = self.fdr.pre_box(pre_head, query, ref, eps=1e-3)
-                anchors = pre_boxes.detach()
-            acc, box = self.fdr.step(reg_branches[lid], query, h_prev, acc, anchors)
-            hidden.append(self.norm(query))
-            corners.append(acc)
-            boxes.append(box)
-            ref = box.detach()
-            refs.append(ref)
-            h_prev = query
-        return _outputs(hidden, refs, corners, boxes, anchors, pre_boxes)
+            ref = run.after_layer(lid, query, self.norm(query))
+        return run.outputs()
 
 
 @MODELS.register_module()
@@ -138,9 +156,8 @@ class GOLSDDeformableDetrTransformerDecoder(_FDRDecoderMixin, DeformableDetrTran
                 ``pre_head``.
         """
         _check(reg_branches, pre_head)
-        ref = reference_points.detach()
-        hidden, refs, corners, boxes = [], [ref], [], []
-        acc = h_prev = anchors = pre_boxes = None
+        run = _FDRRun(self.fdr, reference_points, reg_branches, pre_head, eps=1e-5)
+        ref = run.ref
         output = query
         for lid, layer in enumerate(self.layers):
             ref_input = _ref_input(ref, valid_ratios)
@@ -150,14 +167,5 @@ class GOLSDDeformableDetrTransformerDecoder(_FDRDecoderMixin, DeformableDetrTran
                            level_start_index=level_start_index,
                            valid_ratios=valid_ratios, reference_points=ref_input,
                            **kwargs)
-            if lid == 0:
-                pre_boxes = self.fdr.pre_box(pre_head, output, ref, eps=1e-5)
-                anchors = pre_boxes.detach()
-            acc, box = self.fdr.step(reg_branches[lid], output, h_prev, acc, anchors)
-            hidden.append(output)
-            corners.append(acc)
-            boxes.append(box)
-            ref = box.detach()
-            refs.append(ref)
-            h_prev = output
-        return _outputs(hidden, refs, corners, boxes, anchors, pre_boxes)
+            ref = run.after_layer(lid, output, output)  # no final norm in this host
+        return run.outputs()
