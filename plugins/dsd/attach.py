@@ -108,6 +108,14 @@ class DSDTaps:
     def _start(self, module: nn.Module, args) -> None:
         self.taps.clear()
         self.taps.enabled = module.training
+        if module.training and args and isinstance(args[0], Tensor):
+            spatial = tuple(args[0].shape[2:])
+            div = self.preset.divisor
+            if any(n % div for n in spatial):
+                raise ValueError(f'DSD needs spatial sizes divisible by {div} for this '
+                                 f'network (its taps are up-sampled by up to {div}x '
+                                 f'without interpolation); got input shape '
+                                 f'{tuple(args[0].shape)}')
 
     def pop_logits(self) -> Dict[str, Tensor]:
         """The eight tap logits (lean mode: features) of the last training

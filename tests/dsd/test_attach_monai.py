@@ -146,3 +146,33 @@ def test_bad_mode():
     make, _ = _nets()['dynunet']
     with pytest.raises(ValueError, match="mode must be"):
         DSDTaps(make(), 'dynunet', mode='cheap')
+
+
+def test_indivisible_spatial_size_is_a_clear_error():
+    make, _ = _nets()['dynunet']
+    net = make()
+    DSDTaps(net, 'dynunet', num_classes=C)
+    net.train()
+    with pytest.raises(ValueError, match=r'divisible by 16.*\(1, 1, 24, 32, 32\)'):
+        net(torch.randn(1, 1, 24, 32, 32))
+    net.eval()  # inference is the stock network's business: no check there
+    with torch.no_grad():
+        assert net(torch.randn(1, 1, 32, 32, 32)).shape == (1, C, 32, 32, 32)
+
+
+def test_autocast_loss_is_float32_and_close_to_full_precision():
+    make, size = _nets()['dynunet']
+    torch.manual_seed(0)
+    net = make()
+    taps = DSDTaps(net, 'dynunet', num_classes=C)
+    net.train()
+    x = torch.randn(1, 1, size, size, size)
+    y = torch.randint(0, C, (1, 1, size, size, size))
+    loss_fn = DSDLoss(taps)
+    full = loss_fn(net(x), y)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = net(x)
+        mixed = loss_fn(out, y)
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed)
+    assert mixed.item() == pytest.approx(full.item(), rel=0.05)
+    mixed.backward()
