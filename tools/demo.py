@@ -135,12 +135,19 @@ def _coco_header(loss_keys=('loss',)) -> list:
             ['bbox mAP', 'mAP@50', 'mAP@75'])
 
 
-def stage_detection(ctx: DemoContext) -> str:
-    """Stock mmdet RetinaNet on the COCO-format shapes data."""
+def coco_data(ctx: DemoContext) -> str:
+    """The COCO-format shapes data of the detection stages (written once)."""
     from plugins.core.demo_data import make_coco_shapes
 
     data_root = osp.join(ctx.data, 'coco')
-    make_coco_shapes(data_root, seed=0)
+    if not osp.isfile(osp.join(data_root, 'annotations', 'instances_val.json')):
+        make_coco_shapes(data_root, seed=0)
+    return data_root
+
+
+def stage_detection(ctx: DemoContext) -> str:
+    """Stock mmdet RetinaNet on the COCO-format shapes data."""
+    data_root = coco_data(ctx)
     config = 'configs/demo/retinanet_r18_1xb8-8e_demo-coco.py'
     epochs = 2 if ctx.quick else 8
     options = coco_options(data_root, epochs)
@@ -165,11 +172,7 @@ def stage_detection(ctx: DemoContext) -> str:
 
 def stage_golsd(ctx: DemoContext) -> str:
     """Plain DINO vs GO-LSD DINO on the same data, schedule and backbone."""
-    from plugins.core.demo_data import make_coco_shapes
-
-    data_root = osp.join(ctx.data, 'coco')
-    if not osp.isfile(osp.join(data_root, 'annotations', 'instances_val.json')):
-        make_coco_shapes(data_root, seed=0)
+    data_root = coco_data(ctx)
     epochs = 1 if ctx.quick else GOLSD_EPOCHS
     options = coco_options(data_root, epochs)
     backbone_ckpt = osp.join(ctx.out, 'detection', f'epoch_{2 if ctx.quick else 8}.pth')

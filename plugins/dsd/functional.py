@@ -12,7 +12,7 @@ terms, ``dec1`` through DiceCE and the teacher side of KL.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F

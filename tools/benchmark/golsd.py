@@ -11,7 +11,6 @@ the plain model measured in the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import statistics
 import sys
