@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from plugins.core.taps import Taps, TapSpec
 
-from .functional import dice_ce, check_labels, dsd_loss
+from .functional import _valid_mask, check_labels, dice_ce, dsd_loss
 from .heads import DSDHead, kaiming_init_
 from .lean import dsd_loss_lean
 from .presets import PRESETS, TAP_SLOTS, probe_taps
@@ -74,13 +74,22 @@ class DSDTaps:
                              'needs deep_supervision=False')
         self.network = network
         self.preset = PRESETS[preset]
+        if spatial_dims != self.preset.spatial_dims and self.preset.spatial_dims:
+            raise ValueError(f'preset {preset!r} is {self.preset.spatial_dims}D; got '
+                             f'spatial_dims={spatial_dims}')
         size = probe_size or _probe_size(network, preset, self.preset.divisor)
         info, out_channels = probe_taps(network, self.preset, size, spatial_dims, in_channels)
+        if out_channels is None:  # e.g. a backbone returning a feature list
+            if num_classes is None:
+                raise ValueError(f'{type(network).__name__} does not return class '
+                                 f'logits; pass num_classes')
+            out_channels = num_classes
         if num_classes is not None and num_classes != out_channels:
             raise ValueError(f'num_classes={num_classes} but the network outputs '
                              f'{out_channels} channels')
         self.num_classes = out_channels
         self.info = info
+        self.divisor = max([self.preset.divisor] + [i.scale for i in info.values()])
         heads = nn.ModuleDict()
         self.head_of: Dict[str, str] = {}
         for slot in TAP_SLOTS:
@@ -90,7 +99,7 @@ class DSDTaps:
                 key = f'{key}_{slot}'
             if key not in heads:
                 head = DSDHead(tap.channels, self.num_classes, tap.scale, spatial_dims)
-                if preset == 'dynunet':
+                if self.preset.kaiming_heads:
                     kaiming_init_(head)
                 heads[key] = head
             self.head_of[slot] = key
@@ -110,7 +119,7 @@ class DSDTaps:
         self.taps.enabled = module.training
         if module.training and args and isinstance(args[0], Tensor):
             spatial = tuple(args[0].shape[2:])
-            div = self.preset.divisor
+            div = self.divisor
             if any(n % div for n in spatial):
                 raise ValueError(f'DSD needs spatial sizes divisible by {div} for this '
                                  f'network (its taps are up-sampled by up to {div}x '
@@ -152,15 +161,25 @@ class DSDLoss(nn.Module):
         alpha (float): KD weight (1).
         detach_teacher (bool): Option, default off.
         encoder_kd (bool): Option; ``False`` keeps only the decoder KD terms.
+        ignore_index (int, optional): Label value to leave out of every term
+            (2D hosts pad labels with 255); straightforward mode only.
 
     In eval mode (no tap logits recorded) the loss is ``DiceCE(main)``, the
     reference's validation loss. The last call's terms are in
     :attr:`last_terms`.
+
+    Raises:
+        ValueError: If ``ignore_index`` is combined with lean taps.
     """
 
     def __init__(self, taps: DSDTaps, temperature: float = 3.0, alpha: float = 1.0,
-                 detach_teacher: bool = False, encoder_kd: bool = True) -> None:
+                 detach_teacher: bool = False, encoder_kd: bool = True,
+                 ignore_index: Optional[int] = None) -> None:
         super().__init__()
+        if ignore_index is not None and taps.mode == 'lean':
+            raise ValueError('ignore_index is supported by the straightforward mode only; '
+                             "build DSDTaps(..., mode='straightforward')")
+        self.ignore_index = ignore_index
         self.taps = taps
         self.temperature = temperature
         self.alpha = alpha
@@ -176,8 +195,9 @@ class DSDLoss(nn.Module):
             ValueError: On bad labels or shapes.
         """
         if not self.taps.network.training:
-            ids = check_labels(target, pred.shape[1], tuple(pred.shape[2:]), pred.shape[0])
-            dice, ce = dice_ce(pred, ids)
+            ids = check_labels(target, pred.shape[1], tuple(pred.shape[2:]), pred.shape[0],
+                               self.ignore_index)
+            dice, ce = dice_ce(pred, ids, _valid_mask(ids, self.ignore_index))
             self.last_terms = {'ds_main': (dice + ce).detach()}
             return dice + ce
         recorded = self.taps.pop_logits()
@@ -187,6 +207,9 @@ class DSDLoss(nn.Module):
                 self.detach_teacher, self.encoder_kd)
             return total
         recorded['main'] = pred
-        total, self.last_terms = dsd_loss(recorded, target, self.temperature, self.alpha,
-                                          self.detach_teacher, self.encoder_kd)
+        total, terms = dsd_loss(recorded, target, self.temperature, self.alpha,
+                                self.detach_teacher, self.encoder_kd, self.ignore_index,
+                                detach_terms=False)
+        self.last_terms = {k: v.detach() for k, v in terms.items()}
+        self.last_graph_terms = terms
         return total

@@ -12,7 +12,7 @@ terms, ``dec1`` through DiceCE and the teacher side of KL.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +32,16 @@ _SMOOTH = 1e-5
 
 
 def check_labels(labels: Tensor, num_classes: int, spatial: Tuple[int, ...],
-                 batch: int) -> Tensor:
+                 batch: int, ignore_index: Optional[int] = None) -> Tensor:
     """Validate ``(B, 1, *S)`` integer class ids and return them as long.
+
+    Args:
+        labels (Tensor): ``(B, 1, *S)`` class ids (float storage accepted).
+        num_classes (int): ``C``.
+        spatial (tuple): ``S``.
+        batch (int): ``B``.
+        ignore_index (int, optional): A label value that marks pixels to
+            leave out (e.g. 255), allowed besides ``[0, C)``.
 
     Raises:
         ValueError: On a wrong shape, non-integer values or ids outside
@@ -48,14 +56,26 @@ def check_labels(labels: Tensor, num_classes: int, spatial: Tuple[int, ...],
             raise ValueError('labels hold non-integer values; expected class ids')
     ids = labels.long()
     bad = (ids < 0) | (ids >= num_classes)
+    if ignore_index is not None:
+        bad &= ids != ignore_index
     if bool(bad.any()):
         values = torch.unique(ids[bad])[:8].tolist()
+        extra = '' if ignore_index is None else f' or the ignore value {ignore_index}'
         raise ValueError(f'label values {values} are outside the class range '
-                         f'[0, {num_classes - 1}] (num_classes={num_classes})')
+                         f'[0, {num_classes - 1}]{extra} (num_classes={num_classes})')
     return ids
 
 
-def dice_ce(logits: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
+def _valid_mask(ids: Tensor, ignore_index: Optional[int]) -> Optional[Tensor]:
+    """``(B, 1, *S)`` float mask of kept voxels, or None if none is ignored."""
+    if ignore_index is None:
+        return None
+    keep = ids != ignore_index
+    return None if bool(keep.all()) else keep
+
+
+def dice_ce(logits: Tensor, labels: Tensor,
+            mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Dice + CE as MONAI's ``DiceCELoss(include_background=True,
     to_onehot_y=True, softmax=True)``.
 
@@ -65,6 +85,9 @@ def dice_ce(logits: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
     Args:
         logits (Tensor): ``(B, C, *S)``, computed in float32 (or float64).
         labels (Tensor): ``(B, 1, *S)`` long class ids (already checked).
+        mask (Tensor, optional): ``(B, 1, *S)`` bool, voxels to keep (an
+            extension for ignore labels: masked voxels leave the Dice sums and
+            the CE mean; with every voxel masked CE is 0).
 
     Returns:
         tuple: ``(dice, ce)`` scalars.
@@ -72,25 +95,39 @@ def dice_ce(logits: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
     z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     dims = tuple(range(2, z.dim()))
     prob = torch.softmax(z, dim=1)
+    if mask is not None:
+        labels = labels.masked_fill(~mask, 0)
     onehot = torch.zeros_like(prob).scatter_(1, labels, 1.0)
+    if mask is not None:
+        prob = prob * mask
+        onehot = onehot * mask
     inter = (prob * onehot).sum(dims)
     denom = prob.sum(dims) + onehot.sum(dims)
     dice = (1.0 - (2.0 * inter + _SMOOTH) / (denom + _SMOOTH)).mean()
-    ce = F.cross_entropy(z, labels[:, 0])
+    if mask is None:
+        ce = F.cross_entropy(z, labels[:, 0])
+    else:
+        nll = F.cross_entropy(z, labels[:, 0], reduction='none') * mask[:, 0]
+        ce = nll.sum() / mask.sum().clamp(min=1)
     return dice, ce
 
 
 def kl_pix(student: Tensor, teacher: Tensor, temperature: float,
-           detach_teacher: bool = False) -> Tensor:
+           detach_teacher: bool = False, mask: Optional[Tensor] = None) -> Tensor:
     """``T²·KLpix(p_T(teacher) ‖ p_T(student))``: KL summed over classes, then
-    averaged over batch and voxels (not ``batchmean``)."""
-    return temperature_kl(student, teacher, temperature, dim=1, class_reduction='sum',
-                          detach_teacher=detach_teacher).mean()
+    averaged over batch and voxels (not ``batchmean``); over the kept voxels
+    when ``mask (B, 1, *S)`` is given."""
+    kl = temperature_kl(student, teacher, temperature, dim=1, class_reduction='sum',
+                        detach_teacher=detach_teacher)
+    if mask is None:
+        return kl.mean()
+    return (kl * mask[:, 0]).sum() / mask.sum().clamp(min=1)
 
 
 def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 3.0,
              alpha: float = 1.0, detach_teacher: bool = False,
-             encoder_kd: bool = True) -> Tuple[Tensor, Dict[str, Tensor]]:
+             encoder_kd: bool = True, ignore_index: Optional[int] = None,
+             detach_terms: bool = True) -> Tuple[Tensor, Dict[str, Tensor]]:
     """The DSD loss and its 11 terms.
 
     Args:
@@ -103,6 +140,10 @@ def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 
         detach_teacher (bool): Option (default off, as the method).
         encoder_kd (bool): Option: ``False`` drops the encoder terms (the
             reference's decoder-only ablation).
+        ignore_index (int, optional): Extension for 2D hosts (mmseg pads
+            labels with 255): voxels with this label leave every term.
+        detach_terms (bool): Return the terms detached (for logging) or with
+            their graphs (for hosts that sum loss dictionaries).
 
     Returns:
         tuple: ``(total, terms)``; ``terms`` holds ``ds_<slot>`` (DiceCE, 5) and
@@ -126,11 +167,13 @@ def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 
             raise ValueError(f'slot {s} has shape {tuple(logits[s].shape)}, main has '
                              f'{tuple(ref.shape)}: every tap must be full-resolution '
                              f'class logits')
-    ids = check_labels(labels, ref.shape[1], tuple(ref.shape[2:]), ref.shape[0])
+    ids = check_labels(labels, ref.shape[1], tuple(ref.shape[2:]), ref.shape[0],
+                       ignore_index)
+    mask = _valid_mask(ids, ignore_index)
     terms: Dict[str, Tensor] = {}
     total = None
     for s in DS_SLOTS:
-        dice, ce = dice_ce(logits[s], ids)
+        dice, ce = dice_ce(logits[s], ids, mask)
         term = dice + ce
         terms[f'ds_{s}'] = term
         total = term if total is None else total + term
@@ -139,8 +182,10 @@ def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 
     if encoder_kd:
         pairs += [(s, ENCODER_TEACHER) for s in ENCODER_STUDENTS]
     for student, teacher in pairs:
-        term = kl_pix(logits[student], logits[teacher], t, detach_teacher)
+        term = kl_pix(logits[student], logits[teacher], t, detach_teacher, mask)
         terms[f'kd_{student}'] = term
         kd = term if kd is None else kd + term
     total = total + alpha * kd
-    return total, {k: v.detach() for k, v in terms.items()}
+    if detach_terms:
+        terms = {k: v.detach() for k, v in terms.items()}
+    return total, terms

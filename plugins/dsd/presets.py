@@ -8,7 +8,7 @@ the actual network (:func:`probe_taps`), so any filter sizes work.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -28,12 +28,17 @@ class Preset:
         taps (dict): slot → :class:`TapSpec`.
         shared_heads (bool): Share a head between taps of equal channels and
             scale (one head per level).
-        divisor (int): Spatial sizes must be divisible by this.
+        divisor (int): Spatial sizes must be divisible by this (at least; the
+            largest probed tap scale also applies).
+        kaiming_heads (bool): ``kaiming_normal_(a=0.01)`` head init (DynUNet).
+        spatial_dims (int): 2 or 3 for a dimension-specific network, 0 for any.
     """
 
     taps: Dict[str, TapSpec]
     shared_heads: bool
     divisor: int
+    kaiming_heads: bool = False
+    spatial_dims: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,8 @@ _DYNUNET = Preset({
     'enc1': TapSpec('input_block'), 'enc2': TapSpec('downsamples.0'),
     'enc3': TapSpec('downsamples.1'), 'enc4': TapSpec('downsamples.2'),
     'dec4': TapSpec('bottleneck'), 'dec3': TapSpec('upsamples.0'),
-    'dec2': TapSpec('upsamples.1'), 'dec1': TapSpec('upsamples.2')}, True, 16)
+    'dec2': TapSpec('upsamples.1'), 'dec1': TapSpec('upsamples.2')}, True, 16,
+    kaiming_heads=True)
 
 _UNETR = Preset({
     'enc1': TapSpec('encoder1'), 'enc2': TapSpec('encoder2'),
@@ -83,11 +89,20 @@ def unet_preset_paths(depth: int = 4) -> Dict[str, TapSpec]:
         'dec2': TapSpec(sub(2) + '.2'), 'dec1': TapSpec(sub(1) + '.2')}
 
 
+# mmseg 1.x ``UNet`` backbone (2D): encoder.j / decoder.j are level j; the
+# backbone returns [encoder.4, decoder.3, decoder.2, decoder.1, decoder.0].
+_MMSEG_UNET = Preset({
+    'enc1': TapSpec('encoder.0'), 'enc2': TapSpec('encoder.1'),
+    'enc3': TapSpec('encoder.2'), 'enc4': TapSpec('encoder.3'),
+    'dec4': TapSpec('encoder.4'), 'dec3': TapSpec('decoder.3'),
+    'dec2': TapSpec('decoder.2'), 'dec1': TapSpec('decoder.1')}, True, 16, spatial_dims=2)
+
 PRESETS: Dict[str, Preset] = {
     'dynunet': _DYNUNET,
     'unet': Preset(unet_preset_paths(4), True, 32),
     'unetr': _UNETR,
     'swinunetr': _SWINUNETR,
+    'mmseg_unet': _MMSEG_UNET,
 }
 
 
@@ -100,7 +115,7 @@ def _first_conv_in_channels(network: nn.Module) -> int:
 
 
 def probe_taps(network: nn.Module, preset: Preset, size: int, spatial_dims: int = 3,
-               in_channels: int = 0) -> Tuple[Dict[str, TapInfo], int]:
+               in_channels: int = 0) -> Tuple[Dict[str, TapInfo], Optional[int]]:
     """Run one zero input through ``network`` and read each tap's shape.
 
     Args:
@@ -111,7 +126,8 @@ def probe_taps(network: nn.Module, preset: Preset, size: int, spatial_dims: int 
         in_channels (int): Input channels (0: read from the first conv).
 
     Returns:
-        tuple: ``(slot → TapInfo, output channels)``.
+        tuple: ``(slot → TapInfo, output channels)``; the channels are None
+        when the network does not return a tensor (a backbone's list).
 
     Raises:
         MissingModuleError: If a preset path does not exist in the network.
@@ -135,4 +151,4 @@ def probe_taps(network: nn.Module, preset: Preset, size: int, spatial_dims: int 
                 info[slot] = TapInfo(preset.taps[slot], int(feat.shape[1]), s)
     finally:
         network.train(was_training)
-    return info, int(out.shape[1])
+    return info, int(out.shape[1]) if isinstance(out, torch.Tensor) else None

@@ -176,3 +176,85 @@ def test_autocast_loss_is_float32_and_close_to_full_precision():
     assert mixed.dtype == torch.float32 and torch.isfinite(mixed)
     assert mixed.item() == pytest.approx(full.item(), rel=0.05)
     mixed.backward()
+
+
+def _lean_pair(options, seed=0):
+    from plugins.dsd.lean import dsd_loss_lean
+    from plugins.dsd.functional import dsd_loss
+    from plugins.dsd.heads import DSDHead
+    torch.manual_seed(seed)
+    scales = dict(enc1=1, enc2=2, enc3=4, enc4=8, dec4=16, dec3=8, dec2=4, dec1=2)
+    heads = {s: DSDHead(3, C, k, spatial_dims=2).double() for s, k in scales.items()}
+    heads['dec3'] = heads['enc4']  # a shared head accumulates both gradients
+    feats = {s: torch.randn(2, 3, 32 // k, 32 // k, dtype=torch.float64, requires_grad=True)
+             for s, k in scales.items()}
+    main = torch.randn(2, C, 32, 32, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, C, (2, 1, 32, 32))
+    params = [p for h in {id(h): h for h in heads.values()}.values() for p in h.parameters()]
+    leaves = [main, *feats.values(), *params]
+
+    def grads(total):
+        return torch.autograd.grad(total, leaves, allow_unused=True)
+    logits = {'main': main, **{s: heads[s](f) for s, f in feats.items()}}
+    ref, ref_terms = dsd_loss(logits, y, **options)
+    lean, lean_terms = dsd_loss_lean(main, feats, heads, y, **options)
+    return ref, ref_terms, grads(ref), lean, lean_terms, leaves
+
+
+@pytest.mark.parametrize('options', [dict(alpha=0.0), dict(alpha=2.5, temperature=1.5),
+                                     dict(detach_teacher=True), dict(encoder_kd=False)])
+def test_lean_equals_straightforward_for_every_option(options):
+    ref, ref_terms, ref_grads, lean, lean_terms, leaves = _lean_pair(options)
+    assert torch.equal(ref, lean)
+    assert ref_terms.keys() == lean_terms.keys()
+    got = torch.autograd.grad(3.0 * lean, leaves, allow_unused=True)  # any positive multiple
+    for a, b in zip(ref_grads, got):
+        if a is None:
+            assert b is None or not b.abs().any()
+            continue
+        torch.testing.assert_close(3.0 * a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_lean_refuses_a_reweighted_backward():
+    from plugins.dsd.lean import dsd_loss_lean
+    from plugins.dsd.heads import DSDHead
+    scales = dict(enc1=1, enc2=2, enc3=4, enc4=8, dec4=16, dec3=8, dec2=4, dec1=2)
+    heads = {s: DSDHead(3, C, k, spatial_dims=2) for s, k in scales.items()}
+    feats = {s: torch.randn(1, 3, 32 // k, 32 // k, requires_grad=True) for s, k in scales.items()}
+    main = torch.randn(1, C, 32, 32, requires_grad=True)
+    total, _ = dsd_loss_lean(main, feats, heads, torch.randint(0, C, (1, 1, 32, 32)))
+    terms_node = total.grad_fn
+    # back-propagating one term alone would need other gradients than the ones formed
+    values = None
+    stack = [terms_node]
+    while stack and values is None:
+        node = stack.pop()
+        for nxt, _ in node.next_functions:
+            if nxt is not None and type(nxt).__name__ == '_LeanDSDBackward':
+                values = nxt
+            elif nxt is not None:
+                stack.append(nxt)
+    assert values is not None
+    with pytest.raises(RuntimeError, match='must enter the loss with their DSD weights'):
+        values.apply(torch.tensor([1.0] + [0.0] * 9))
+
+
+def test_lean_under_autocast_matches_straightforward_closely():
+    make, size = _nets()['dynunet']
+    results = []
+    for mode in ('straightforward', 'lean'):
+        torch.manual_seed(0)
+        net = make()
+        loss_fn = DSDLoss(DSDTaps(net, 'dynunet', num_classes=C, mode=mode))
+        net.train()
+        torch.manual_seed(1)
+        x = torch.randn(1, 1, size, size, size)
+        y = torch.randint(0, C, (1, 1, size, size, size))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        assert loss.dtype == torch.float32
+        results.append((loss.detach(), net.dsd_heads['L0'].conv.weight.grad.clone()))
+    (l0, g0), (l1, g1) = results
+    assert torch.equal(l0, l1)
+    torch.testing.assert_close(g0, g1, rtol=0.05, atol=1e-3 * g0.abs().max().item())

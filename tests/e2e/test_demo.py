@@ -28,11 +28,16 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
         assert re.fullmatch(r'\d\.\d{3}', line.strip('|').split('|')[5].strip()), line
     assert os.path.getsize(os.path.join(out_dir, 'golsd_loss.png')) > 5000
     dsd = [line for line in report.splitlines() if line.startswith('| DynUNet')]
-    assert len(dsd) == 2 and 'DSD' in dsd[1]
+    assert len(dsd) == 3 and 'DSD' in dsd[1] and 'SupervisedTrainer' in dsd[2]
     for line in dsd:
-        dice = float(line.strip('|').split('|')[3])
-        assert 0.0 <= dice <= 1.0, line
+        cells = line.strip('|').split('|')
+        assert 0.0 <= float(cells[3]) <= 1.0 and float(cells[6]) >= 0.0, line
+    unet2d = [line for line in report.splitlines() if line.startswith('| UNet-FCN')]
+    assert len(unet2d) == 2 and 'DSD' in unet2d[1]
+    for line in unet2d:
+        assert 0.0 <= float(line.strip('|').split('|')[3]) <= 100.0, line
     assert os.path.isfile(str(tmp_path / 'data' / 'msd' / 'Task90_Synthetic' / 'dataset.json'))
+    assert os.path.isfile(str(tmp_path / 'data' / 'shapes2d' / 'ann_dir' / 'val' / '0000.png'))
     # the data was written in COCO layout
     assert os.path.isfile(str(tmp_path / 'data' / 'coco' / 'annotations' /
                               'instances_train.json'))

@@ -1,0 +1,57 @@
+# Stock MONAI DynUNet on MSD-format data with plain Dice-CE, trained by the
+# mmengine Runner: `python tools/train.py configs/dsd/dynunet_1xb1-16e_msd-demo.py`.
+# The DSD config next to it changes only the model's `dsd` key.
+custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
+
+task_dir = 'data/demo/msd/Task90_Synthetic'
+num_classes = 3
+roi_size = (32, 32, 32)
+
+model = dict(
+    type='MonaiSegmentor',
+    num_classes=num_classes,
+    roi_size=roi_size,
+    sw_batch_size=1,
+    overlap=0.25,
+    network=dict(
+        type='DynUNet', spatial_dims=3, in_channels=1, out_channels=num_classes,
+        kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2], upsample_kernel_size=[2, 2, 2, 2],
+        filters=[8, 16, 32, 64, 80], res_block=True, norm_name='instance'))
+
+dataset = dict(type='MSDDataset', task_dir=task_dir, num_val=2, roi_size=roi_size)
+train_dataloader = dict(
+    batch_size=1, num_workers=0,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='msd_collate'),
+    dataset=dict(dataset, split='train', num_samples=2))
+val_dataloader = dict(
+    batch_size=1, num_workers=0,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='msd_collate'),
+    dataset=dict(dataset, split='val'))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='DiceHD95Metric', num_classes=num_classes)
+test_evaluator = val_evaluator
+
+max_epochs = 16
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=4)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-5))
+# the reference halves the rate every max(epochs // 6, 1) epochs
+param_scheduler = dict(type='StepLR', step_size=max(max_epochs // 6, 1), gamma=0.5,
+                       by_epoch=True)
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=5),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=4, save_best='msd/dice', rule='greater'),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+custom_hooks = [dict(type='RNGStateHook')]
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+log_processor = dict(by_epoch=True)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=100, deterministic=False)

@@ -1,0 +1,135 @@
+"""``MonaiSegmentor``: a stock MONAI network as an mmengine ``BaseModel``.
+
+    model = dict(type='MonaiSegmentor', num_classes=3, roi_size=(32, 32, 32),
+                 network=dict(type='DynUNet', spatial_dims=3, in_channels=1, ...),
+                 dsd=dict(preset='dynunet', temperature=3.0))   # dsd=None: plain Dice-CE
+
+The wrapped network is ``model.network``, the untouched MONAI module (plus
+``network.dsd_heads`` with DSD); ``tools/export.py --strip-prefix network.``
+gives a state dict the stock network loads strictly.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS
+from torch import Tensor, nn
+
+from ..attach import DSDLoss, DSDTaps
+from ..functional import check_labels, dice_ce
+
+__all__ = ['MonaiSegmentor', 'build_monai_network']
+
+_DSD_KEYS = ('preset', 'mode', 'temperature', 'alpha', 'detach_teacher', 'encoder_kd',
+             'probe_size')
+
+
+def build_monai_network(cfg: Union[dict, nn.Module]) -> nn.Module:
+    """Build ``dict(type='DynUNet', **kwargs)`` from ``monai.networks.nets``
+    (or ``type='package.module.Class'``).
+
+    Raises:
+        ValueError: If ``type`` is missing or names no class.
+    """
+    if isinstance(cfg, nn.Module):
+        return cfg
+    cfg = dict(cfg)
+    name = cfg.pop('type', None)
+    if not name:
+        raise ValueError(f'network config needs a type, got {cfg}')
+    if isinstance(name, type):
+        return name(**cfg)
+    module_name, _, attr = name.rpartition('.')
+    module = importlib.import_module(module_name or 'monai.networks.nets')
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ValueError(f'network type {name!r} not found in '
+                         f'{module_name or "monai.networks.nets"}')
+    return cls(**cfg)
+
+
+@MODELS.register_module()
+class MonaiSegmentor(BaseModel):
+    """Train a MONAI segmentation network with Dice-CE or DSD; predict with
+    sliding windows.
+
+    Args:
+        network (dict | nn.Module): The stock network (see
+            :func:`build_monai_network`).
+        num_classes (int): ``C`` (background included).
+        roi_size (Sequence[int]): Sliding-window ROI (= training crop).
+        dsd (dict, optional): :class:`~plugins.dsd.DSDTaps` /
+            :class:`~plugins.dsd.DSDLoss` options (``preset`` required);
+            ``None`` trains with plain Dice-CE on the output.
+        sw_batch_size (int): Windows per forward at inference (1).
+        overlap (float): Window overlap (0.25, constant blending).
+        data_preprocessor (dict, optional): mmengine data preprocessor.
+
+    Raises:
+        ValueError: On unknown ``dsd`` keys or a missing preset.
+    """
+
+    def __init__(self, network: Union[dict, nn.Module], num_classes: int,
+                 roi_size: Sequence[int], dsd: Optional[dict] = None,
+                 sw_batch_size: int = 1, overlap: float = 0.25,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.network = build_monai_network(network)
+        self.num_classes = int(num_classes)
+        self.roi_size = tuple(int(r) for r in roi_size)
+        self.sw_batch_size = sw_batch_size
+        self.overlap = overlap
+        self.dsd_taps: Optional[DSDTaps] = None
+        if dsd is not None:
+            unknown = sorted(set(dsd) - set(_DSD_KEYS))
+            if unknown or 'preset' not in dsd:
+                raise ValueError(f'dsd options must include preset and come from '
+                                 f'{list(_DSD_KEYS)}; got {sorted(dsd)}')
+            opts = dict(dsd)
+            taps_kw = {k: opts.pop(k) for k in ('preset', 'mode', 'probe_size') if k in opts}
+            if taps_kw.get('probe_size') is None and 'unetr' == taps_kw['preset']:
+                taps_kw['probe_size'] = self.roi_size[0]
+            self.dsd_taps = DSDTaps(self.network, num_classes=self.num_classes,
+                                    spatial_dims=len(self.roi_size), **taps_kw)
+            self.dsd_loss = DSDLoss(self.dsd_taps, **opts)
+
+    def forward(self, inputs: Tensor, data_samples: Optional[Tensor] = None,
+                mode: str = 'tensor') -> Union[Dict[str, Tensor], List[dict], Tensor]:
+        """``inputs (B, C_in, *S)``; ``data_samples (B, 1, *S)`` labels.
+
+        Returns:
+            ``'loss'``: ``loss_dsd`` (or ``loss_dice_ce``) and the logged terms;
+            ``'predict'``: one ``dict(pred=(1, *S) long, label=(1, *S))`` per
+            volume from sliding-window inference; ``'tensor'``: the logits.
+
+        Raises:
+            ValueError: On an unknown mode, or missing / bad labels.
+        """
+        if mode == 'tensor':
+            return self.network(inputs)
+        if mode == 'loss':
+            if data_samples is None:
+                raise ValueError("mode='loss' needs labels as data_samples")
+            logits = self.network(inputs)
+            if self.dsd_taps is None:
+                ids = check_labels(data_samples, logits.shape[1], tuple(logits.shape[2:]),
+                                   logits.shape[0])
+                dice, ce = dice_ce(logits, ids)
+                return {'loss_dice_ce': dice + ce}
+            total = self.dsd_loss(logits, data_samples)
+            out = {'loss_dsd': total}
+            out.update({f'dsd_{k}': v for k, v in self.dsd_loss.last_terms.items()})
+            return out
+        if mode == 'predict':
+            from monai.inferers import sliding_window_inference
+            logits = sliding_window_inference(inputs, self.roi_size, self.sw_batch_size,
+                                              self.network, overlap=self.overlap,
+                                              mode='constant')
+            preds = logits.argmax(1, keepdim=True)
+            labels = data_samples if data_samples is not None else [None] * len(preds)
+            return [dict(pred=p, label=l) for p, l in zip(preds, labels)]
+        raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
