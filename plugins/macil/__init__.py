@@ -1,0 +1,11 @@
+"""MACIL-SD: modality-aware contrastive instance learning with self-distillation.
+
+``functional`` holds the maths on plain tensors (top-k MIL, semi-bags,
+contrastive terms, λ ramp, parameter EMA, frame-level PR-AUC / AP) and
+``modules`` the audio-visual network and the visual-only teacher with the
+released checkpoint's key layout. No host library is imported here.
+"""
+from .functional import macil_loss, pr_auc, step_ap
+from .modules import MACILAudioVisual, MACILVisualTeacher
+
+__all__ = ['MACILAudioVisual', 'MACILVisualTeacher', 'macil_loss', 'pr_auc', 'step_ap']

@@ -1,0 +1,313 @@
+"""MACIL-SD maths on plain tensors (spec macil.md §2-5, §8).
+
+Top-k MIL bag scores, semi-bag banks, the four modality-aware contrastive
+terms, the λ ramp and the per-epoch parameter EMA of self-distillation, and
+the two frame-level metrics. Shapes: ``B`` samples, ``T`` padded snippets,
+``D`` features.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from plugins.core.functional import info_nce
+
+__all__ = ['sequence_lengths', 'topk_sizes', 'topk_mean', 'mil_bag_scores', 'mil_loss',
+           'semi_bags', 'contrastive_terms', 'lambda_ramp', 'ema_momentum', 'ema_update_',
+           'macil_loss', 'pr_auc', 'step_ap']
+
+BANKS = ('G_A', 'G_V', 'V_A', 'V_V', 'N_A', 'N_V')
+
+
+def sequence_lengths(visual: Tensor) -> Tensor:
+    """``T_i``: rows of ``visual (B, T, D)`` whose max-abs value is > 0 (the
+    data are zero-padded). Returns ``(B,)`` long.
+
+    Raises:
+        ValueError: On a non-3D input.
+    """
+    if visual.dim() != 3:
+        raise ValueError(f'visual features must be (B, T, D), got {tuple(visual.shape)}')
+    return (visual.abs().amax(dim=2) > 0).sum(dim=1)
+
+
+def topk_sizes(lengths: Tensor) -> Tensor:
+    """``k_i = ⌊T_i / 16⌋ + 1``."""
+    return torch.div(lengths, 16, rounding_mode='floor') + 1
+
+
+def _check_lengths(scores: Tensor, lengths: Tensor) -> None:
+    if scores.dim() != 2:
+        raise ValueError(f'snippet scores must be (B, T), got {tuple(scores.shape)}')
+    if lengths.shape != scores.shape[:1]:
+        raise ValueError(f'lengths must be (B,) = ({scores.shape[0]},), got '
+                         f'{tuple(lengths.shape)}')
+    if bool((lengths < 1).any()) or bool((lengths > scores.shape[1]).any()):
+        raise ValueError(f'every sequence needs 1 <= T_i <= {scores.shape[1]} snippets; got '
+                         f'lengths {lengths.tolist()} (an all-zero video has T_i = 0)')
+
+
+def topk_mean(scores: Tensor, lengths: Tensor) -> Tensor:
+    """Per sample, the mean of the ``k_i`` largest of ``scores[i, :T_i]``.
+
+    Args:
+        scores (Tensor): ``(B, T)``.
+        lengths (Tensor): ``(B,)`` true lengths ``T_i``.
+
+    Returns:
+        Tensor: ``(B,)``.
+
+    Raises:
+        ValueError: On bad shapes or lengths outside ``[1, T]``.
+    """
+    _check_lengths(scores, lengths)
+    ks = topk_sizes(lengths)
+    kmax = int(ks.max())
+    pad = torch.arange(scores.shape[1], device=scores.device)[None] >= lengths[:, None]
+    masked = scores.masked_fill(pad, float('-inf'))
+    top = masked.topk(min(kmax, scores.shape[1]), dim=1).values
+    keep = torch.arange(top.shape[1], device=scores.device)[None] < ks[:, None]
+    return (top * keep).nan_to_num(0.0, neginf=0.0).sum(1) / ks.to(scores.dtype)
+
+
+def mil_bag_scores(logits: Tensor, lengths: Tensor) -> Tensor:
+    """``S_i = σ(mean of the top-k_i pre-sigmoid logits)``, ``(B,)``."""
+    return torch.sigmoid(topk_mean(logits, lengths))
+
+
+def mil_loss(bag_scores: Tensor, labels: Tensor) -> Tensor:
+    """``mean_i BCE(S_i, y_i)`` on probabilities.
+
+    Raises:
+        ValueError: On mismatched shapes or labels outside {0, 1}.
+    """
+    if bag_scores.shape != labels.shape:
+        raise ValueError(f'bag scores {tuple(bag_scores.shape)} and labels '
+                         f'{tuple(labels.shape)} differ in shape')
+    if bool(((labels != 0) & (labels != 1)).any()):
+        raise ValueError(f'video labels must be 0 or 1, got {labels.unique().tolist()}')
+    return F.binary_cross_entropy(bag_scores, labels.to(bag_scores.dtype))
+
+
+def _rank_indices(r: Tensor, t: int, k: int, largest: bool) -> Tensor:
+    return r[:t].topk(k, largest=largest).indices
+
+
+def semi_bags(rank_a: Tensor, rank_v: Tensor, rep_a: Tensor, rep_v: Tensor,
+              bag_scores: Tensor, lengths: Tensor,
+              threshold: float = 0.5) -> Dict[str, Tensor]:
+    """The six semi-bag banks, rows appended in batch order.
+
+    * background ``G_A``/``G_V``: every sample's ``R[bot_k(r)]`` (k rows);
+    * violent ``V_A``/``V_V`` (predicted ``S_i > threshold``): the mean of
+      ``R[top_k(r)]``, repeated ``k`` times;
+    * normal ``N_A``/``N_V`` (``S_i ≤ threshold``): ``R[top_k(r)]``.
+
+    Args:
+        rank_a, rank_v (Tensor): ``(B, T)`` ranking scores ``r^A``, ``r^V``.
+        rep_a, rep_v (Tensor): ``(B, T, D)`` representations ``R^A``, ``R^V``.
+        bag_scores (Tensor): ``(B,)`` predicted ``S_i`` (never the labels).
+        lengths (Tensor): ``(B,)`` ``T_i``.
+        threshold (float): Violent iff ``S_i > threshold`` (ties are normal).
+
+    Returns:
+        dict: ``G_A, G_V, V_A, V_V, N_A, N_V``, each ``(rows, D)`` (possibly 0 rows).
+
+    Raises:
+        ValueError: On mismatched shapes or bad lengths.
+    """
+    _check_lengths(rank_a, lengths)
+    if rank_v.shape != rank_a.shape or rep_a.shape[:2] != rank_a.shape or \
+            rep_v.shape != rep_a.shape or bag_scores.shape != lengths.shape:
+        raise ValueError(f'semi-bag inputs disagree: ranks {tuple(rank_a.shape)} / '
+                         f'{tuple(rank_v.shape)}, representations {tuple(rep_a.shape)} / '
+                         f'{tuple(rep_v.shape)}, bag scores {tuple(bag_scores.shape)}')
+    ks = topk_sizes(lengths).tolist()
+    rows: Dict[str, list] = {b: [] for b in BANKS}
+    violent = (bag_scores > threshold).tolist()
+    for i, (t, k) in enumerate(zip(lengths.tolist(), ks)):
+        for mod, r, rep in (('A', rank_a, rep_a), ('V', rank_v, rep_v)):
+            rows[f'G_{mod}'].append(rep[i, _rank_indices(r[i], t, k, largest=False)])
+            top = rep[i, _rank_indices(r[i], t, k, largest=True)]
+            if violent[i]:
+                rows[f'V_{mod}'].append(top.mean(0, keepdim=True).expand(k, -1))
+            else:
+                rows[f'N_{mod}'].append(top)
+    empty = rep_a.new_zeros((0, rep_a.shape[2]))
+    return {b: torch.cat(v, 0) if v else empty for b, v in rows.items()}
+
+
+def contrastive_terms(banks: Mapping[str, Tensor],
+                      temperature: float = 0.1) -> Tuple[Dict[str, Tensor], bool]:
+    """The four modality-aware InfoNCE terms (cosine similarities, shared
+    negatives, positive at class 0).
+
+    ============  =======  ========  =========
+    term          query    positive  negatives
+    ============  =======  ========  =========
+    a2v_a2b       V_A      V_V       G_V
+    a2v_a2n       V_A      V_V       N_V
+    v2a_a2b       V_V      V_A       G_A
+    v2a_a2n       V_V      V_A       N_A
+    ============  =======  ========  =========
+
+    Returns:
+        tuple: ``(terms, degenerate)``; when ``N_A`` or ``V_A`` is empty every
+        term is an exact, graph-connected 0 and ``degenerate`` is True.
+    """
+    spec = {'a2v_a2b': ('V_A', 'V_V', 'G_V'), 'a2v_a2n': ('V_A', 'V_V', 'N_V'),
+            'v2a_a2b': ('V_V', 'V_A', 'G_A'), 'v2a_a2n': ('V_V', 'V_A', 'N_A')}
+    if banks['N_A'].shape[0] == 0 or banks['V_A'].shape[0] == 0:
+        zero = sum(b.sum() for b in banks.values()) * 0.0
+        return {name: zero for name in spec}, True
+    terms = {}
+    for name, (q, p, n) in spec.items():
+        terms[name] = info_nce(banks[q], banks[p], banks[n], temperature,
+                               normalize=True).mean()
+    return terms, False
+
+
+def lambda_ramp(epoch: int, step: float = 0.1, cap: float = 1.5) -> float:
+    """``λ(e) = min(cap, step·e)`` for the 0-based epoch ``e``."""
+    if epoch < 0:
+        raise ValueError(f'epoch must be >= 0, got {epoch}')
+    return min(cap, step * epoch)
+
+
+def ema_momentum(epoch: int, base: float = 0.91, final: float = 1.0,
+                 period: int = 50) -> float:
+    """``m_e = final + ½(base − final)(1 + cos(π·e/period))``."""
+    return final + 0.5 * (base - final) * (1.0 + math.cos(math.pi * epoch / period))
+
+
+def ema_update_(student: Iterable[Tuple[str, Tensor]], teacher: Mapping[str, Tensor],
+                momentum: float, skip: Tuple[str, ...] = ('fc_a',),
+                key_map: Optional[Mapping[str, str]] = None) -> int:
+    """``θ ← m·θ + (1 − m)·θ_T`` in place for every named student tensor not
+    matching ``skip``; teacher names through ``key_map`` prefixes (e.g.
+    ``{'att_mmil.fc': 'fc'}``). Computed as a scale, then an add.
+
+    Returns:
+        int: How many tensors were updated (0 when ``momentum == 1``).
+
+    Raises:
+        KeyError: If a student tensor has no teacher counterpart (names it).
+        ValueError: On a shape mismatch.
+    """
+    if momentum == 1.0:
+        return 0
+    key_map = dict(key_map or {})
+    count = 0
+    with torch.no_grad():
+        for name, param in student:
+            if any(s in name for s in skip):
+                continue
+            other = name
+            for src, dst in key_map.items():
+                if name == src or name.startswith(src + '.'):
+                    other = dst + name[len(src):]
+            if other not in teacher:
+                raise KeyError(f'no teacher tensor {other!r} for student tensor {name!r}')
+            t = teacher[other]
+            if t.shape != param.shape:
+                raise ValueError(f'{name} {tuple(param.shape)} vs teacher {other} '
+                                 f'{tuple(t.shape)}')
+            scaled = t * (1.0 - momentum)
+            param.mul_(momentum).add_(scaled)
+            count += 1
+    return count
+
+
+def _curve(scores: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at each distinct threshold, highest first."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f'{scores.size} scores but {labels.size} labels')
+    if scores.size == 0:
+        raise ValueError('no scores to evaluate')
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError('frame labels must be 0 or 1')
+    if not np.isfinite(scores).all():
+        raise ValueError('scores contain NaN or inf')
+    positives = labels.sum()
+    if positives == 0:
+        raise ValueError('precision-recall needs at least one positive frame')
+    order = np.argsort(-scores, kind='mergesort')
+    s, y = scores[order], labels[order].astype(np.float64)
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # end of each tie group
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    return tp / (tp + fp), tp / positives
+
+
+def pr_auc(scores, labels) -> float:
+    """The upstream "AP": trapezoidal area under the precision–recall curve
+    (one point per distinct threshold plus ``(recall 0, precision 1)``), as
+    scikit-learn's ``auc(recall, precision)`` after ``precision_recall_curve``.
+
+    Raises:
+        ValueError: On mismatched sizes, no positive, non-binary labels or
+            non-finite scores.
+    """
+    precision, recall = _curve(scores, labels)
+    # scikit-learn stops the curve once full recall is reached
+    stop = int(np.searchsorted(recall, recall[-1])) + 1
+    p = np.r_[1.0, precision[:stop]]
+    r = np.r_[0.0, recall[:stop]]
+    return float(np.trapz(p, r)) if hasattr(np, 'trapz') else float(np.trapezoid(p, r))
+
+
+def step_ap(scores, labels) -> float:
+    """Average precision ``Σ_n (R_n − R_{n−1})·P_n`` (scikit-learn's
+    ``average_precision_score``), no interpolation.
+
+    Raises:
+        ValueError: As :func:`pr_auc`.
+    """
+    precision, recall = _curve(scores, labels)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def macil_loss(outputs: Mapping[str, Tensor], labels: Tensor, lengths: Tensor,
+               lambda_b: float, lambda_n: float, temperature: float = 0.1,
+               threshold: float = 0.5,
+               upstream_rep_swap: bool = True) -> Tuple[Tensor, Dict[str, Tensor], bool]:
+    """``L_AV = L_MIL + λ_b(L_a2v_a2b + L_v2a_a2b) + λ_n(L_a2v_a2n + L_v2a_a2n)``.
+
+    Args:
+        outputs (Mapping[str, Tensor]): The audio-visual network's ``logits``,
+            ``prob_a``, ``prob_v`` ``(B, T)`` and ``feat_a``, ``feat_v``
+            ``(B, T, D)``.
+        labels (Tensor): ``(B,)`` video labels in {0, 1}.
+        lengths (Tensor): ``(B,)`` ``T_i``.
+        lambda_b, lambda_n (float): Contrastive weights of the epoch.
+        temperature (float): τ (0.1).
+        threshold (float): Semi-bag split on the predicted bag score (0.5).
+        upstream_rep_swap (bool): The reference's binding ``R^A = z^v``,
+            ``R^V = z^a`` (default, as trained for the published numbers);
+            ``False`` uses ``R^A = z^a``, ``R^V = z^v``.
+
+    Returns:
+        tuple: ``(total, terms, degenerate)``; ``terms`` holds ``mil`` and the
+        four contrastive terms (graph-connected); ``degenerate`` marks a batch
+        whose predictions fall on one side of the threshold (terms are 0).
+    """
+    bag = mil_bag_scores(outputs['logits'], lengths)
+    terms = {'mil': mil_loss(bag, labels)}
+    if upstream_rep_swap:
+        rep_a, rep_v = outputs['feat_v'], outputs['feat_a']
+    else:
+        rep_a, rep_v = outputs['feat_a'], outputs['feat_v']
+    banks = semi_bags(outputs['prob_a'], outputs['prob_v'], rep_a, rep_v, bag.detach(),
+                      lengths, threshold)
+    contrast, degenerate = contrastive_terms(banks, temperature)
+    terms.update(contrast)
+    total = (terms['mil'] + lambda_b * (terms['a2v_a2b'] + terms['v2a_a2b'])
+             + lambda_n * (terms['a2v_a2n'] + terms['v2a_a2n']))
+    return total, terms, degenerate
