@@ -13,6 +13,7 @@ Forward values use the same operations as the straightforward mode
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Tuple
 
 import torch
@@ -47,21 +48,22 @@ def lean_term_names(encoder_kd: bool = True) -> List[str]:
     return names
 
 
+@dataclass
 class _Plan:
     """What the autograd node needs besides tensors."""
 
-    def __init__(self, heads: Mapping[str, DSDHead], slots: List[str],
-                 params: List[nn.Parameter], temperature: float, alpha: float,
-                 detach_teacher: bool, encoder_kd: bool, labels: Tensor) -> None:
-        self.heads = heads
-        self.slots = slots
-        self.params = params
-        self.temperature = temperature
-        self.alpha = alpha
-        self.detach_teacher = detach_teacher
-        self.encoder_kd = encoder_kd
-        self.labels = labels
-        self.names = lean_term_names(encoder_kd)
+    heads: Mapping[str, DSDHead]
+    slots: List[str]
+    params: List[nn.Parameter]
+    temperature: float
+    alpha: float
+    detach_teacher: bool
+    encoder_kd: bool
+    labels: Tensor
+
+    @property
+    def names(self) -> List[str]:
+        return lean_term_names(self.encoder_kd)
 
 
 class _LastStep:
