@@ -31,7 +31,7 @@ from plugins.core.report import (find_scalars, last_value, markdown_table,  # no
 _ITER = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\]')
 _ITER_BASED = re.compile(r'Iter\(train\)\s+\[\s*(\d+)/(\d+)\]')
 _TEST_ITER = re.compile(r'Epoch\((?:test|val)\)\s+\[\s*(\d+)/(\d+)\]')
-_METRIC = re.compile(r'([\w/]+(?:mAP|mIoU|mDice|AP|Dice|HD95|dice|hd95)[\w/]*):\s+(-?[\d.]+)')
+_METRIC = re.compile(r'([\w/]*(?:mAP|mIoU|mDice|AP|Dice|HD95|dice|hd95)[\w/]*):\s+(-?[\d.]+)')
 
 
 class DemoContext:
@@ -288,8 +288,7 @@ def stage_dsd(ctx: DemoContext) -> str:
     epochs = 2 if ctx.quick else DSD_EPOCHS
     opts = [f'{k}_dataloader.dataset.task_dir={task}' for k in ('train', 'val', 'test')]
     opts += [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-             f'default_hooks.checkpoint.interval={epochs}',
-             f'param_scheduler.step_size={max(epochs // 6, 1)}']
+             f'default_hooks.checkpoint.interval={epochs}']
     runs3d = [('DynUNet, Dice-CE (plain)', 'dsd3d_plain', 'configs/dsd/dynunet_1xb1-16e_msd-demo.py', []),
               ('DynUNet + DSD', 'dsd3d_dsd', 'configs/dsd/dynunet_dsd_1xb1-16e_msd-demo.py', []),
               ('DynUNet + DSD (lean)', 'dsd3d_lean', 'configs/dsd/dynunet_dsd_1xb1-16e_msd-demo.py',
