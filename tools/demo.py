@@ -31,7 +31,7 @@ from plugins.core.report import (find_scalars, last_value, markdown_table,  # no
 _ITER = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\]')
 _ITER_BASED = re.compile(r'Iter\(train\)\s+\[\s*(\d+)/(\d+)\]')
 _TEST_ITER = re.compile(r'Epoch\((?:test|val)\)\s+\[\s*(\d+)/(\d+)\]')
-_METRIC = re.compile(r'([\w/]*(?:mAP|mIoU|mDice|AP|Dice|HD95|dice|hd95)[\w/]*):\s+(-?[\d.]+)')
+_METRIC = re.compile(r'([\w/]*(?:mAP|mIoU|mDice|AP|Dice|HD95|dice|hd95|pr_auc|/ap)[\w/]*):\s+(-?[\d.]+)')
 
 
 class DemoContext:
@@ -351,14 +351,63 @@ def stage_dsd(ctx: DemoContext) -> str:
         '', table2d, ''])
 
 
+def stage_macil(ctx: DemoContext) -> str:
+    """MACIL-SD vs the same network with top-k MIL only, on XD-Violence-format data."""
+    import numpy as np
+
+    from plugins.core.report import plot_xy_curves
+    from plugins.macil.data import make_xdviolence_synthetic
+    from plugins.macil.functional import pr_curve
+
+    root = osp.join(ctx.data, 'xdv')
+    if not osp.isfile(osp.join(root, 'gt.npy')):
+        make_xdviolence_synthetic(root, seed=0)
+    epochs = 2 if ctx.quick else MACIL_EPOCHS
+    base = [f'train_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}', f'test_evaluator.gt_file={root}/gt.npy',
+            f'train_cfg.max_epochs={epochs}', f'default_hooks.checkpoint.interval={epochs}']
+    rows, curves = [], {}
+    gt = np.load(osp.join(root, 'gt.npy'))
+    for label, name, config in (
+            ('MACIL-SD (contrastive + self-distillation)', 'macil_sd',
+             'configs/macil/macil-sd_1xb8-12e_demo-xdv.py'),
+            ('same AV network, top-k MIL only', 'macil_mil',
+             'configs/macil/mil-baseline_1xb8-12e_demo-xdv.py')):
+        scores = osp.abspath(osp.join(ctx.out, f'{name}_frame_scores.npy'))
+        run = train_and_eval(ctx, name, config, base + [f'test_evaluator.dump_scores={scores}'],
+                             epochs, 30)
+        m = run['metrics']
+        rows.append([label, epochs, f"{run['train_s']:.0f}", m.get('xdv/pr_auc', float('nan')),
+                     m.get('xdv/ap', float('nan'))])
+        curves[f"{label.split(' (')[0]} (PR-AUC {m.get('xdv/pr_auc', float('nan')):.3f})"] = \
+            pr_curve(np.load(scores), gt)
+    png = plot_xy_curves(curves, osp.join(ctx.out, 'macil_pr_curves.png'), 'recall',
+                         'precision', 'frame-level precision-recall (test set)')
+    table = markdown_table(['model', 'epochs', 'train time (s)', 'PR-AUC ("AP")', 'step AP'],
+                           rows)
+    return '\n'.join([
+        '## MACIL-SD on XD-Violence-format features', '',
+        f'Generated features in the XD-Violence layout ({root}: `RGB/`, `RGBTest/` five I3D '
+        'crops per video, `vggish-features/`, `rgb.list`/`audio.list`, frame-level `gt.npy`; '
+        '48 training and 14 test videos). The planted signal: violent events raise both '
+        'visual and audio features; normal videos carry the same visual pattern with quiet '
+        'audio, so the audio stream is needed. Trained by `tools/train.py` (MACIL-SD: two '
+        'optimizers, λ ramp, per-epoch EMA from the visual-only teacher), scored by '
+        '`tools/test.py` over all test frames. PR-AUC is the headline "AP" of the '
+        'literature; step AP is scikit-learn\'s average precision: different numbers.', '',
+        table, '', f'![PR curves]({osp.basename(png)})', ''])
+
+
 DSD_EPOCHS = 16
 DSD_2D_ITERS = 600
+MACIL_EPOCHS = 12
 
 
 STAGES: Dict[str, Callable[[DemoContext], str]] = {
     'detection': stage_detection,
     'golsd': stage_golsd,
     'dsd': stage_dsd,
+    'macil': stage_macil,
 }
 
 

@@ -1,7 +1,8 @@
 """Core pieces for mmengine users; imported only once mmengine is imported.
 
 * registers the core losses in mmengine's root ``MODELS`` (mmdet's and
-  mmseg's registries fall back to it) and :class:`RNGStateHook` in ``HOOKS``;
+  mmseg's registries fall back to it), :class:`RNGStateHook` in ``HOOKS`` and
+  ``SubmoduleOptimWrapperConstructor`` (one optimizer per submodule);
 * allow-lists mmengine's ``HistoryBuffer`` (with only its statistics methods
   reachable through ``getattr``) and numpy types, so that ``--resume`` and
   mmengine's own ``load_checkpoint`` load training checkpoints under
@@ -23,6 +24,7 @@ from mmengine.registry import HOOKS, MODELS
 from .checkpoint import allow_getattr, allow_types, atomic_write_bytes, register_numpy_types
 from .hooks import RNGStateHook
 from .losses import InfoNCELoss, TemperatureKLLoss
+from .optim import SubmoduleOptimWrapperConstructor  # noqa: F401  (registers it)
 
 __all__ = ['AtomicLocalBackend']
 

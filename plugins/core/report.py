@@ -81,6 +81,40 @@ def plot_curves(runs: Mapping[str, Sequence[dict]],
     return out_png
 
 
+def plot_xy_curves(curves: Mapping[str, Sequence[Sequence[float]]], out_png: str,
+                   xlabel: str, ylabel: str, title: str = '') -> str:
+    """One panel of ``label -> (xs, ys)`` lines (e.g. precision–recall curves).
+
+    Returns:
+        str: ``out_png``.
+
+    Raises:
+        ValueError: If ``curves`` is empty.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        raise ValueError('no curves to plot')
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    for idx, (label, (xs, ys)) in enumerate(curves.items()):
+        ax.plot(xs, ys, label=label, lw=1.6, color=f'C{idx}')
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence],
                    floatfmt: str = '.3f') -> str:
     """A GitHub-flavoured markdown table."""

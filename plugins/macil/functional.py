@@ -19,7 +19,7 @@ from plugins.core.functional import info_nce
 
 __all__ = ['sequence_lengths', 'topk_sizes', 'topk_mean', 'mil_bag_scores', 'mil_loss',
            'semi_bags', 'contrastive_terms', 'lambda_ramp', 'ema_momentum', 'ema_update_',
-           'macil_loss', 'pr_auc', 'step_ap']
+           'macil_loss', 'pr_curve', 'pr_auc', 'step_ap']
 
 BANKS = ('G_A', 'G_V', 'V_A', 'V_V', 'N_A', 'N_V')
 
@@ -246,6 +246,18 @@ def _curve(scores: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarr
     return tp / (tp + fp), tp / positives
 
 
+def pr_curve(scores, labels) -> Tuple[np.ndarray, np.ndarray]:
+    """``(recall, precision)`` of the PR-AUC: from ``(0, 1)`` through one point
+    per distinct threshold up to full recall.
+
+    Raises:
+        ValueError: As :func:`pr_auc`.
+    """
+    precision, recall = _curve(scores, labels)
+    stop = int(np.searchsorted(recall, recall[-1])) + 1  # scikit-learn stops at full recall
+    return np.r_[0.0, recall[:stop]], np.r_[1.0, precision[:stop]]
+
+
 def pr_auc(scores, labels) -> float:
     """The upstream "AP": trapezoidal area under the precision–recall curve
     (one point per distinct threshold plus ``(recall 0, precision 1)``), as
@@ -255,11 +267,7 @@ def pr_auc(scores, labels) -> float:
         ValueError: On mismatched sizes, no positive, non-binary labels or
             non-finite scores.
     """
-    precision, recall = _curve(scores, labels)
-    # scikit-learn stops the curve once full recall is reached
-    stop = int(np.searchsorted(recall, recall[-1])) + 1
-    p = np.r_[1.0, precision[:stop]]
-    r = np.r_[0.0, recall[:stop]]
+    r, p = pr_curve(scores, labels)
     return float(np.trapz(p, r)) if hasattr(np, 'trapz') else float(np.trapezoid(p, r))
 
 

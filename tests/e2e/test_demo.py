@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
-    """Every stage: detection (RetinaNet), GO-LSD (DINO with and without), DSD."""
+    """Every stage: detection (RetinaNet), GO-LSD (DINO with and without), DSD, MACIL-SD."""
     out_dir = str(tmp_path / 'demo')
     log = run([python(), 'tools/demo.py', '--quick', '--out', out_dir,
                '--data', str(tmp_path / 'data')])
@@ -38,6 +38,14 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
         assert 0.0 <= float(line.strip('|').split('|')[3]) <= 100.0, line
     assert os.path.isfile(str(tmp_path / 'data' / 'msd' / 'Task90_Synthetic' / 'dataset.json'))
     assert os.path.isfile(str(tmp_path / 'data' / 'shapes2d' / 'ann_dir' / 'val' / '0000.png'))
+    macil = [line for line in report.splitlines()
+             if line.startswith('| MACIL-SD') or line.startswith('| same AV network')]
+    assert len(macil) == 2
+    for line in macil:
+        cells = line.strip('|').split('|')
+        assert 0.0 <= float(cells[3]) <= 1.0 and 0.0 <= float(cells[4]) <= 1.0, line
+    assert os.path.getsize(os.path.join(out_dir, 'macil_pr_curves.png')) > 5000
+    assert os.path.isfile(str(tmp_path / 'data' / 'xdv' / 'gt.npy'))
     # the data was written in COCO layout
     assert os.path.isfile(str(tmp_path / 'data' / 'coco' / 'annotations' /
                               'instances_train.json'))

@@ -1,0 +1,64 @@
+# MACIL-SD on XD-Violence features (I3D RGB + VGGish), the reference protocol:
+# two Adam optimizers (AV 4e-4, teacher 8e-5), cosine annealing T_max 60 stepped per
+# epoch, 50 epochs, batch 128 crops, lambda ramp, per-epoch self-distillation EMA.
+#   python tools/train.py configs/macil/macil-sd_1xb128-50e_xdviolence.py
+custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
+
+data_root = 'data/xd-violence'
+model = dict(type='MACILSD', teacher=True, contrastive=True, temperature=0.1,
+             threshold=0.5, upstream_rep_swap=True)
+
+train_dataloader = dict(
+    batch_size=128, num_workers=4, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(type='XDViolenceDataset', data_root=data_root, split='train', max_len=200))
+# one test video (5 crops, full length) per sample; the order is the test list's
+test_dataloader = dict(
+    batch_size=1, num_workers=2, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='xdv_test_collate'),
+    dataset=dict(type='XDViolenceDataset', data_root=data_root, split='test'))
+test_evaluator = dict(type='FrameAPMetric', gt_file=f'{data_root}/gt.npy')
+# The reference evaluates on the test set every epoch and keeps the best; here the
+# test set is scored once at the end (tools/test.py): select on a validation split
+# carved from the training list if you need model selection.
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
+test_cfg = dict(type='TestLoop')
+
+max_epochs = 50
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+optim_wrapper = dict(
+    constructor='SubmoduleOptimWrapperConstructor',
+    av=dict(optimizer=dict(type='Adam', lr=4e-4, betas=(0.9, 0.999), eps=1e-8,
+                           weight_decay=0.0)),
+    teacher=dict(optimizer=dict(type='Adam', lr=8e-5, betas=(0.9, 0.999), eps=1e-8,
+                                weight_decay=0.0)))
+param_scheduler = dict(
+    av=[dict(type='CosineAnnealingLR', T_max=60, eta_min=0.0, by_epoch=True)],
+    teacher=[dict(type='CosineAnnealingLR', T_max=60, eta_min=0.0, by_epoch=True)])
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=20),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+custom_hooks = [
+    dict(type='MACILLambdaHook', step=0.1, cap=1.5),
+    dict(type='SelfDistillEMAHook', base_m=0.91, final_m=1.0, period=50, skip=('fc_a',),
+         key_map={'att_mmil.fc': 'fc'}),
+    dict(type='RNGStateHook'),
+]
+# two networks, two optimizers: each submodule gets its own DDP wrapper, and the
+# unused reference blocks (kept for the released key layout) need find_unused_parameters
+model_wrapper_cfg = dict(type='MMSeparateDistributedDataParallel', broadcast_buffers=False,
+                         find_unused_parameters=True)
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+log_processor = dict(by_epoch=True)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=2333, deterministic=False)
