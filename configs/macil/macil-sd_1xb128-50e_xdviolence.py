@@ -5,8 +5,11 @@
 custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
 
 data_root = 'data/xd-violence'
-model = dict(type='MACILSD', teacher=True, contrastive=True, temperature=0.1,
-             threshold=0.5, upstream_rep_swap=True)
+model = dict(
+    type='MACILSD', teacher=True,
+    mil_loss=dict(type='TopKMILLoss'),
+    contrastive_loss=dict(type='SemiBagContrastiveLoss', temperature=0.1, bag_threshold=0.5,
+                          upstream_rep_swap=True))
 
 train_dataloader = dict(
     batch_size=128, num_workers=4, persistent_workers=True,

@@ -2,7 +2,7 @@
 # no teacher, no self-distillation EMA.
 _base_ = './macil-sd_1xb8-12e_demo-xdv.py'
 
-model = dict(teacher=False, contrastive=False)
+model = dict(teacher=False, contrastive_loss=None)
 optim_wrapper = dict(_delete_=True, constructor='SubmoduleOptimWrapperConstructor',
                      av=dict(optimizer=dict(type='Adam', lr=4e-4)))
 param_scheduler = dict(_delete_=True,

@@ -19,7 +19,7 @@ from plugins.core.functional import info_nce
 
 __all__ = ['sequence_lengths', 'topk_sizes', 'topk_mean', 'mil_bag_scores', 'mil_loss',
            'semi_bags', 'contrastive_terms', 'lambda_ramp', 'ema_momentum', 'ema_update_',
-           'macil_loss', 'pr_curve', 'pr_auc', 'step_ap']
+           'semi_bag_contrastive', 'weighted_total', 'macil_loss', 'pr_curve', 'pr_auc', 'step_ap']
 
 BANKS = ('G_A', 'G_V', 'V_A', 'V_V', 'N_A', 'N_V')
 
@@ -282,6 +282,40 @@ def step_ap(scores, labels) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def weighted_total(mil: Tensor, contrast: Mapping[str, Tensor], lambda_b: float,
+                   lambda_n: float) -> Tensor:
+    """``L_MIL + λ_b(L_a2v_a2b + L_v2a_a2b) + λ_n(L_a2v_a2n + L_v2a_a2n)``."""
+    return (mil + lambda_b * (contrast['a2v_a2b'] + contrast['v2a_a2b'])
+            + lambda_n * (contrast['a2v_a2n'] + contrast['v2a_a2n']))
+
+
+def semi_bag_contrastive(outputs: Mapping[str, Tensor], bag_scores: Tensor, lengths: Tensor,
+                         temperature: float = 0.1, threshold: float = 0.5,
+                         upstream_rep_swap: bool = True) -> Tuple[Dict[str, Tensor], bool]:
+    """Semi-bags from the AV network's outputs and their four contrastive terms.
+
+    Args:
+        outputs (Mapping[str, Tensor]): ``prob_a``, ``prob_v`` ``(B, T)`` (the
+            rankings) and ``feat_a``, ``feat_v`` ``(B, T, D)``.
+        bag_scores (Tensor): ``(B,)`` predicted bag scores (detached here).
+        lengths (Tensor): ``(B,)`` ``T_i``.
+        temperature, threshold: τ and the violent/normal split.
+        upstream_rep_swap (bool): The reference's binding ``R^A = z^v``,
+            ``R^V = z^a`` (default, as trained for the published numbers);
+            ``False`` uses ``R^A = z^a``, ``R^V = z^v``.
+
+    Returns:
+        tuple: ``(terms, degenerate)`` as :func:`contrastive_terms`.
+    """
+    if upstream_rep_swap:
+        rep_a, rep_v = outputs['feat_v'], outputs['feat_a']
+    else:
+        rep_a, rep_v = outputs['feat_a'], outputs['feat_v']
+    banks = semi_bags(outputs['prob_a'], outputs['prob_v'], rep_a, rep_v, bag_scores.detach(),
+                      lengths, threshold)
+    return contrastive_terms(banks, temperature)
+
+
 def macil_loss(outputs: Mapping[str, Tensor], labels: Tensor, lengths: Tensor,
                lambda_b: float, lambda_n: float, temperature: float = 0.1,
                threshold: float = 0.5,
@@ -297,9 +331,7 @@ def macil_loss(outputs: Mapping[str, Tensor], labels: Tensor, lengths: Tensor,
         lambda_b, lambda_n (float): Contrastive weights of the epoch.
         temperature (float): τ (0.1).
         threshold (float): Semi-bag split on the predicted bag score (0.5).
-        upstream_rep_swap (bool): The reference's binding ``R^A = z^v``,
-            ``R^V = z^a`` (default, as trained for the published numbers);
-            ``False`` uses ``R^A = z^a``, ``R^V = z^v``.
+        upstream_rep_swap (bool): See :func:`semi_bag_contrastive`.
 
     Returns:
         tuple: ``(total, terms, degenerate)``; ``terms`` holds ``mil`` and the
@@ -308,14 +340,7 @@ def macil_loss(outputs: Mapping[str, Tensor], labels: Tensor, lengths: Tensor,
     """
     bag = mil_bag_scores(outputs['logits'], lengths)
     terms = {'mil': mil_loss(bag, labels)}
-    if upstream_rep_swap:
-        rep_a, rep_v = outputs['feat_v'], outputs['feat_a']
-    else:
-        rep_a, rep_v = outputs['feat_a'], outputs['feat_v']
-    banks = semi_bags(outputs['prob_a'], outputs['prob_v'], rep_a, rep_v, bag.detach(),
-                      lengths, threshold)
-    contrast, degenerate = contrastive_terms(banks, temperature)
+    contrast, degenerate = semi_bag_contrastive(outputs, bag, lengths, temperature, threshold,
+                                                upstream_rep_swap)
     terms.update(contrast)
-    total = (terms['mil'] + lambda_b * (terms['a2v_a2b'] + terms['v2a_a2b'])
-             + lambda_n * (terms['a2v_a2n'] + terms['v2a_a2n']))
-    return total, terms, degenerate
+    return weighted_total(terms['mil'], contrast, lambda_b, lambda_n), terms, degenerate

@@ -48,7 +48,7 @@ def test_train_step_updates_both_networks_separately():
 
 
 def test_baseline_is_plain_mil_and_needs_only_an_av_optimizer():
-    model = _model(teacher=False, contrastive=False)
+    model = _model(teacher=False, contrastive_loss=None)
     logs = model.train_step(_batch(), _wrappers(model))
     assert set(logs) == {'loss', 'mil', 'lambda'} and torch.equal(logs['loss'], logs['mil'])
     from mmengine.optim import OptimWrapper

@@ -115,3 +115,20 @@ def test_ema_between_the_two_networks_updates_36_of_38_tensors():
     want = before['cma.layer.feed_forward.w_1.weight'] * 0.91 + \
         teacher.cma.layer.feed_forward.w_1.weight.detach() * (1 - 0.91)
     assert torch.equal(after['cma.layer.feed_forward.w_1.weight'], want)
+
+
+def test_loss_modules_equal_the_functional_loss():
+    from plugins.macil.functional import weighted_total
+    from plugins.macil.losses import SemiBagContrastiveLoss, TopKMILLoss
+    torch.manual_seed(4)
+    av = MACILAudioVisual().eval()
+    v, a = torch.rand(4, 24, 1024), torch.randn(4, 24, 128)
+    lengths = sequence_lengths(v)
+    out = av(v, a)
+    out['logits'] = out['logits'] + torch.tensor([6.0, -6.0, 6.0, -6.0])[:, None]
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    total, terms, _ = macil_loss(out, labels, lengths, 0.4, 0.9, upstream_rep_swap=False)
+    mil, bag = TopKMILLoss()(out['logits'], labels, lengths)
+    contrast, degenerate = SemiBagContrastiveLoss(upstream_rep_swap=False)(out, bag, lengths)
+    assert not degenerate and torch.equal(mil, terms['mil'])
+    assert torch.equal(weighted_total(mil, contrast, 0.4, 0.9), total)

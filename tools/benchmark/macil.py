@@ -33,7 +33,8 @@ def build(full: bool, device: str):
     from plugins.core.optim import SubmoduleOptimWrapperConstructor
     from plugins.macil.mmengine import MACILSD
     torch.manual_seed(0)
-    model = MACILSD(teacher=full, contrastive=full).to(device)
+    options = {} if full else {'contrastive_loss': None}  # the default: the method's loss
+    model = MACILSD(teacher=full, **options).to(device)
     model.lambda_b = model.lambda_n = 1.0
     cfg = {'av': dict(optimizer=dict(type='Adam', lr=4e-4))}
     if full:
@@ -59,7 +60,7 @@ def split_at_median(model, data: dict) -> None:
     with torch.no_grad():
         lengths = sequence_lengths(data['visual'])
         bag = mil_bag_scores(model.av(data['visual'], data['audio'])['logits'], lengths)
-    model.threshold = float(bag.median())
+    model.contrastive_loss.bag_threshold = float(bag.median())
 
 
 def sync(device: str) -> None:
@@ -81,7 +82,7 @@ def main(argv=None) -> dict:
     for i in range(args.steps + 1):  # the first round warms up
         for name, (model, wrappers) in models.items():
             model.train()
-            if model.contrastive:
+            if model.contrastive_loss is not None:
                 split_at_median(model, data)
             sync(args.device)
             t0 = time.perf_counter()

@@ -12,10 +12,13 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from ..functional import macil_loss, mil_bag_scores, mil_loss, sequence_lengths
+from ..functional import sequence_lengths, weighted_total
 from ..modules import MACILAudioVisual, MACILVisualTeacher
 
 __all__ = ['MACILSD']
+
+_DEFAULT_CONTRASTIVE = dict(type='SemiBagContrastiveLoss', temperature=0.1, bag_threshold=0.5,
+                            upstream_rep_swap=True)
 
 
 def _plain_keys(module, state_dict, prefix, local_metadata):
@@ -35,13 +38,13 @@ class MACILSD(BaseModel):
 
     Args:
         teacher (bool): Train the visual-only teacher (self-distillation by the
-            EMA hook). ``False`` with ``contrastive=False`` is the plain top-k
-            MIL baseline on the same network.
-        contrastive (bool): Add the four modality-aware contrastive terms.
-        temperature (float): InfoNCE τ (0.1).
-        threshold (float): Semi-bag split on the predicted bag score (0.5).
-        upstream_rep_swap (bool): The reference's representation binding
-            (default True; see :func:`plugins.macil.functional.macil_loss`).
+            EMA hook).
+        mil_loss (dict): The top-k MIL loss (``TopKMILLoss``), for both nets.
+        contrastive_loss (dict, optional): The semi-bag contrastive loss
+            (``SemiBagContrastiveLoss``: ``temperature`` 0.1,
+            ``bag_threshold`` 0.5, ``upstream_rep_swap`` True). ``None`` with
+            ``teacher=False`` is the plain top-k MIL baseline on the same
+            network.
         network (dict, optional): Keyword arguments of both networks (sizes).
 
     Attributes:
@@ -54,20 +57,17 @@ class MACILSD(BaseModel):
     on its own MIL loss (kept out of the summed ``loss``).
     """
 
-    def __init__(self, teacher: bool = True, contrastive: bool = True,
-                 temperature: float = 0.1, threshold: float = 0.5,
-                 upstream_rep_swap: bool = True, network: Optional[dict] = None,
-                 data_preprocessor: Optional[dict] = None,
+    def __init__(self, teacher: bool = True, mil_loss: Optional[dict] = None,
+                 contrastive_loss: Optional[dict] = _DEFAULT_CONTRASTIVE,
+                 network: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         net = dict(network or {})
         self.av = MACILAudioVisual(**net)
         net.pop('audio_dim', None)
         self.teacher = MACILVisualTeacher(**net) if teacher else None
-        self.contrastive = contrastive
-        self.temperature = temperature
-        self.threshold = threshold
-        self.upstream_rep_swap = upstream_rep_swap
+        self.mil_loss = MODELS.build(mil_loss or dict(type='TopKMILLoss'))
+        self.contrastive_loss = MODELS.build(contrastive_loss) if contrastive_loss else None
         self.lambda_b = 0.0
         self.lambda_n = 0.0
         self.training_only_modules = ('teacher',)
@@ -76,6 +76,9 @@ class MACILSD(BaseModel):
 
     # ------------------------------------------------------------------ losses
     def _cut(self, visual: Tensor, audio: Tensor):
+        if visual.dim() != 3 or visual.shape[0] == 0:
+            raise ValueError(f'expected a non-empty batch of visual features (B, T, D), got '
+                             f'{tuple(visual.shape)}')
         if visual.shape[:2] != audio.shape[:2]:
             raise ValueError(f'visual {tuple(visual.shape)} and audio {tuple(audio.shape)} '
                              f'must share batch and length')
@@ -89,24 +92,24 @@ class MACILSD(BaseModel):
     def _av_loss(self, visual: Tensor, audio: Tensor, labels: Tensor,
                  lengths: Tensor) -> Dict[str, Tensor]:
         out = self.av(visual, audio)
-        if not self.contrastive:
-            loss = mil_loss(mil_bag_scores(out['logits'], lengths), labels)
-            return {'loss': loss, 'mil': loss.detach()}
-        total, terms, degenerate = macil_loss(
-            out, labels, lengths, self.lambda_b, self.lambda_n, self.temperature,
-            self.threshold, self.upstream_rep_swap)
+        mil, bag = self.mil_loss(out['logits'], labels, lengths)
+        logs = {'loss': mil, 'mil': mil.detach()}
+        if self.contrastive_loss is None:
+            return logs
+        terms, degenerate = self.contrastive_loss(out, bag, lengths)
         if degenerate:
             self._degenerate_batches += 1
             if self._degenerate_batches in (1, 10, 100, 1000):
                 print_log(f'MACIL-SD: {self._degenerate_batches} batch(es) so far with all '
-                          f'predictions on one side of {self.threshold}; their contrastive '
-                          f'terms are 0', logger='current', level=logging.INFO)
-        logs = {'loss': total, 'mil': terms['mil'].detach()}
-        logs.update({f'cma_{k}': v.detach() for k, v in terms.items() if k != 'mil'})
+                          f'predictions on one side of {self.contrastive_loss.bag_threshold}; '
+                          f'their contrastive terms are 0', logger='current',
+                          level=logging.INFO)
+        logs['loss'] = weighted_total(mil, terms, self.lambda_b, self.lambda_n)
+        logs.update({f'cma_{k}': v.detach() for k, v in terms.items()})
         return logs
 
     def _teacher_loss(self, visual: Tensor, labels: Tensor, lengths: Tensor) -> Tensor:
-        return mil_loss(mil_bag_scores(self.teacher(visual)['logits'], lengths), labels)
+        return self.mil_loss(self.teacher(visual)['logits'], labels, lengths)[0]
 
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapperDict) -> Dict[str, Tensor]:
