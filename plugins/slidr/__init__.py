@@ -1,0 +1,12 @@
+"""SLidR: image-to-lidar superpixel-driven contrastive distillation.
+
+``functional`` holds the maths on plain tensors: the lidar→camera projection
+chain, cylindrical voxelisation, superpixel slot maps, superpixel pooling of
+point and pixel features, and the superpixel InfoNCE loss. No host library is
+imported here.
+"""
+from .functional import (cylindrical_voxelize, pool_pixels, pool_points, project_points,
+                         superpixel_nce, superpixel_slots)
+
+__all__ = ['project_points', 'cylindrical_voxelize', 'superpixel_slots', 'pool_points',
+           'pool_pixels', 'superpixel_nce']

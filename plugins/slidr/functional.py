@@ -1,0 +1,309 @@
+"""SLidR maths on plain tensors (spec slidr.md §2, §4-6).
+
+Shapes: ``N`` points, ``V`` voxels (3D rows), ``P`` point–pixel pairings,
+``n`` images of ``H×W``, ``S`` superpixel slots per image, ``D`` features.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from plugins.core.functional import check_temperature
+
+__all__ = ['quaternion_to_matrix', 'lidar_to_camera', 'project_to_image', 'project_points',
+           'cylindrical_voxelize', 'superpixel_slots', 'pool_points', 'pool_pixels',
+           'kept_slots', 'superpixel_nce']
+
+_EPS = 1e-6
+
+
+# ----------------------------------------------------------------- projection
+def quaternion_to_matrix(q: Sequence[float]) -> np.ndarray:
+    """3×3 rotation (float64) of a unit quaternion ``(w, x, y, z)`` (normalised
+    first).
+
+    Raises:
+        ValueError: On a quaternion that is not 4 numbers or has zero norm.
+    """
+    q = np.asarray(q, dtype=np.float64).ravel()
+    if q.size != 4 or not np.isfinite(q).all() or np.linalg.norm(q) == 0:
+        raise ValueError(f'rotation must be a non-zero quaternion (w, x, y, z), got {q.tolist()}')
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def _pose(record: dict, name: str) -> Tuple[np.ndarray, np.ndarray]:
+    missing = [k for k in ('rotation', 'translation') if k not in record]
+    if missing:
+        raise KeyError(f'{name} record lacks {missing}')
+    return quaternion_to_matrix(record['rotation']), np.asarray(record['translation'], np.float64)
+
+
+def lidar_to_camera(points: np.ndarray, lidar_calib: dict, lidar_pose: dict, cam_pose: dict,
+                    cam_calib: dict, float32: bool = True) -> np.ndarray:
+    """Lidar-frame xyz → camera-frame xyz through the nuScenes chain.
+
+    lidar → ego (lidar time) → global → ego (camera time) → camera, each record
+    ``{'rotation': (w, x, y, z), 'translation': (3,)}``. With ``float32`` the
+    devkit's numerics are emulated: rotations in float64 stored back to
+    float32, float32 translations.
+
+    Args:
+        points (np.ndarray): ``(N, ≥3)`` lidar points (xyz first).
+
+    Returns:
+        np.ndarray: ``(N, 3)`` camera-frame points (x right, y down, z forward).
+
+    Raises:
+        KeyError: On a record without rotation/translation (names it).
+        ValueError: On bad point arrays.
+    """
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise ValueError(f'points must be (N, >=3), got {pts.shape}')
+    dtype = np.float32 if float32 else np.float64
+    p = pts[:, :3].astype(dtype).T  # (3, N)
+
+    def rotate(r, x):
+        return (r @ x.astype(np.float64)).astype(dtype)
+
+    r, t = _pose(lidar_calib, 'lidar calibrated_sensor')
+    p = rotate(r, p) + t.astype(dtype)[:, None]
+    r, t = _pose(lidar_pose, 'lidar ego_pose')
+    p = rotate(r, p) + t.astype(dtype)[:, None]
+    r, t = _pose(cam_pose, 'camera ego_pose')
+    p = rotate(r.T, p - t.astype(dtype)[:, None])
+    r, t = _pose(cam_calib, 'camera calibrated_sensor')
+    p = rotate(r.T, p - t.astype(dtype)[:, None])
+    return p.T
+
+
+def project_to_image(points_cam: np.ndarray, intrinsic, width: int, height: int,
+                     min_depth: float = 1.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels of camera-frame points: keep ``d > min_depth``, ``0 < u < W−1``,
+    ``0 < v < H−1`` (strict); pixel = ``(round(v), round(u))``, half to even.
+
+    Returns:
+        tuple: ``(index (M,), row (M,), col (M,))`` int64 — kept point indices
+        and their pixels.
+
+    Raises:
+        ValueError: On a bad intrinsic matrix or image size.
+    """
+    k = np.asarray(intrinsic, dtype=np.float64)
+    if k.shape != (3, 3):
+        raise ValueError(f'camera_intrinsic must be 3x3, got shape {k.shape} (a lidar '
+                         f'record has an empty intrinsic)')
+    if width < 2 or height < 2:
+        raise ValueError(f'bad image size {width}x{height}')
+    p = np.asarray(points_cam)
+    depth = p[:, 2]
+    uvw = (k.astype(p.dtype) @ p.T)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        u = uvw[0] / depth
+        v = uvw[1] / depth
+    keep = (depth > min_depth) & (u > 0) & (u < width - 1) & (v > 0) & (v < height - 1)
+    index = np.nonzero(keep)[0]
+    return index, np.round(v[keep]).astype(np.int64), np.round(u[keep]).astype(np.int64)
+
+
+def project_points(points: np.ndarray, lidar_calib: dict, lidar_pose: dict, cam_pose: dict,
+                   cam_calib: dict, width: int, height: int, min_depth: float = 1.0,
+                   float32: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`lidar_to_camera` then :func:`project_to_image`; the intrinsic is
+    ``cam_calib['camera_intrinsic']``.
+
+    Raises:
+        KeyError: If ``cam_calib`` has no ``camera_intrinsic``.
+    """
+    if 'camera_intrinsic' not in cam_calib:
+        raise KeyError('camera calibrated_sensor record lacks camera_intrinsic')
+    cam = lidar_to_camera(points, lidar_calib, lidar_pose, cam_pose, cam_calib, float32)
+    return project_to_image(cam, cam_calib['camera_intrinsic'], width, height, min_depth)
+
+
+# -------------------------------------------------------------- voxelisation
+def cylindrical_voxelize(xyz: Tensor, size: float = 0.1,
+                         angle_deg: float = 1.0) -> Tuple[Tensor, Tensor, Tensor]:
+    """Cylindrical cells ``(⌊ρ/size⌋, ⌊φ°/angle⌋, ⌊z/size⌋)``, one voxel per
+    unique cell (sorted), represented by its first point.
+
+    Args:
+        xyz (Tensor): ``(N, 3)``.
+
+    Returns:
+        tuple: ``coords (V, 3)`` long, ``inverse (N,)`` point → voxel,
+        ``representative (V,)`` the first point of each voxel.
+
+    Raises:
+        ValueError: On a non-(N, 3) input or non-positive sizes.
+    """
+    if xyz.dim() != 2 or xyz.shape[1] < 3:
+        raise ValueError(f'xyz must be (N, 3), got {tuple(xyz.shape)}')
+    if size <= 0 or angle_deg <= 0:
+        raise ValueError(f'voxel size and angle must be > 0, got {size}, {angle_deg}')
+    x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    rho = torch.sqrt(x * x + y * y) / size
+    phi = torch.rad2deg(torch.atan2(y, x)) / angle_deg
+    cells = torch.stack([rho, phi, z / size], 1).floor().long()
+    if cells.shape[0] == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=xyz.device)
+        return cells, empty, empty
+    coords, inverse = torch.unique(cells, dim=0, return_inverse=True)
+    order = torch.arange(cells.shape[0], device=xyz.device)
+    first = torch.full((coords.shape[0],), cells.shape[0], dtype=torch.long, device=xyz.device)
+    first = first.scatter_reduce(0, inverse, order, reduce='amin')
+    return coords, inverse, first
+
+
+# ------------------------------------------------------------------ pooling
+def superpixel_slots(superpixels: Tensor, stride: int = 150,
+                     on_overflow: str = 'error') -> Tuple[Tensor, int]:
+    """Global slot map ``σ = n·S + s`` of per-image superpixel ids.
+
+    Args:
+        superpixels (Tensor): ``(n, H, W)`` integer ids per image.
+        stride (int): ``S``, slots per image.
+        on_overflow (str): ``'error'`` if an id ≥ S (it would alias a
+            superpixel of the next image), or ``'offsets'``: cumulative
+            per-image offsets of ``max_id + 1`` (slot numbers change, the loss
+            does not).
+
+    Returns:
+        tuple: ``(slots (n, H, W) long, number of slots)``.
+
+    Raises:
+        ValueError: On negative ids, a bad mode, or an overflow in ``'error'``
+            mode (names the image and its largest id).
+    """
+    if superpixels.dim() != 3:
+        raise ValueError(f'superpixels must be (n, H, W), got {tuple(superpixels.shape)}')
+    ids = superpixels.long()
+    n = ids.shape[0]
+    if n == 0:
+        return ids, 0
+    if bool((ids < 0).any()):
+        raise ValueError('superpixel ids must be >= 0')
+    top = ids.flatten(1).amax(1)
+    if on_overflow == 'error':
+        bad = torch.nonzero(top >= stride)[:, 0].tolist()
+        if bad:
+            raise ValueError(f'superpixel ids reach {int(top[bad[0]])} in image {bad[0]} but '
+                             f'only {stride} slots per image are reserved (superpixel_size); '
+                             f"raise it or use on_overflow='offsets'")
+        offsets = torch.arange(n, device=ids.device) * stride
+        return ids + offsets[:, None, None], n * stride
+    if on_overflow == 'offsets':
+        widths = top + 1
+        offsets = torch.cumsum(widths, 0) - widths
+        return ids + offsets[:, None, None], int(widths.sum())
+    raise ValueError(f"on_overflow must be 'error' or 'offsets', got {on_overflow!r}")
+
+
+def pool_points(features: Tensor, pair_rows: Tensor, pair_slots: Tensor,
+                num_slots: int) -> Tuple[Tensor, Tensor]:
+    """``k_σ = Σ_{pairings j in σ} f_{v_j} / (m_σ + 1e-6)``, counted per pairing.
+
+    Args:
+        features (Tensor): ``(V, D)`` 3D features.
+        pair_rows (Tensor): ``(P,)`` 3D row of each pairing.
+        pair_slots (Tensor): ``(P,)`` slot of each pairing's pixel.
+        num_slots (int): Number of slots.
+
+    Returns:
+        tuple: ``k (num_slots, D)``, ``m (num_slots,)`` pairing counts.
+
+    Raises:
+        ValueError: On mismatched pairings or out-of-range indices.
+    """
+    if pair_rows.shape != pair_slots.shape or pair_rows.dim() != 1:
+        raise ValueError(f'pairing rows {tuple(pair_rows.shape)} and slots '
+                         f'{tuple(pair_slots.shape)} must be matching 1-D tensors')
+    if pair_rows.numel():
+        if int(pair_rows.min()) < 0 or int(pair_rows.max()) >= features.shape[0]:
+            raise ValueError(f'pairings reference 3D rows outside [0, {features.shape[0]})')
+        if int(pair_slots.min()) < 0 or int(pair_slots.max()) >= num_slots:
+            raise ValueError(f'pairings reference slots outside [0, {num_slots})')
+    pooled = features.new_zeros(num_slots, features.shape[1])
+    pooled = pooled.index_add(0, pair_slots, features[pair_rows])
+    counts = torch.bincount(pair_slots, minlength=num_slots).to(features.dtype)
+    return pooled / (counts[:, None] + _EPS), counts
+
+
+def pool_pixels(pixel_features: Tensor, slots: Tensor, num_slots: int) -> Tuple[Tensor, Tensor]:
+    """``q_σ = Σ_{pixels of σ} g / (a_σ + 1e-6)`` over every pixel of the slot.
+
+    Args:
+        pixel_features (Tensor): ``(n, D, H, W)``.
+        slots (Tensor): ``(n, H, W)`` slot map (:func:`superpixel_slots`).
+        num_slots (int): Number of slots.
+
+    Returns:
+        tuple: ``q (num_slots, D)``, ``a (num_slots,)`` pixel counts.
+
+    Raises:
+        ValueError: If the slot map does not match the feature maps.
+    """
+    n, d, h, w = pixel_features.shape
+    if tuple(slots.shape) != (n, h, w):
+        raise ValueError(f'slot map {tuple(slots.shape)} does not match pixel features '
+                         f'{tuple(pixel_features.shape)} (expected ({n}, {h}, {w}))')
+    flat = pixel_features.permute(0, 2, 3, 1).reshape(-1, d)
+    index = slots.reshape(-1)
+    pooled = pixel_features.new_zeros(num_slots, d).index_add(0, index, flat)
+    counts = torch.bincount(index, minlength=num_slots).to(pixel_features.dtype)
+    return pooled / (counts[:, None] + _EPS), counts
+
+
+# --------------------------------------------------------------------- loss
+def kept_slots(k: Tensor, counts: Optional[Tensor] = None, rule: str = 'first_channel') -> Tensor:
+    """Ascending indices of the kept slots: ``k_σ[0] ≠ 0`` (the reference) or,
+    with ``rule='count'``, ``m_σ > 0``.
+
+    Raises:
+        ValueError: On an unknown rule or a missing count.
+    """
+    if rule == 'first_channel':
+        return torch.nonzero(k[:, 0] != 0)[:, 0]
+    if rule == 'count':
+        if counts is None:
+            raise ValueError("rule='count' needs the pairing counts")
+        return torch.nonzero(counts > 0)[:, 0]
+    raise ValueError(f"rule must be 'first_channel' or 'count', got {rule!r}")
+
+
+def superpixel_nce(k: Tensor, q: Tensor, temperature: float = 0.07,
+                   counts: Optional[Tensor] = None,
+                   rule: str = 'first_channel') -> Tuple[Tensor, int]:
+    """``L = −(1/|K|) Σ_i log softmax_j(⟨k_i, q_j⟩/τ)[i]`` over the kept slots
+    (3D → 2D only; every other kept slot of the batch is a negative).
+
+    Returns:
+        tuple: ``(loss, |K|)``. With nothing kept the loss is
+        ``0·(Σk + Σq)`` — zero with a graph, instead of the reference's NaN —
+        and a warning is issued.
+
+    Raises:
+        ValueError: On mismatched shapes or a bad temperature.
+    """
+    t = check_temperature(temperature)
+    if k.shape != q.shape or k.dim() != 2:
+        raise ValueError(f'pooled 3D {tuple(k.shape)} and 2D {tuple(q.shape)} features must '
+                         f'be matching (slots, D)')
+    kept = kept_slots(k, counts, rule)
+    if kept.numel() == 0:
+        warnings.warn('SLidR: no superpixel holds a paired point in this batch; the loss is '
+                      '0 (the reference would give NaN)', RuntimeWarning, stacklevel=2)
+        return 0.0 * (k.sum() + q.sum()), 0
+    ks, qs = k[kept], q[kept]
+    logits = ks @ qs.t() / t
+    target = torch.arange(kept.numel(), device=k.device)
+    return F.cross_entropy(logits, target), int(kept.numel())
