@@ -74,6 +74,11 @@ def plot_curves(runs: Mapping[str, Sequence[dict]],
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    return _save(fig, out_png)
+
+
+def _save(fig, out_png: str) -> str:
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     fig.savefig(out_png, dpi=110)
@@ -108,11 +113,7 @@ def plot_xy_curves(curves: Mapping[str, Sequence[Sequence[float]]], out_png: str
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence],
