@@ -16,7 +16,7 @@ __version__ = '0.1.0'
 # host module -> adapter modules that register into it
 HOST_ADAPTERS = {
     'mmengine': ['plugins.core.mmengine_adapter', 'plugins.dsd.mmengine',
-                 'plugins.macil.mmengine'],
+                 'plugins.macil.mmengine', 'plugins.slidr.mmengine'],
     'mmdet.models': ['plugins.golsd.mmdet'],
     'mmseg.models': ['plugins.dsd.mmseg'],
 }

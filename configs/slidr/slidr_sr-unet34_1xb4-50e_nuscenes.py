@@ -1,0 +1,44 @@
+# SLidR pre-training on nuScenes (reference protocol): frozen ResNet-50 teacher (MoCo-v2
+# weights via model.teacher_weights), SR-UNet34C student, superpixels of 150 slots,
+# tau 0.07, 224x416 crops, SGD lr 0.5 (momentum 0.9, dampening 0.1, wd 1e-4), cosine
+# annealing per epoch, 50 epochs, batch 4 scenes.
+#   python tools/data/make_superpixels.py --list cams.txt --out superpixels/slic_150
+#   python tools/train.py configs/slidr/slidr_sr-unet34_1xb4-50e_nuscenes.py
+custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
+
+data_root = 'data/nuscenes'
+model = dict(type='SLidRPretrainer', dim=64, superpixel_size=150, temperature=0.07,
+             kept_rule='first_channel', teacher_weights=None,
+             student=dict(in_channels=1, layers=(2, 3, 4, 6, 2, 2, 2, 2),
+                          planes=(32, 64, 128, 256, 256, 128, 96, 96), init_dim=32,
+                          momentum=0.05))
+train_dataloader = dict(
+    batch_size=4, num_workers=4, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='slidr_collate'),
+    dataset=dict(type='NuScenesSLidRDataset', data_root=data_root, version='v1.0-trainval',
+                 split='train', superpixel_root='superpixels/slic_150', superpixel_size=150,
+                 crop=(224, 416), min_pairs=1024, augment=True))
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
+
+max_epochs = 50
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9, dampening=0.1,
+                                    weight_decay=1e-4))
+param_scheduler = [dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=0.0, by_epoch=True)]
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+custom_hooks = [dict(type='RNGStateHook')]
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+log_processor = dict(by_epoch=True)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0)

@@ -1,0 +1,168 @@
+"""nuScenes keyframes for SLidR pre-training, read with the official devkit."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.registry import DATASETS, FUNCTIONS
+from torch.utils.data import Dataset
+
+from ..augment import flip_horizontal, resized_crop, rotate_flip_cloud
+from ..functional import cylindrical_voxelize, project_points
+from ..nuscenes_synth import CAMERAS
+
+__all__ = ['NuScenesSLidRDataset', 'slidr_collate']
+
+
+@DATASETS.register_module()
+class NuScenesSLidRDataset(Dataset):
+    """Lidar keyframes with their six camera images, superpixels and pairings.
+
+    Pairings come from the raw cloud (devkit calibration chain, float32, depth
+    > 1 m, strict bounds, half-to-even rounding); then, in training, the cloud
+    is rotated and flipped, each image cropped and resized to ``crop`` (redrawn
+    until enough pairings stay) and flipped, the camera order shuffled; the
+    cloud is voxelised on the cylindrical grid and pairings point to voxels.
+
+    Args:
+        data_root (str): nuScenes root (with ``<version>/``).
+        version (str): ``v1.0-mini``, ``v1.0-trainval``...
+        split (str): A devkit split (``mini_train``, ``mini_val``, ``train``,
+            ``val``) whose scenes are used.
+        superpixel_root (str, optional): Folder of ``<camera token>.png`` maps
+            (``tools/data/make_superpixels.py``); ``None`` computes them on
+            the fly with ``slic_fast`` (kept in memory).
+        superpixel_size (int): ``S``; maps with an id ≥ S are refused.
+        crop (tuple): Output image size ``(H, W)`` (224, 416).
+        min_pairs (int): Crop redraw threshold (1024; smaller for tiny data).
+        augment (bool): Training augmentations (validation: resize only).
+        seed (int): Base seed of the augmentation stream.
+
+    Raises:
+        ValueError: On an unknown split or a split without scenes in the tree.
+    """
+
+    def __init__(self, data_root: str, version: str = 'v1.0-mini', split: str = 'mini_train',
+                 superpixel_root: Optional[str] = None, superpixel_size: int = 150,
+                 crop: Sequence[int] = (224, 416), min_pairs: int = 1024, augment: bool = True,
+                 seed: int = 0, lazy_init: bool = False, serialize_data: bool = False,
+                 test_mode: bool = False) -> None:
+        from nuscenes.nuscenes import NuScenes
+        from nuscenes.utils.splits import create_splits_scenes
+        self.nusc = NuScenes(version, data_root, verbose=False)
+        splits = create_splits_scenes()
+        if split not in splits:
+            raise ValueError(f'unknown nuScenes split {split!r}; choose from {sorted(splits)}')
+        names = set(splits[split])
+        scenes = [s for s in self.nusc.scene if s['name'] in names]
+        if not scenes:
+            raise ValueError(f'no scene of split {split!r} in {data_root} ({version})')
+        self.samples = []
+        for scene in scenes:
+            token = scene['first_sample_token']
+            while token:
+                sample = self.nusc.get('sample', token)
+                self.samples.append(sample['token'])
+                token = sample['next']
+        self.superpixel_root = superpixel_root
+        self.superpixel_size = superpixel_size
+        self.crop = tuple(crop)
+        self.min_pairs = min_pairs
+        self.augment = augment
+        self.seed = seed
+        self.metainfo = {'split': split, 'samples': len(self.samples)}
+        self._sp_cache: Dict[str, np.ndarray] = {}
+        self._epoch_draw = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _superpixels(self, token: str, image: np.ndarray) -> np.ndarray:
+        from ..superpixels import load_labels, slic_fast
+        if self.superpixel_root is not None:
+            return load_labels(os.path.join(self.superpixel_root, f'{token}.png'),
+                               self.superpixel_size)
+        if token not in self._sp_cache:
+            labels = slic_fast(image)
+            if int(labels.max()) >= self.superpixel_size:
+                raise ValueError(f'superpixels of {token} reach id {int(labels.max())} >= '
+                                 f'superpixel_size {self.superpixel_size}')
+            self._sp_cache[token] = labels
+        return self._sp_cache[token]
+
+    def _record(self, table: str, token: str) -> dict:
+        return self.nusc.get(table, token)
+
+    def __getitem__(self, idx: int) -> dict:
+        import cv2
+        rng = np.random.default_rng([self.seed, idx, self._epoch_draw]) if self.augment \
+            else np.random.default_rng([self.seed, idx])
+        self._epoch_draw += 1
+        sample = self.nusc.get('sample', self.samples[idx])
+        lidar = self.nusc.get('sample_data', sample['data']['LIDAR_TOP'])
+        path = os.path.join(self.nusc.dataroot, lidar['filename'])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'lidar file {path} is missing')
+        points = np.fromfile(path, np.float32).reshape(-1, 5)[:, :4]
+        if points.shape[0] == 0:
+            raise ValueError(f'empty scan {path}')
+        lidar_calib = self._record('calibrated_sensor', lidar['calibrated_sensor_token'])
+        lidar_pose = self._record('ego_pose', lidar['ego_pose_token'])
+        images, sps, pairs = [], [], []
+        cams = list(CAMERAS)
+        if self.augment:
+            rng.shuffle(cams)
+        for n, channel in enumerate(cams):
+            cam = self.nusc.get('sample_data', sample['data'][channel])
+            image = cv2.imread(os.path.join(self.nusc.dataroot, cam['filename']))[..., ::-1]
+            sp = self._superpixels(cam['token'], np.ascontiguousarray(image))
+            index, row, col = project_points(
+                points, lidar_calib, lidar_pose, self._record('ego_pose', cam['ego_pose_token']),
+                self._record('calibrated_sensor', cam['calibrated_sensor_token']),
+                cam['width'], cam['height'])
+            p = np.stack([index, row, col], 1)
+            if self.augment:
+                image, sp, p = resized_crop(image, sp, p, self.crop, rng, self.min_pairs)
+                image, sp, p = flip_horizontal(image, sp, p, rng)
+            else:
+                h, w = image.shape[:2]
+                ch, cw = self.crop
+                image = cv2.resize(np.ascontiguousarray(image), (cw, ch),
+                                   interpolation=cv2.INTER_LINEAR)
+                sp = cv2.resize(sp, (cw, ch), interpolation=cv2.INTER_NEAREST)
+                p = np.stack([p[:, 0], np.minimum(np.round(p[:, 1] * ch / h), ch - 1),
+                              np.minimum(np.round(p[:, 2] * cw / w), cw - 1)], 1).astype(np.int64)
+            images.append(np.ascontiguousarray(image).transpose(2, 0, 1))
+            sps.append(np.ascontiguousarray(sp))
+            pairs.append(np.concatenate([p[:, :1], np.full((len(p), 1), n), p[:, 1:]], 1))
+        xyz = rotate_flip_cloud(points[:, :3], rng) if self.augment else points[:, :3]
+        coords, inverse, first = cylindrical_voxelize(torch.from_numpy(np.ascontiguousarray(xyz)))
+        pairs = torch.from_numpy(np.concatenate(pairs, 0).astype(np.int64))
+        pairs[:, 0] = inverse[pairs[:, 0]]  # point -> voxel
+        return dict(coords=coords, feats=torch.from_numpy(points[first.numpy(), 3:4].copy()),
+                    images=torch.from_numpy(np.stack(images)),
+                    superpixels=torch.from_numpy(np.stack(sps).astype(np.int64)), pairs=pairs)
+
+
+@FUNCTIONS.register_module()
+def slidr_collate(batch: List[dict]) -> dict:
+    """Concatenate scenes: voxel coords get a batch column, pairing rows are
+    offset by the voxels of earlier scenes and image indices by ``b·C``."""
+    coords, feats, images, sps, pairs = [], [], [], [], []
+    voxels = cams = 0
+    for b, item in enumerate(batch):
+        v = item['coords'].shape[0]
+        coords.append(torch.cat([torch.full((v, 1), b, dtype=torch.long), item['coords']], 1))
+        feats.append(item['feats'])
+        images.append(item['images'])
+        sps.append(item['superpixels'])
+        p = item['pairs'].clone()
+        p[:, 0] += voxels
+        p[:, 1] += cams
+        pairs.append(p)
+        voxels += v
+        cams += item['images'].shape[0]
+    return dict(coords=torch.cat(coords), feats=torch.cat(feats), images=torch.cat(images),
+                superpixels=torch.cat(sps), pairs=torch.cat(pairs))
