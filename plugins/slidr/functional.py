@@ -17,7 +17,8 @@ from plugins.core.functional import check_temperature
 
 __all__ = ['quaternion_to_matrix', 'lidar_to_camera', 'project_to_image', 'project_points',
            'cylindrical_voxelize', 'superpixel_slots', 'pool_points', 'pool_pixels',
-           'kept_slots', 'superpixel_nce']
+           'kept_slots', 'superpixel_nce', 'lovasz_softmax', 'confusion_matrix',
+           'iou_from_confusion']
 
 _EPS = 1e-6
 
@@ -307,3 +308,59 @@ def superpixel_nce(k: Tensor, q: Tensor, temperature: float = 0.07,
     logits = ks @ qs.t() / t
     target = torch.arange(kept.numel(), device=k.device)
     return F.cross_entropy(logits, target), int(kept.numel())
+
+
+# ------------------------------------------------------- downstream segmentation
+def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: Optional[int] = None) -> Tensor:
+    """Lovász-softmax loss (Berman et al., 2018) over the classes present.
+
+    For each class ``c`` present in ``labels``: sort the errors ``|[y = c] − p_c|``
+    in decreasing order and take their dot product with the gradient of the
+    Lovász extension of the Jaccard loss; average over those classes.
+
+    Args:
+        probs (Tensor): ``(N, C)`` class probabilities.
+        labels (Tensor): ``(N,)`` class ids.
+        ignore_index (int, optional): Rows with this label are left out.
+
+    Returns:
+        Tensor: A scalar (0 with a graph when no row is left).
+    """
+    if ignore_index is not None:
+        keep = labels != ignore_index
+        probs, labels = probs[keep], labels[keep]
+    if labels.numel() == 0:
+        return probs.sum() * 0.0
+    losses = []
+    for c in torch.unique(labels).tolist():
+        fg = (labels == c).to(probs.dtype)
+        errors = (fg - probs[:, c]).abs()
+        errors, order = torch.sort(errors, descending=True)
+        fg = fg[order]
+        gts = fg.sum()
+        intersection = gts - fg.cumsum(0)
+        union = gts + (1.0 - fg).cumsum(0)
+        jaccard = 1.0 - intersection / union
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+        losses.append(torch.dot(errors, jaccard))
+    return torch.stack(losses).mean()
+
+
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """``(C, C)`` counts, rows = ground truth, columns = prediction."""
+    index = target.long() * num_classes + pred.long()
+    return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def iou_from_confusion(confusion: Tensor, ignore_index: int = 0) -> Tuple[Tensor, float]:
+    """Per-class IoU ``TP / (TP + FP + FN)`` after zeroing the ground-truth
+    row of ``ignore_index``; a class with an empty union gets IoU 1 (the
+    reference's rule). mIoU averages the classes other than ``ignore_index``.
+    """
+    conf = confusion.clone().double()
+    conf[ignore_index] = 0
+    tp = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.ones_like(tp))
+    keep = [c for c in range(conf.shape[0]) if c != ignore_index]
+    return iou, float(iou[keep].mean())

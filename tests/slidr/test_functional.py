@@ -177,3 +177,33 @@ def test_bad_pairings_are_named():
         pool_points(f, torch.tensor([0]), torch.tensor([2]), 2)
     with pytest.raises(ValueError, match='does not match pixel features'):
         pool_pixels(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 4, dtype=torch.long), 2)
+
+
+def test_lovasz_softmax_hand_values_and_ignore():
+    from plugins.slidr.functional import lovasz_softmax
+    # perfect one-hot predictions: 0; one class, p = 0.5 everywhere: errors all 0.5 -> 0.5
+    labels = torch.tensor([0, 1, 1, 2])
+    perfect = torch.nn.functional.one_hot(labels, 3).double()
+    assert lovasz_softmax(perfect, labels).item() == 0.0
+    half = torch.full((2, 2), 0.5, dtype=torch.float64)
+    assert lovasz_softmax(half, torch.tensor([1, 1])).item() == pytest.approx(0.5)
+    # hard predictions: right on both rows -> 0; wrong on both -> 1 per class
+    p = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    assert lovasz_softmax(p, torch.tensor([1, 0])).item() == pytest.approx(0.0)
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # both wrong
+    assert lovasz_softmax(p, torch.tensor([1, 0])).item() == pytest.approx(1.0)
+    ignored = lovasz_softmax(half.requires_grad_(), torch.tensor([0, 0]), ignore_index=0)
+    assert ignored.item() == 0.0
+    ignored.backward()
+
+
+def test_confusion_and_iou_rules():
+    from plugins.slidr.functional import confusion_matrix, iou_from_confusion
+    target = torch.tensor([0, 1, 1, 2, 2, 2])
+    pred = torch.tensor([2, 1, 2, 2, 2, 1])
+    conf = confusion_matrix(pred, target, 4)
+    iou, miou = iou_from_confusion(conf, ignore_index=0)
+    # class 1: TP 1, FP 1, FN 1 -> 1/3; class 2: TP 2, FP 1 (the gt-0 row is zeroed), FN 1 -> 1/2
+    assert iou[1].item() == pytest.approx(1 / 3) and iou[2].item() == pytest.approx(0.5)
+    assert iou[3].item() == 1.0  # empty union: the reference's IoU 1
+    assert miou == pytest.approx((1 / 3 + 0.5 + 1.0) / 3)

@@ -1,0 +1,45 @@
+"""nuScenes lidarseg classes and label fractions (spec slidr.md §10, §13.1)."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+__all__ = ['NUSCENES_CLASSES', 'fine_to_coarse', 'keep_every_kth_scene']
+
+NUSCENES_CLASSES = ('ignore', 'barrier', 'bicycle', 'bus', 'car', 'construction_vehicle',
+                    'motorcycle', 'pedestrian', 'traffic_cone', 'trailer', 'truck',
+                    'driveable_surface', 'other_flat', 'sidewalk', 'terrain', 'manmade',
+                    'vegetation')
+
+_FINE = {
+    'movable_object.barrier': 1, 'vehicle.bicycle': 2, 'vehicle.bus.bendy': 3,
+    'vehicle.bus.rigid': 3, 'vehicle.car': 4, 'vehicle.construction': 5,
+    'vehicle.motorcycle': 6, 'human.pedestrian.adult': 7, 'human.pedestrian.child': 7,
+    'human.pedestrian.construction_worker': 7, 'human.pedestrian.police_officer': 7,
+    'movable_object.trafficcone': 8, 'vehicle.trailer': 9, 'vehicle.truck': 10,
+    'flat.driveable_surface': 11, 'flat.other': 12, 'flat.sidewalk': 13, 'flat.terrain': 14,
+    'static.manmade': 15, 'static.vegetation': 16}
+
+
+def fine_to_coarse(idx2name: Dict[int, str]) -> np.ndarray:
+    """Lookup table fine lidarseg index (0–31) → the 16 evaluation classes
+    (0 = ignore: noise, animal, personal mobility, stroller, wheelchair,
+    debris, pushable/pullable, bicycle rack, emergency vehicles, static.other,
+    ego)."""
+    table = np.zeros(max(idx2name) + 1, np.uint8)
+    for idx, name in idx2name.items():
+        table[idx] = _FINE.get(name, 0)
+    return table
+
+
+def keep_every_kth_scene(scene_names: Sequence[str], k: int) -> List[str]:
+    """The reference's label fraction: walk the scenes in table order and keep
+    a scene when its running count is divisible by ``k`` (k = 100: 1 %).
+
+    Raises:
+        ValueError: On ``k < 1``.
+    """
+    if k < 1:
+        raise ValueError(f'k must be >= 1, got {k}')
+    return [name for i, name in enumerate(scene_names) if i % k == 0]
