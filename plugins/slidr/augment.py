@@ -6,7 +6,7 @@ from typing import Tuple
 
 import numpy as np
 
-__all__ = ['rotate_flip_cloud', 'resized_crop', 'flip_horizontal']
+__all__ = ['rotate_flip_cloud', 'resized_crop', 'flip_horizontal', 'drop_cuboid']
 
 
 def rotate_flip_cloud(xyz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -81,3 +81,36 @@ def flip_horizontal(image: np.ndarray, superpixels: np.ndarray, pairs: np.ndarra
     pairs = pairs.copy()
     pairs[:, 2] = w - 1 - pairs[:, 2]
     return image[:, ::-1].copy(), superpixels[:, ::-1].copy(), pairs
+
+
+def drop_cuboid(xyz: np.ndarray, pairs_per_image: list, rng: np.random.Generator,
+                min_pairs: int = 1024):
+    """DropCuboids: a box around a random point, half-extents ``e·c/2`` with
+    ``e`` the cloud's per-axis extent and ``c ~ U[0, 0.2)``; points strictly
+    inside are removed and pairings re-indexed. The whole transform is
+    reverted if any image would keep fewer than ``min_pairs`` pairings.
+
+    Args:
+        xyz (np.ndarray): ``(N, 3)``.
+        pairs_per_image (list): Per image ``(P, 3) = (point, row, col)``.
+
+    Returns:
+        tuple: ``(keep (N,) bool, pairs_per_image)`` (unchanged when reverted).
+    """
+    if xyz.shape[0] == 0:
+        return np.ones(0, bool), pairs_per_image
+    extent = xyz.max(0) - xyz.min(0)
+    half = extent * rng.uniform(0.0, 0.2) / 2
+    centre = xyz[int(rng.integers(0, xyz.shape[0]))]
+    inside = np.all(np.abs(xyz - centre) < half, axis=1)
+    keep = ~inside
+    new_index = np.cumsum(keep) - 1
+    out = []
+    for pairs in pairs_per_image:
+        kept = pairs[keep[pairs[:, 0]]]
+        if len(kept) < min_pairs:
+            return np.ones(xyz.shape[0], bool), pairs_per_image
+        kept = kept.copy()
+        kept[:, 0] = new_index[kept[:, 0]]
+        out.append(kept)
+    return keep, out

@@ -207,3 +207,21 @@ def test_confusion_and_iou_rules():
     assert iou[1].item() == pytest.approx(1 / 3) and iou[2].item() == pytest.approx(0.5)
     assert iou[3].item() == 1.0  # empty union: the reference's IoU 1
     assert miou == pytest.approx((1 / 3 + 0.5 + 1.0) / 3)
+
+
+def test_drop_cuboid_reindexes_pairings_and_reverts():
+    from plugins.slidr.augment import drop_cuboid
+    xyz = np.array([[0, 0, 0], [10, 10, 10], [0.1, 0.1, 0.1], [5, 5, 5]], np.float64)
+    pairs = [np.array([[1, 3, 4], [3, 5, 6], [2, 0, 0]])]
+
+    class Fixed:  # c = 0.19 around point 0: drops points 0 and 2
+        def uniform(self, lo, hi):
+            return 0.19
+
+        def integers(self, lo, hi):
+            return 0
+    keep, out = drop_cuboid(xyz, pairs, Fixed(), min_pairs=1)
+    assert keep.tolist() == [False, True, False, True]
+    assert out[0].tolist() == [[0, 3, 4], [1, 5, 6]]
+    keep, out = drop_cuboid(xyz, pairs, Fixed(), min_pairs=3)  # would leave 2 < 3: reverted
+    assert keep.all() and out[0] is pairs[0]

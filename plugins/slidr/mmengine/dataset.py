@@ -9,7 +9,7 @@ import torch
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
-from ..augment import flip_horizontal, resized_crop, rotate_flip_cloud
+from ..augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
 from ..functional import cylindrical_voxelize, project_points
 from ..nuscenes_synth import CAMERAS
 
@@ -110,34 +110,43 @@ class NuScenesSLidRDataset(Dataset):
             raise ValueError(f'empty scan {path}')
         lidar_calib = self._record('calibrated_sensor', lidar['calibrated_sensor_token'])
         lidar_pose = self._record('ego_pose', lidar['ego_pose_token'])
-        images, sps, pairs = [], [], []
         cams = list(CAMERAS)
         if self.augment:
             rng.shuffle(cams)
-        for n, channel in enumerate(cams):
+        raw_images, raw_sps, raw_pairs = [], [], []
+        for channel in cams:
             cam = self.nusc.get('sample_data', sample['data'][channel])
-            image = cv2.imread(os.path.join(self.nusc.dataroot, cam['filename']))[..., ::-1]
-            sp = self._superpixels(cam['token'], np.ascontiguousarray(image))
+            image = cv2.imread(os.path.join(self.nusc.dataroot, cam['filename']))
+            if image is None:
+                raise FileNotFoundError(f"camera image {cam['filename']} is missing")
+            image = np.ascontiguousarray(image[..., ::-1])
+            raw_images.append(image)
+            raw_sps.append(self._superpixels(cam['token'], image))
             index, row, col = project_points(
                 points, lidar_calib, lidar_pose, self._record('ego_pose', cam['ego_pose_token']),
                 self._record('calibrated_sensor', cam['calibrated_sensor_token']),
                 cam['width'], cam['height'])
-            p = np.stack([index, row, col], 1)
+            raw_pairs.append(np.stack([index, row, col], 1))
+        xyz = points[:, :3]
+        if self.augment:  # cloud transforms, then the per-image ones
+            xyz = rotate_flip_cloud(xyz, rng)
+            keep, raw_pairs = drop_cuboid(xyz, raw_pairs, rng, self.min_pairs)
+            xyz, points = xyz[keep], points[keep]
+        images, sps, pairs = [], [], []
+        for n, (image, sp, p) in enumerate(zip(raw_images, raw_sps, raw_pairs)):
             if self.augment:
                 image, sp, p = resized_crop(image, sp, p, self.crop, rng, self.min_pairs)
                 image, sp, p = flip_horizontal(image, sp, p, rng)
             else:
                 h, w = image.shape[:2]
                 ch, cw = self.crop
-                image = cv2.resize(np.ascontiguousarray(image), (cw, ch),
-                                   interpolation=cv2.INTER_LINEAR)
+                image = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR)
                 sp = cv2.resize(sp, (cw, ch), interpolation=cv2.INTER_NEAREST)
                 p = np.stack([p[:, 0], np.minimum(np.round(p[:, 1] * ch / h), ch - 1),
                               np.minimum(np.round(p[:, 2] * cw / w), cw - 1)], 1).astype(np.int64)
             images.append(np.ascontiguousarray(image).transpose(2, 0, 1))
             sps.append(np.ascontiguousarray(sp))
             pairs.append(np.concatenate([p[:, :1], np.full((len(p), 1), n), p[:, 1:]], 1))
-        xyz = rotate_flip_cloud(points[:, :3], rng) if self.augment else points[:, :3]
         coords, inverse, first = cylindrical_voxelize(torch.from_numpy(np.ascontiguousarray(xyz)))
         pairs = torch.from_numpy(np.concatenate(pairs, 0).astype(np.int64))
         pairs[:, 0] = inverse[pairs[:, 0]]  # point -> voxel
