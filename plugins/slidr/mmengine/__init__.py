@@ -2,8 +2,8 @@
 segmentation for its evaluation (dataset, collate, segmentor, point mIoU)."""
 from .dataset import NuScenesSLidRDataset, slidr_collate
 from .model import SLidRPretrainer
-from .segmentation import (NuScenesLidarSegDataset, PointMIoUMetric, SLidRSegmentor,
-                           lidarseg_collate)
+from .segmentation import (NuScenesLidarSegDataset, PointMIoUMetric, SemanticKITTIDataset,
+                           SLidRSegmentor, lidarseg_collate)
 
 __all__ = ['NuScenesSLidRDataset', 'slidr_collate', 'SLidRPretrainer', 'NuScenesLidarSegDataset',
-           'lidarseg_collate', 'SLidRSegmentor', 'PointMIoUMetric']
+           'SemanticKITTIDataset', 'lidarseg_collate', 'SLidRSegmentor', 'PointMIoUMetric']

@@ -19,11 +19,26 @@ from ..functional import (confusion_matrix, cylindrical_voxelize, iou_from_confu
 from ..lidarseg import NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene
 from ..sparse import SparseUNet
 
-__all__ = ['NuScenesLidarSegDataset', 'lidarseg_collate', 'SLidRSegmentor', 'PointMIoUMetric']
+__all__ = ['NuScenesLidarSegDataset', 'SemanticKITTIDataset', 'lidarseg_collate',
+           'SLidRSegmentor', 'PointMIoUMetric']
+
+
+class _SeededAugment:
+    """A fresh augmentation stream per draw (seed, index, draw count)."""
+
+    augment: bool
+    seed: int
+    _draw: int
+
+    def _rng(self, idx: int):
+        if not self.augment:
+            return None
+        self._draw += 1
+        return np.random.default_rng([self.seed, idx, self._draw])
 
 
 @DATASETS.register_module()
-class NuScenesLidarSegDataset(Dataset):
+class NuScenesLidarSegDataset(_SeededAugment, Dataset):
     """nuScenes keyframes with lidarseg labels mapped to the 16 classes.
 
     Args:
@@ -84,15 +99,63 @@ class NuScenesLidarSegDataset(Dataset):
         fine = torch.from_numpy(np.fromfile(label_file, np.uint8).astype(np.int64))
         if fine.shape[0] != points.shape[0]:
             raise ValueError(f'{label_file} has {fine.shape[0]} labels for {points.shape[0]} points')
-        labels = self.lut[fine]
-        xyz = points[:, :3]
-        if self.augment:
-            rng = np.random.default_rng([self.seed, idx, self._draw])
-            self._draw += 1
-            xyz = rotate_flip_cloud(xyz, rng)
-        coords, inverse, first = cylindrical_voxelize(torch.from_numpy(np.ascontiguousarray(xyz)))
-        return dict(coords=coords, feats=torch.from_numpy(points[first.numpy(), 3:4].copy()),
-                    labels=labels[first], inverse=inverse, point_labels=labels)
+        return _voxel_item(points[:, :3], points[:, 3:4], self.lut[fine], self._rng(idx))
+
+
+def _voxel_item(xyz: np.ndarray, feats: np.ndarray, labels: Tensor, rng) -> dict:
+    """Augment (rotation + flips when ``rng`` is given), voxelise, and take the
+    representative point's feature and label per voxel."""
+    if rng is not None:
+        xyz = rotate_flip_cloud(xyz, rng)
+    coords, inverse, first = cylindrical_voxelize(torch.from_numpy(np.ascontiguousarray(xyz)))
+    return dict(coords=coords, feats=torch.from_numpy(np.ascontiguousarray(feats[first.numpy()])),
+                labels=labels[first], inverse=inverse, point_labels=labels)
+
+
+@DATASETS.register_module()
+class SemanticKITTIDataset(_SeededAugment, Dataset):
+    """SemanticKITTI scans for lidar segmentation (19 classes + ignore 0).
+
+    Args:
+        data_root (str): Folder holding ``dataset/sequences``.
+        split (str): ``'train'`` (00-07, 09, 10) or ``'val'`` (08).
+        label_every (int): Keep every k-th of the sorted training scans (k = 100:
+            1 %).
+        augment (bool): Rotation about z and axis flips.
+
+    The voxel feature is ``remission + 1`` of the representative point.
+
+    Raises:
+        ValueError: On an unknown split.
+    """
+
+    def __init__(self, data_root: str, split: str = 'train', label_every: int = 1,
+                 augment: bool = True, seed: int = 0, lazy_init: bool = False,
+                 serialize_data: bool = False, test_mode: bool = False) -> None:
+        from ..semantickitti import TRAIN_SEQUENCES, VAL_SEQUENCES, learning_map, scan_paths
+        if split not in ('train', 'val'):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        paths = scan_paths(data_root, TRAIN_SEQUENCES if split == 'train' else VAL_SEQUENCES)
+        self.paths = paths[::label_every] if split == 'train' else paths
+        self.lut = torch.from_numpy(learning_map())
+        self.augment = augment
+        self.seed = seed
+        self._draw = 0
+        self.metainfo = {'split': split, 'scans': len(self.paths)}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx: int) -> dict:
+        from ..semantickitti import read_labels, read_scan
+        scan, label = self.paths[idx]
+        points = read_scan(scan)
+        if points.shape[0] == 0:
+            raise ValueError(f'empty scan {scan}')
+        raw = torch.from_numpy(read_labels(label, points.shape[0]))
+        if int(raw.max()) >= self.lut.numel():
+            raise ValueError(f'{label} holds semantic id {int(raw.max())} outside the map')
+        return _voxel_item(points[:, :3], points[:, 3:4] + 1.0, self.lut[raw], self._rng(idx))
 
 
 @FUNCTIONS.register_module()
