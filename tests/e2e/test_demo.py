@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
-    """Every stage: detection (RetinaNet), GO-LSD (DINO with and without), DSD, MACIL-SD."""
+    """Every stage: detection, GO-LSD, DSD, MACIL-SD, SLidR."""
     out_dir = str(tmp_path / 'demo')
     log = run([python(), 'tools/demo.py', '--quick', '--out', out_dir,
                '--data', str(tmp_path / 'data')])
@@ -46,6 +46,14 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
         assert 0.0 <= float(cells[3]) <= 1.0 and 0.0 <= float(cells[4]) <= 1.0, line
     assert os.path.getsize(os.path.join(out_dir, 'macil_pr_curves.png')) > 5000
     assert os.path.isfile(str(tmp_path / 'data' / 'xdv' / 'gt.npy'))
+    probes = [line for line in report.splitlines()
+              if line.startswith('| random init') or line.startswith('| SLidR pre-trained')]
+    assert len(probes) == 2
+    for line in probes:
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        assert 0.0 <= float(cells[2]) <= 1.0 and 0.0 <= float(cells[6]) <= 1.0, line
+    assert os.path.getsize(os.path.join(out_dir, 'slidr_pairings.png')) > 5000
+    assert os.path.isfile(os.path.join(out_dir, 'slidr_pairings.ply'))
     # the data was written in COCO layout
     assert os.path.isfile(str(tmp_path / 'data' / 'coco' / 'annotations' /
                               'instances_train.json'))
