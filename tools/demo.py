@@ -440,6 +440,7 @@ def stage_slidr(ctx: DemoContext) -> str:
             'mIoU_present', 'IoU_driveable_surface', 'IoU_car', 'IoU_manmade', 'IoU_vegetation')])
     table = markdown_table(['linear probe from', 'epochs', 'mIoU (present classes)',
                             'driveable surface', 'car', 'manmade', 'vegetation'], table_rows)
+    kitti_table = _slidr_kitti(ctx, osp.join(pre_dir, f'epoch_{epochs}.pth'))
     picture = _slidr_picture(ctx, root)
     return '\n'.join([
         '## SLidR: image-to-lidar distillation', '',
@@ -453,10 +454,37 @@ def stage_slidr(ctx: DemoContext) -> str:
         f'to {np.mean(excess[-half:]):+.2f} (last quarter). Then a linear probe (only the '
         'last layer trains, frozen batch norm) on the lidarseg labels, scored on all '
         '`mini_val` points; IoU of the four classes present.', '', table, '',
+        'Fine-tuning on a synthetic SemanticKITTI tree (`dataset/sequences/XX/velodyne`, '
+        '`labels`, `calib.txt`; 3 scans per training sequence, 08 for validation), from '
+        'scratch and from the same pre-trained student:', '', kitti_table, '',
         f'![pairings]({osp.basename(picture)})', '',
         'The coloured points of the right panel are the "superpoints": the lidar points '
         'that project into each superpixel (`slidr_pairings.ply` holds them for a 3D viewer).',
         ''])
+
+
+def _slidr_kitti(ctx: DemoContext, pretrained: str) -> str:
+    """Short SemanticKITTI fine-tunes: from scratch and from the pre-trained student."""
+    from plugins.slidr.semantickitti import make_semantickitti_synthetic
+
+    root = osp.join(ctx.data, 'semantickitti')
+    if not osp.isdir(osp.join(root, 'dataset', 'sequences', '08')):
+        make_semantickitti_synthetic(root, scans_per_sequence=3, seed=0)
+    epochs = 1 if ctx.quick else SLIDR_KITTI_EPOCHS
+    opts = [f'{k}_dataloader.dataset.data_root={root}' for k in ('train', 'val', 'test')]
+    opts += [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+             f'default_hooks.checkpoint.interval={epochs}', f'param_scheduler.0.T_max={epochs}']
+    rows = []
+    for label, name, ckpt in (('from scratch', 'slidr_kitti_scratch', 'None'),
+                              ('SLidR pre-trained', 'slidr_kitti_slidr', pretrained)):
+        run = train_and_eval(ctx, name, 'configs/slidr/tiny-unet_finetune_1xb2-4e_demo-semantickitti.py',
+                             opts + [f'model.pretrained={ckpt}'], epochs, 15)
+        m = run['metrics']
+        rows.append([label, epochs] + [m.get(f'lidarseg/{k}', float('nan')) for k in (
+            'mIoU_present', 'IoU_road', 'IoU_sidewalk', 'IoU_car', 'IoU_building',
+            'IoU_vegetation')])
+    return markdown_table(['fine-tune from', 'epochs', 'mIoU (present classes)', 'road',
+                           'sidewalk', 'car', 'building', 'vegetation'], rows)
 
 
 def _slidr_picture(ctx: DemoContext, root: str) -> str:
@@ -493,6 +521,7 @@ DSD_2D_ITERS = 600
 MACIL_EPOCHS = 12
 SLIDR_PRETRAIN_EPOCHS = 12
 SLIDR_PROBE_EPOCHS = 8
+SLIDR_KITTI_EPOCHS = 4
 
 
 STAGES: Dict[str, Callable[[DemoContext], str]] = {

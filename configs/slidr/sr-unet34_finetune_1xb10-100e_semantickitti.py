@@ -5,9 +5,10 @@ _base_ = './sr-unet34_finetune_1xb16-100e_nuscenes.py'
 data_root = 'data/semantickitti'
 model = dict(num_classes=20)
 dataset = dict(type='SemanticKITTIDataset', data_root=data_root)
-train_dataloader = dict(batch_size=10, dataset=dict(dataset, split='train', label_every=1,
-                                                     augment=True))
-val_dataloader = dict(dataset=dict(dataset, split='val', augment=False))
+# _delete_: the nuScenes base's dataset keys (version, ...) do not apply here
+train_dataloader = dict(batch_size=10, dataset=dict(_delete_=True, **dataset, split='train',
+                                                     label_every=1, augment=True))
+val_dataloader = dict(dataset=dict(_delete_=True, **dataset, split='val', augment=False))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='PointMIoUMetric', num_classes=20, ignore_index=0,
                      class_names=('ignore', 'car', 'bicycle', 'motorcycle', 'truck',

@@ -13,7 +13,7 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
     """Every stage: detection, GO-LSD, DSD, MACIL-SD, SLidR."""
     out_dir = str(tmp_path / 'demo')
     log = run([python(), 'tools/demo.py', '--quick', '--out', out_dir,
-               '--data', str(tmp_path / 'data')])
+               '--data', str(tmp_path / 'data')], timeout=1500)
     assert 'report:' in log
     report = open(os.path.join(out_dir, 'REPORT.md')).read()
     row = next(line for line in report.splitlines() if line.startswith('| RetinaNet'))

@@ -1,0 +1,34 @@
+"""Every shipped config loads, and the plugin datasets it names accept its keys."""
+import glob
+import inspect
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True))
+
+
+def _datasets(cfg):
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if loader and loader.get('dataset'):
+            yield key, loader['dataset']
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=[os.path.relpath(p, ROOT) for p in CONFIGS])
+def test_config_loads_and_plugin_datasets_take_its_keys(path):
+    pytest.importorskip('mmengine')
+    import plugins  # noqa: F401
+    from mmengine.registry import DATASETS
+
+    from plugins.core.runner_setup import load_config
+    cfg = load_config(path)
+    assert cfg.get('model') and cfg.model.get('type')
+    for key, dataset in _datasets(cfg):
+        cls = DATASETS.get(dataset['type'])
+        if cls is None or not cls.__module__.startswith('plugins.'):
+            continue  # a host library's dataset
+        params = inspect.signature(cls.__init__).parameters
+        unknown = sorted(set(dataset) - {'type'} - set(params))
+        assert not unknown, f'{key}.dataset ({dataset["type"]}) has unknown keys {unknown}'
