@@ -1,7 +1,7 @@
 # Stock MONAI DynUNet on MSD-format data with plain Dice-CE, trained by the
 # mmengine Runner: `python tools/train.py configs/dsd/dynunet_1xb1-16e_msd-demo.py`.
 # The DSD config next to it changes only the model's `dsd` key.
-custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
+_base_ = '../_base_/plugin_runtime.py'
 
 task_dir = 'data/demo/msd/Task90_Synthetic'
 num_classes = 3
@@ -44,15 +44,6 @@ optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-5))
 param_scheduler = dict(type='StepLR', step_size=100, gamma=0.5, by_epoch=True)
 
 default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=5),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=4, save_best='msd/dice', rule='greater'),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-custom_hooks = [dict(type='RNGStateHook')]
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-log_processor = dict(by_epoch=True)
-log_level = 'INFO'
-load_from = None
-resume = False
+    logger=dict(interval=5),
+    checkpoint=dict(interval=4, save_best='msd/dice', rule='greater'))
 randomness = dict(seed=100, deterministic=False)

@@ -2,7 +2,7 @@
 # two Adam optimizers (AV 4e-4, teacher 8e-5), cosine annealing T_max 60 stepped per
 # epoch, 50 epochs, batch 128 crops, lambda ramp, per-epoch self-distillation EMA.
 #   python tools/train.py configs/macil/macil-sd_1xb128-50e_xdviolence.py
-custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
+_base_ = '../_base_/plugin_runtime.py'
 
 data_root = 'data/xd-violence'
 model = dict(
@@ -43,12 +43,7 @@ param_scheduler = dict(
     av=[dict(type='CosineAnnealingLR', T_max=60, eta_min=0.0, by_epoch=True)],
     teacher=[dict(type='CosineAnnealingLR', T_max=60, eta_min=0.0, by_epoch=True)])
 
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=20),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(max_keep_ckpts=3))
 custom_hooks = [
     dict(type='MACILLambdaHook', step=0.1, cap=1.5),
     dict(type='SelfDistillEMAHook', base_m=0.91, final_m=1.0, period=50, skip=('fc_a',),
@@ -59,9 +54,4 @@ custom_hooks = [
 # unused reference blocks (kept for the released key layout) need find_unused_parameters
 model_wrapper_cfg = dict(type='MMSeparateDistributedDataParallel', broadcast_buffers=False,
                          find_unused_parameters=True)
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-log_processor = dict(by_epoch=True)
-log_level = 'INFO'
-load_from = None
-resume = False
 randomness = dict(seed=2333, deterministic=False)

@@ -4,7 +4,7 @@
 # annealing per epoch, 50 epochs, batch 4 scenes.
 #   python tools/data/make_superpixels.py --list cams.txt --out superpixels/slic_150
 #   python tools/train.py configs/slidr/slidr_sr-unet34_1xb4-50e_nuscenes.py
-custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
+_base_ = '../_base_/plugin_runtime.py'
 
 data_root = 'data/nuscenes'
 model = dict(type='SLidRPretrainer', dim=64, superpixel_size=150, temperature=0.07,
@@ -29,16 +29,5 @@ optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9, dampening=
                                     weight_decay=1e-4))
 param_scheduler = [dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=0.0, by_epoch=True)]
 
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-custom_hooks = [dict(type='RNGStateHook')]
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-log_processor = dict(by_epoch=True)
-log_level = 'INFO'
-load_from = None
-resume = False
+default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))
 randomness = dict(seed=0)

@@ -2,7 +2,7 @@
 # SLidR pre-training checkpoint (model.pretrained) or from scratch (None): CE + Lovasz,
 # SGD momentum 0.9 / dampening 0.1 / wd 1e-4, cosine, 100 epochs, batch 16, trunk lr
 # 0.02 and head (final.) lr 2.0; train.label_every=100 keeps 1 % of the scenes.
-custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
+_base_ = '../_base_/plugin_runtime.py'
 
 data_root = 'data/nuscenes'
 model = dict(type='SLidRSegmentor', num_classes=17, pretrained=None, linear_probe=False,
@@ -34,16 +34,5 @@ optim_wrapper = dict(
     paramwise_cfg=dict(custom_keys={'backbone.final': dict(lr_mult=100.0)}))
 param_scheduler = [dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=0.0, by_epoch=True)]
 
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=2),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-custom_hooks = [dict(type='RNGStateHook')]
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-log_processor = dict(by_epoch=True)
-log_level = 'INFO'
-load_from = None
-resume = False
+default_hooks = dict(checkpoint=dict(interval=5, max_keep_ckpts=2))
 randomness = dict(seed=0)
