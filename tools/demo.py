@@ -476,7 +476,7 @@ def _slidr_kitti(ctx: DemoContext, pretrained: str) -> str:
              f'default_hooks.checkpoint.interval={epochs}', f'param_scheduler.0.T_max={epochs}']
     rows = []
     for label, name, ckpt in (('from scratch', 'slidr_kitti_scratch', 'None'),
-                              ('SLidR pre-trained', 'slidr_kitti_slidr', pretrained)):
+                              ('from the SLidR student', 'slidr_kitti_slidr', pretrained)):
         run = train_and_eval(ctx, name, 'configs/slidr/tiny-unet_finetune_1xb2-4e_demo-semantickitti.py',
                              opts + [f'model.pretrained={ckpt}'], epochs, 15)
         m = run['metrics']

@@ -47,7 +47,11 @@ def main(argv=None) -> dict:
         cfg.test_evaluator = (list(evaluator) + [dump] if isinstance(evaluator, (list, tuple))
                               else [evaluator, dump])
     runner = build_runner(cfg)
-    return runner.test()
+    try:
+        return runner.test()
+    finally:
+        from plugins.core.runner_setup import finish_distributed
+        finish_distributed()
 
 
 if __name__ == '__main__':

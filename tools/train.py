@@ -63,7 +63,11 @@ def main(argv=None) -> None:
         cfg.resume = True
         cfg.load_from = args.resume
     runner = build_runner(cfg)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        from plugins.core.runner_setup import finish_distributed
+        finish_distributed()
 
 
 if __name__ == '__main__':

@@ -112,3 +112,14 @@ def build_runner(cfg):
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
+
+
+def finish_distributed() -> None:
+    """Tear the process group down before the interpreter exits.
+
+    Leaving a gloo group alive at exit can abort a rank ("terminate called
+    without an active exception") after training has finished.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

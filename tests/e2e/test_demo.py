@@ -52,6 +52,11 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
     for line in probes:
         cells = [c.strip() for c in line.strip('|').split('|')]
         assert 0.0 <= float(cells[2]) <= 1.0 and 0.0 <= float(cells[6]) <= 1.0, line
+    kitti = [line for line in report.splitlines()
+             if line.startswith('| from scratch') or line.startswith('| from the SLidR student')]
+    assert len(kitti) == 2
+    for line in kitti:
+        assert 0.0 <= float(line.strip('|').split('|')[2]) <= 1.0, line
     assert os.path.getsize(os.path.join(out_dir, 'slidr_pairings.png')) > 5000
     assert os.path.isfile(os.path.join(out_dir, 'slidr_pairings.ply'))
     # the data was written in COCO layout
