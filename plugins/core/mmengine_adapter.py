@@ -19,12 +19,12 @@ from typing import Union
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.fileio import io as _mm_io
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.registry import HOOKS, MODELS
+from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
 from .checkpoint import allow_getattr, allow_types, atomic_write_bytes, register_numpy_types
 from .hooks import RNGStateHook
 from .losses import InfoNCELoss, TemperatureKLLoss
-from .optim import SubmoduleOptimWrapperConstructor  # noqa: F401  (registers it)
+from .optim import SubmoduleOptimWrapperConstructor
 
 __all__ = ['AtomicLocalBackend']
 
@@ -53,6 +53,8 @@ def _register() -> None:
             MODELS.register_module(module=cls)
     if RNGStateHook.__name__ not in HOOKS.module_dict:
         HOOKS.register_module(module=RNGStateHook)
+    if SubmoduleOptimWrapperConstructor.__name__ not in OPTIM_WRAPPER_CONSTRUCTORS.module_dict:
+        OPTIM_WRAPPER_CONSTRUCTORS.register_module(module=SubmoduleOptimWrapperConstructor)
 
     register_numpy_types()
     allow_types([HistoryBuffer])

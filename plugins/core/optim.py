@@ -9,18 +9,16 @@
 Each key names a submodule of the model (``model.av``); its value is an
 ordinary optim-wrapper config built by mmengine's default constructor on that
 submodule's parameters. The model's ``train_step`` receives the dict of
-wrappers. Imported only with mmengine.
+wrappers. This module does not import mmengine; the mmengine adapter registers
+the class in ``OPTIM_WRAPPER_CONSTRUCTORS``.
 """
 from __future__ import annotations
 
-from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
-from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
 __all__ = ['SubmoduleOptimWrapperConstructor']
 
 
-@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class SubmoduleOptimWrapperConstructor:
     """Build ``OptimWrapperDict(name=wrapper of model.<name>)``.
 
@@ -39,7 +37,9 @@ class SubmoduleOptimWrapperConstructor:
         self.cfgs = dict(optim_wrapper_cfg)
         self.paramwise_cfg = paramwise_cfg
 
-    def __call__(self, model: nn.Module) -> OptimWrapperDict:
+    def __call__(self, model: nn.Module):
+        """Returns an mmengine ``OptimWrapperDict``."""
+        from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
         model = getattr(model, 'module', model)  # DDP / DataParallel
         wrappers = {}
         for name, cfg in self.cfgs.items():

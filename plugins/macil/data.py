@@ -12,7 +12,7 @@ Normal iff the path contains ``_label_A``. Host-free: numpy only.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 

@@ -10,7 +10,7 @@ nearest neighbour: a different segmentation, many times faster;
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 

@@ -3,7 +3,7 @@ pictures; both imported on use)."""
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 

@@ -77,3 +77,15 @@ def test_when_imported_fires_after_import_and_at_once_if_loaded(tmp_path, monkey
     assert seen == [42, 'now']
     with pytest.raises(ValueError):
         when_imported('.relative', print)
+
+
+@pytest.mark.parametrize('first', ['plugins.core.optim', 'plugins.macil.mmengine',
+                                   'plugins.slidr.mmengine', 'plugins.dsd.mmengine'])
+def test_importing_a_plugin_module_before_mmengine_has_no_cycle(first):
+    """A module imported first may itself trigger the mmengine adapters."""
+    code = (f'import importlib; importlib.import_module({first!r}); '
+            'import plugins; from mmengine.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS; '
+            "assert OPTIM_WRAPPER_CONSTRUCTORS.get('SubmoduleOptimWrapperConstructor'); "
+            "assert MODELS.get('MACILSD') and MODELS.get('SLidRPretrainer') "
+            "and MODELS.get('MonaiSegmentor')")
+    _run(code)

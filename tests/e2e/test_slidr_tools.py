@@ -28,10 +28,10 @@ def test_pretraining_lowers_the_loss_and_the_linear_probe_runs(tmp_path):
     assert sum(excess[-4:]) / 4 < sum(excess[:4]) / 4 - 0.1, excess
     # the linear probe starts from the pre-trained student and reports point mIoU
     probe = str(tmp_path / 'probe')
-    out = run([python(), 'tools/train.py', PROBE, '--work-dir', probe, '--cfg-options',
-               *[f'{k}_dataloader.dataset.data_root={root}' for k in ('train', 'val', 'test')],
-               f'model.pretrained={work}/epoch_4.pth', 'train_cfg.max_epochs=2',
-               'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2'])
+    run([python(), 'tools/train.py', PROBE, '--work-dir', probe, '--cfg-options',
+         *[f'{k}_dataloader.dataset.data_root={root}' for k in ('train', 'val', 'test')],
+         f'model.pretrained={work}/epoch_4.pth', 'train_cfg.max_epochs=2',
+         'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2'])
     val = [r for r in scalar_rows(probe) if 'lidarseg/mIoU' in r]
     assert val and 0.0 <= val[-1]['lidarseg/mIoU_present'] <= 1.0
     assert 'loss_lovasz' in [k for r in scalar_rows(probe) for k in r]

@@ -1,8 +1,6 @@
 """SLidR pre-training data and model on the synthetic nuScenes tree."""
 import math
-import os
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,9 +1,7 @@
 """SemanticKITTI format: learning map, labels, calibration, paths, dataset."""
 import os
 
-import numpy as np
 import pytest
-import torch
 
 from plugins.slidr.semantickitti import (TRAIN_SEQUENCES, learning_map, make_semantickitti_synthetic,
                                          read_calib, read_labels, read_scan, scan_paths)

@@ -28,7 +28,6 @@ import torch  # noqa: E402
 
 def build(full: bool, device: str):
     import plugins  # noqa: F401
-    from mmengine.registry import init_default_scope  # noqa: F401
 
     from plugins.core.optim import SubmoduleOptimWrapperConstructor
     from plugins.macil.mmengine import MACILSD

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 from typing import Dict, List, Optional, Sequence, Union
 
-import torch
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor, nn

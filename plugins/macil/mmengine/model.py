@@ -3,7 +3,7 @@ with two optimizers in one mmengine model (spec macil.md §2-7)."""
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 from mmengine.logging import print_log
