@@ -92,7 +92,26 @@ def dice_ce(logits: Tensor, labels: Tensor,
     Returns:
         tuple: ``(dice, ce)`` scalars.
     """
-    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    z = as_float32(logits)
+    dice, _ = dice_parts(z, labels, mask)
+    if mask is None:
+        ce = F.cross_entropy(z, labels[:, 0])
+    else:
+        labels = labels.masked_fill(~mask, 0)
+        nll = F.cross_entropy(z, labels[:, 0], reduction='none') * mask[:, 0]
+        ce = nll.sum() / mask.sum().clamp(min=1)
+    return dice, ce
+
+
+def as_float32(x: Tensor) -> Tensor:
+    """Half-precision maps are computed in float32 (float64 stays float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def dice_parts(z: Tensor, labels: Tensor, mask: Optional[Tensor] = None
+               ) -> Tuple[Tensor, Tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """The soft Dice of :func:`dice_ce` and its intermediates
+    ``(P, G, Σ_v P·G, Σ_v P + Σ_v G)`` (what the closed-form gradient reuses)."""
     dims = tuple(range(2, z.dim()))
     prob = torch.softmax(z, dim=1)
     if mask is not None:
@@ -104,12 +123,7 @@ def dice_ce(logits: Tensor, labels: Tensor,
     inter = (prob * onehot).sum(dims)
     denom = prob.sum(dims) + onehot.sum(dims)
     dice = (1.0 - (2.0 * inter + _SMOOTH) / (denom + _SMOOTH)).mean()
-    if mask is None:
-        ce = F.cross_entropy(z, labels[:, 0])
-    else:
-        nll = F.cross_entropy(z, labels[:, 0], reduction='none') * mask[:, 0]
-        ce = nll.sum() / mask.sum().clamp(min=1)
-    return dice, ce
+    return dice, (prob, onehot, inter, denom)
 
 
 def kl_pix(student: Tensor, teacher: Tensor, temperature: float,

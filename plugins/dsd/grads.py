@@ -26,13 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .functional import _SMOOTH, as_float32, dice_parts
+
 __all__ = ['dice_ce_value_and_grad', 'TeacherKL']
 
-_SMOOTH = 1e-5
-
-
-def _as_float(x: Tensor) -> Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def dice_ce_value_and_grad(logits: Tensor, labels: Tensor,
@@ -48,16 +45,12 @@ def dice_ce_value_and_grad(logits: Tensor, labels: Tensor,
         tuple: ``(value, grad)``; ``value`` a scalar, ``grad`` like ``logits``
         (float32 or float64).
     """
-    z = _as_float(logits)
+    z = as_float32(logits)
     b, c = z.shape[:2]
     voxels = z[0, 0].numel()
     dims = tuple(range(2, z.dim()))
     # the value by the very operations of plugins.dsd.functional.dice_ce
-    prob = torch.softmax(z, dim=1)
-    onehot = torch.zeros_like(prob).scatter_(1, labels, 1.0)
-    inter = (prob * onehot).sum(dims)
-    denom = prob.sum(dims) + onehot.sum(dims)
-    dice = (1.0 - (2.0 * inter + _SMOOTH) / (denom + _SMOOTH)).mean()
+    dice, (prob, onehot, inter, denom) = dice_parts(z, labels)
     ce = F.cross_entropy(z, labels[:, 0])
     union = denom + _SMOOTH
     shape = (b, c) + (1,) * len(dims)
@@ -91,7 +84,7 @@ class TeacherKL:
     def __init__(self, teacher: Tensor, temperature: float,
                  need_teacher_grad: bool = True,
                  initial_grad: Optional[Tensor] = None) -> None:
-        t = _as_float(teacher)
+        t = as_float32(teacher)
         self.temperature = temperature
         self.log_p = torch.log_softmax(t / temperature, dim=1)
         self.p = self.log_p.exp()
@@ -114,7 +107,7 @@ class TeacherKL:
         Returns:
             tuple: ``(value, grad_student or None)``.
         """
-        s = _as_float(logits)
+        s = as_float32(logits)
         log_q = torch.log_softmax(s / self.temperature, dim=1)
         diff = torch.where(self.positive, self.log_p - log_q, torch.zeros((), dtype=s.dtype))
         per_voxel = (self.p * diff).sum(1, keepdim=True)
