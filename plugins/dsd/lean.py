@@ -8,13 +8,20 @@ last up-sampling and computes every term *and* its closed-form logit gradient
 (:mod:`plugins.dsd.grads`) in the forward pass, one teacher group at a time,
 and keeps only the gradients at the last up-sampling's input (an eighth of a
 map; a full map for the scale-1 head) and parameters. Backward hands them on.
-Forward values use the same operations as the straightforward mode
-(bit-identical on CPU); gradients agree to float rounding.
+
+Inside the node the full-resolution maps live in a voxel order that makes the
+kernel-2, stride-2 transposed convolution a plain matrix product: position
+``d·N' + v'`` holds output voxel ``2·v' + d`` (``v'`` a half-resolution voxel,
+``d`` one of the ``2^dims`` kernel offsets). Every term is a per-voxel
+function summed over voxels, so only the labels (once) and the scale-1 head's
+input are reordered. The maps use a few reused buffers (see
+:mod:`plugins.dsd.grads`). Values and gradients equal the straightforward
+mode up to float rounding (summation order).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -22,11 +29,11 @@ from torch import Tensor, nn
 from plugins.core.functional import check_temperature
 
 from .functional import (DECODER_STUDENTS, DECODER_TEACHER, ENCODER_STUDENTS,
-                         ENCODER_TEACHER, SLOTS, check_labels, dice_ce)
-from .grads import TeacherKL, dice_ce_value_and_grad
+                         ENCODER_TEACHER, SLOTS, as_float32, check_labels, dice_ce)
+from .grads import TeacherKL, class_counts, dice_ce_grad_, softmax_pair
 from .heads import DSDHead
 
-__all__ = ['dsd_loss_lean', 'lean_term_names']
+__all__ = ['dsd_loss_lean', 'lean_term_names', 'to_offset_order', 'from_offset_order']
 
 
 def _groups(encoder_kd: bool) -> List[Tuple[str, Tuple[str, ...], bool]]:
@@ -48,6 +55,29 @@ def lean_term_names(encoder_kd: bool = True) -> List[str]:
     return names
 
 
+def to_offset_order(x: Tensor) -> Tensor:
+    """``(B, X, *S)`` (even sizes) → ``(B, X, 2^dims·N')``, voxel ``2·v' + d`` at
+    ``d·N' + v'`` (``d`` the kernel offset, first axis slowest)."""
+    b, ch, *size = x.shape
+    dims = len(size)
+    split = [b, ch]
+    for n in size:
+        split += [n // 2, 2]
+    order = [0, 1] + [3 + 2 * i for i in range(dims)] + [2 + 2 * i for i in range(dims)]
+    return x.reshape(split).permute(order).reshape(b, ch, -1)
+
+
+def from_offset_order(x: Tensor, size: Tuple[int, ...]) -> Tensor:
+    """Inverse of :func:`to_offset_order` for spatial ``size``."""
+    b, ch = x.shape[:2]
+    dims = len(size)
+    x = x.reshape([b, ch] + [2] * dims + [n // 2 for n in size])
+    order = [0, 1]
+    for i in range(dims):
+        order += [2 + dims + i, 2 + i]
+    return x.permute(order).reshape(b, ch, *size)
+
+
 @dataclass
 class _Plan:
     """What the autograd node needs besides tensors."""
@@ -59,92 +89,170 @@ class _Plan:
     alpha: float
     detach_teacher: bool
     encoder_kd: bool
-    labels: Tensor
+    labels: Tensor          # (B, 1, N) in offset order
+    size: Tuple[int, ...]   # full-resolution spatial size
 
     @property
     def names(self) -> List[str]:
         return lean_term_names(self.encoder_kd)
 
 
+class _Buffers:
+    """Full-size ``(B, C, N)`` maps, allocated on first need and reused."""
+
+    def __init__(self, like: Tensor) -> None:
+        self.like = like
+        self.free: List[Tensor] = []
+
+    def take(self) -> Tensor:
+        return self.free.pop() if self.free else torch.empty_like(self.like)
+
+    def give(self, *maps: Optional[Tensor]) -> None:
+        self.free.extend(m for m in maps if m is not None)
+
+
 class _LastStep:
-    """One slot's last up-sampling, and its gradients for a given ``dL/dz``.
+    """One slot's last up-sampling as a matrix product in offset order, and
+    its hand-written backward (input, weight and bias gradients)."""
 
-    With ``keep_graph`` the one-op graph is kept from the forward; otherwise
-    (teachers, whose gradient is complete only after all their students) it is
-    rebuilt in :meth:`backward`, so no full-resolution map waits.
-    """
-
-    def __init__(self, head: DSDHead, x: Tensor, need_grad: bool, keep_graph: bool) -> None:
+    def __init__(self, head: DSDHead, x: Tensor, need_grad: bool, offsets: int) -> None:
         self.head = head
-        self.x = x.detach().requires_grad_(need_grad and x.requires_grad)
-        self.params = [p for p in (head.up.weight, head.up.bias) if p.requires_grad]
-        self.need_grad = need_grad and (self.x.requires_grad or bool(self.params))
-        with torch.set_grad_enabled(self.need_grad and keep_graph):
-            self.z = head.last(self.x)
+        self.need_x = need_grad and x.requires_grad
+        self.need_w = need_grad and head.up.weight.requires_grad
+        self.need_b = need_grad and head.up.bias is not None and head.up.bias.requires_grad
+        self.dtype = x.dtype
+        self.x_shape = x.shape
+        xf = as_float32(x.detach())
+        self.reordered = head.scale == 1 and offsets > 1
+        if head.scale == 1:
+            # kernel-1 transposed conv on the reordered full-resolution input
+            self.xf = to_offset_order(xf) if self.reordered else xf.flatten(2)
+            self.rep = 1
+        else:
+            self.xf = xf.flatten(2)                                # (B, C, N')
+            self.rep = offsets
+        self.b = xf.shape[0]
 
-    def logits(self) -> Tensor:
-        return self.z.detach()
+    def weight(self, dtype: torch.dtype) -> Tensor:
+        """``(C_in, C_out·rep)``: output channel major, kernel offset minor."""
+        return self.head.up.weight.detach().to(dtype).reshape(self.head.up.weight.shape[0], -1)
 
-    def backward(self, grad_z: Tensor, grads: Dict[object, Tensor], key_x: str) -> None:
+    def logits(self, out: Tensor) -> Tensor:
+        """Write ``(B, C, N)`` logits into ``out`` and return it."""
+        w = self.weight(out.dtype)
+        bias = self.head.up.bias.detach().to(out.dtype).repeat_interleave(self.rep)
+        n = self.xf.shape[2]
+        torch.baddbmm(bias.view(1, -1, 1).expand(self.b, -1, n),
+                      w.t().expand(self.b, -1, -1), self.xf.to(out.dtype),
+                      out=out.view(self.b, -1, n))
+        return out
+
+    def backward(self, grad_z: Tensor, grads: Dict[object, Tensor], key_x: str,
+                 size: Tuple[int, ...]) -> None:
         """Accumulate d/dx (under ``key_x``) and d/d(up params) (under their id)."""
-        inputs = ([self.x] if self.x.requires_grad else []) + self.params
-        if not inputs:
-            return
-        if self.z is None or not self.z.requires_grad:
-            with torch.enable_grad():
-                self.z = self.head.last(self.x)
-        out = torch.autograd.grad(self.z, inputs, grad_z.to(self.z.dtype))
-        for t, g in zip(inputs, out):
-            key = key_x if t is self.x else id(t)
-            grads[key] = g if key not in grads else grads[key] + g
-        self.z = None
+        n = self.xf.shape[2]
+        g = grad_z.view(self.b, -1, n)                             # (B, C_out·rep, N')
+        xf = self.xf.to(g.dtype)
+        if self.need_x:
+            w = self.weight(g.dtype)
+            gx = torch.bmm(w.expand(self.b, -1, -1), g)            # (B, C_in, N')
+            if self.reordered:
+                gx = from_offset_order(gx, size)
+            _add(grads, key_x, gx.reshape(self.x_shape).to(self.dtype))
+        up = self.head.up
+        if self.need_w:
+            gw = torch.bmm(xf, g.transpose(1, 2)).sum(0)           # (C_in, C_out·rep)
+            _add(grads, id(up.weight), gw.view(up.weight.shape).to(up.weight.dtype))
+        if self.need_b:
+            gb = grad_z.view(self.b, up.bias.shape[0], -1).sum((0, 2))
+            _add(grads, id(up.bias), gb.to(up.bias.dtype))
+
+
+def _add(grads: Dict[object, Tensor], key: object, g: Tensor) -> None:
+    grads[key] = g if key not in grads else grads[key] + g
+
+
+def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
+                ) -> Tuple[Dict[str, Tensor], Dict[object, Tensor], torch.dtype]:
+    """Every term's value and the gradients at the node's inputs."""
+    n = len(plan.slots)
+    xs = dict(zip(plan.slots, inputs[:n]))
+    need_grad = any(t.requires_grad for t in inputs)
+    weight = {name: (1.0 if name.startswith('ds_') else plan.alpha) for name in plan.names}
+    labels = plan.labels
+    offsets = 2 ** len(plan.size) if any(
+        plan.heads[s].scale > 1 for s in plan.slots) else 1
+    ref = next(iter(xs.values()))
+    dtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
+    num_classes = plan.heads[plan.slots[0]].up.weight.shape[1]
+    buffers = _Buffers(torch.empty(labels.shape[0], num_classes, labels.shape[2],
+                                   dtype=dtype, device=ref.device))
+    counts = class_counts(labels, num_classes, dtype)
+    t = plan.temperature
+    values: Dict[str, Tensor] = {}
+    grads: Dict[object, Tensor] = {}
+
+    def last(slot: str) -> Tuple[_LastStep, Tensor]:
+        step = _LastStep(plan.heads[slot], xs[slot], need_grad, offsets)
+        return step, step.logits(buffers.take())
+
+    def supervise(z: Tensor, grad: Optional[Tensor], name: str, accumulate: bool) -> None:
+        """Dice-CE of logits ``z`` (consumed) into ``grad``."""
+        log_p, prob = softmax_pair(z, buffers.take())
+        values[name] = dice_ce_grad_(prob, log_p, labels, counts, grad, weight[name],
+                                     accumulate)
+        buffers.give(prob, log_p)
+
+    for teacher, students, supervised in _groups(plan.encoder_kd):
+        step_t, z_t = last(teacher)
+        teacher_needs_grad = need_grad and not plan.detach_teacher
+        scaled = torch.div(z_t, t, out=buffers.take())
+        g_t = None
+        if supervised:
+            g_t = buffers.take() if need_grad else None
+            supervise(z_t, g_t, f'ds_{teacher}', False)
+        else:
+            buffers.give(z_t)
+        temp = buffers.take()
+        kl = TeacherKL(scaled, buffers.take(), t, temp,
+                       buffers.take() if teacher_needs_grad else None)
+        buffers.give(temp)
+        for s in students:
+            step, z_s = last(s)
+            q_in = torch.div(z_s, t, out=buffers.take()) if supervised else z_s.div_(t)
+            values[f'kd_{s}'], g_s, free = kl.student(q_in, buffers.take(),
+                                                      weight[f'kd_{s}'], need_grad)
+            buffers.give(free)
+            if supervised:
+                supervise(z_s, g_s if need_grad else None, f'ds_{s}', True)
+            if need_grad:
+                step.backward(g_s, grads, s, plan.size)
+            buffers.give(g_s)
+            del step
+        if teacher_needs_grad:
+            g_t = kl.finish(g_t)
+        if need_grad and g_t is not None:
+            step_t.backward(g_t, grads, teacher, plan.size)
+        buffers.give(kl.log_p, kl.p)
+        if kl.acc is not None and kl.acc is not g_t:
+            buffers.give(kl.acc)
+        buffers.give(g_t)
+        del kl, step_t
+    return values, grads, dtype
 
 
 class _LeanDSD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan: _Plan, *inputs: Tensor) -> Tensor:  # type: ignore[override]
-        n = len(plan.slots)
-        xs = dict(zip(plan.slots, inputs[:n]))
-        need_grad = any(t.requires_grad for t in inputs)
-        weight = {name: (1.0 if name.startswith('ds_') else plan.alpha) for name in plan.names}
-        values: Dict[str, Tensor] = {}
-        grads: Dict[int, Tensor] = {}
-        for teacher, students, supervised in _groups(plan.encoder_kd):
-            step_t = _LastStep(plan.heads[teacher], xs[teacher], need_grad, keep_graph=False)
-            z_t = step_t.logits()
-            g_t = None
-            if supervised:
-                values[f'ds_{teacher}'], g_t = dice_ce_value_and_grad(
-                    z_t, plan.labels, weight[f'ds_{teacher}'])
-            kl = TeacherKL(z_t, plan.temperature,
-                           need_teacher_grad=need_grad and not plan.detach_teacher,
-                           initial_grad=g_t if need_grad else None)
-            step_t.z = None
-            del z_t, g_t
-            for s in students:
-                step = _LastStep(plan.heads[s], xs[s], need_grad, keep_graph=True)
-                z_s = step.logits()
-                values[f'kd_{s}'], g_s = kl.student(z_s, weight[f'kd_{s}'], need_grad)
-                if supervised:
-                    values[f'ds_{s}'], g_ds = dice_ce_value_and_grad(z_s, plan.labels,
-                                                                    weight[f'ds_{s}'])
-                    g_s = g_ds if g_s is None else g_s.add_(g_ds)
-                    del g_ds
-                del z_s
-                if need_grad:
-                    step.backward(g_s, grads, s)
-                del g_s, step
-            g_t = kl.teacher_grad
-            del kl
-            if need_grad and g_t is not None:
-                step_t.backward(g_t, grads, teacher)
-            del g_t, step_t
+        # the maps are float32 (or float64) whatever autocast would choose
+        with torch.autocast(inputs[0].device.type, enabled=False):
+            values, grads, dtype = _lean_terms(plan, inputs)
         ctx.grads = grads
         ctx.keys = list(plan.slots) + [id(p) for p in plan.params]
         ctx.names = plan.names
-        ctx.weight = [weight[n] for n in plan.names]
-        return torch.stack([values[n] for n in plan.names])
+        ctx.weight = [1.0 if n.startswith('ds_') else plan.alpha for n in plan.names]
+        return torch.stack([values[n] for n in plan.names]).to(dtype)
 
     @staticmethod
     def backward(ctx, grad_terms: Tensor):  # type: ignore[override]
@@ -202,7 +310,10 @@ def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[s
             if id(p) not in seen:
                 seen.add(id(p))
                 params.append(p)
-    plan = _Plan(heads, slots, params, t, alpha, detach_teacher, encoder_kd, ids)
+    size = tuple(main.shape[2:])
+    order = any(heads[s].scale > 1 for s in slots)
+    ids_flat = to_offset_order(ids) if order else ids.flatten(2)
+    plan = _Plan(heads, slots, params, t, alpha, detach_teacher, encoder_kd, ids_flat, size)
     xs = [heads[s].trunk(features[s]) for s in slots]
     values = _LeanDSD.apply(plan, *xs, *params)
     dice, ce = dice_ce(main, ids)

@@ -130,8 +130,11 @@ def test_lean_mode_equals_straightforward_loss_and_gradients(name, dtype):
     make, size = _nets()[name]
     l0, t0, g0 = _run(make, name, size, 'straightforward', dtype)
     l1, t1, g1 = _run(make, name, size, 'lean', dtype)
-    assert torch.equal(l0, l1)  # forward values: the very same operations
-    assert all(torch.equal(t0[k], t1[k]) for k in t0)
+    # values: the same maths, summed in another voxel order
+    rel = 1e-12 if dtype == torch.float64 else 1e-6
+    assert l1.item() == pytest.approx(l0.item(), rel=rel)
+    for k in t0:
+        assert t1[k].item() == pytest.approx(t0[k].item(), rel=rel, abs=rel * 1e-2), k
     assert set(g0) == set(g1) and any(k.startswith('dsd_heads.') for k in g0)
     top = max(g.abs().max() for g in g0.values())
     for k in g0:  # only the summation order of the gradients differs
@@ -205,8 +208,10 @@ def _lean_pair(options, seed=0):
                                      dict(detach_teacher=True), dict(encoder_kd=False)])
 def test_lean_equals_straightforward_for_every_option(options):
     ref, ref_terms, ref_grads, lean, lean_terms, leaves = _lean_pair(options)
-    assert torch.equal(ref, lean)
+    torch.testing.assert_close(lean, ref, rtol=1e-12, atol=1e-14)
     assert ref_terms.keys() == lean_terms.keys()
+    for k in ref_terms:
+        torch.testing.assert_close(lean_terms[k], ref_terms[k], rtol=1e-12, atol=1e-14)
     got = torch.autograd.grad(3.0 * lean, leaves, allow_unused=True)  # any positive multiple
     for a, b in zip(ref_grads, got):
         if a is None:
@@ -256,5 +261,7 @@ def test_lean_under_autocast_matches_straightforward_closely():
         assert loss.dtype == torch.float32
         results.append((loss.detach(), net.dsd_heads['L0'].conv.weight.grad.clone()))
     (l0, g0), (l1, g1) = results
-    assert torch.equal(l0, l1)
+    # the straightforward heads run in bfloat16 under autocast, the lean node's
+    # last up-sampling and terms in float32
+    assert l1.item() == pytest.approx(l0.item(), rel=1e-2)
     torch.testing.assert_close(g0, g1, rtol=0.05, atol=1e-3 * g0.abs().max().item())

@@ -5,7 +5,8 @@
 
 On a stock MONAI DynUNet (filters 32–320, the reference configuration). Step
 times are medians of steps alternating between the three modes in this
-process; peak memory is measured per mode in a fresh child process (CPU: the
+process, and the time ratios the median (and range) of the ratios within each
+round of three; peak memory is measured per mode in a fresh child process (CPU: the
 peak resident set during one training step above the level before it, with
 the kernel's high-water mark reset and glibc's mmap threshold fixed so freed
 blocks go back to the system; CUDA: the allocator's peak). Ratios are against
@@ -111,14 +112,19 @@ def run_setting(classes: int, batch: int, size: int, steps: int, device: str) ->
     gc.collect()
     mem = {m: measure_memory(m, classes, batch, size, device) for m in MODES}
     step = {m: statistics.median(v) for m, v in times.items()}
-    return dict(step=step, mem=mem)
+    # each round runs the three modes back to back: the ratio within a round
+    # cancels slow drifts of the machine's speed; report their median and range
+    ratios = {m: [t / p for t, p in zip(times[m], times['plain'])] for m in MODES}
+    ratio = {m: statistics.median(v) for m, v in ratios.items()}
+    spread = {m: (min(v), max(v)) for m, v in ratios.items()}
+    return dict(step=step, mem=mem, ratio=ratio, spread=spread)
 
 
 def main(argv=None) -> list:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--settings', nargs='+', default=['3:1:64', '8:2:96'],
                         help='classes:batch:size, e.g. 8:2:96')
-    parser.add_argument('--steps', type=int, default=2)
+    parser.add_argument('--steps', type=int, default=4)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--_worker', nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -127,16 +133,18 @@ def main(argv=None) -> list:
         memory_worker(mode, int(c), int(b), int(s), dev)
         return []
     rows = []
-    print(f'device={args.device}, DynUNet filters 32-320, steps={args.steps} (median)')
+    print(f'device={args.device}, DynUNet filters 32-320, steps={args.steps} (median; '
+          f'time/plain: median and range of the per-round ratios)')
     print(f'{"setting":14s} {"mode":16s} {"step (s)":>9s} {"peak (MiB)":>11s} '
-          f'{"time/plain":>11s} {"mem/plain":>10s}')
+          f'{"time/plain":>11s} {"range":>13s} {"mem/plain":>10s}')
     for setting in args.settings:
         c, b, s = (int(v) for v in setting.split(':'))
         r = run_setting(c, b, s, args.steps, args.device)
         for m in MODES:
+            lo, hi = r['spread'][m]
             print(f'C={c} B={b} {s}^3 {m:16s} {r["step"][m]:9.2f} '
-                  f'{r["mem"][m] / 2**20:11.0f} {r["step"][m] / r["step"]["plain"]:11.3f} '
-                  f'{r["mem"][m] / r["mem"]["plain"]:10.3f}')
+                  f'{r["mem"][m] / 2**20:11.0f} {r["ratio"][m]:11.3f} '
+                  f'{f"{lo:.3f}-{hi:.3f}":>13s} {r["mem"][m] / r["mem"]["plain"]:10.3f}')
         extra_sf = r['mem']['straightforward'] - r['mem']['plain']
         extra_lean = r['mem']['lean'] - r['mem']['plain']
         print(f'  extra memory over plain: straightforward {extra_sf / 2**20:.0f} MiB, '

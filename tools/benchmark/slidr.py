@@ -12,10 +12,14 @@ Pooling + loss: 6 cameras of 224×416, D = 64, S = 150, ~35k 3D rows and
 ~1.2k pairings per image, forward + backward. The baseline builds one-hot
 matrices (pairings as a dense matrix, pixels as a sparse COO matrix — a dense
 one would hold 900 × 559k floats, 2 GB) as the reference does.
+3D backbone: forward + backward of the sparse U-Net on lidar-like voxel sets
+of growing size (``--voxels``), and the time ratios to the smallest: the cost
+follows the active voxels, not the grid's volume.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -112,11 +116,48 @@ def time_pooling(device: str, repeats: int) -> dict:
     return out
 
 
+def lidar_like_voxels(count: int, seed: int = 0) -> torch.Tensor:
+    """``(V, 4)`` unique voxels on rings around the origin (a spinning lidar's
+    ground and walls at 0.1 m cylinder cells), about ``count`` rows."""
+    g = torch.Generator().manual_seed(seed)
+    angle = torch.rand(count * 2, generator=g) * 2 * math.pi
+    radius = 3 + 47 * torch.rand(count * 2, generator=g) ** 2
+    height = torch.randint(0, 20, (count * 2,), generator=g)
+    xyz = torch.stack([(radius * angle.cos() / 0.1).long(), (radius * angle.sin() / 0.1).long(),
+                       height], 1)
+    xyz = torch.unique(xyz, dim=0)[:count]
+    return torch.cat([torch.zeros(len(xyz), 1, dtype=torch.long), xyz], 1)
+
+
+def time_backbone(device: str, counts, repeats: int = 2) -> dict:
+    """Seconds per forward + backward of the SR-UNet34C student per voxel count."""
+    from plugins.slidr.sparse import SparseUNet
+    torch.manual_seed(0)
+    net = SparseUNet(1, 64).to(device).train()
+    out = {}
+    for count in counts:
+        coords = lidar_like_voxels(count).to(device)
+        feats = torch.ones(len(coords), 1, device=device)
+        times = []
+        for i in range(repeats + 1):
+            net.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            net(coords, feats).square().sum().backward()
+            if device.startswith('cuda'):
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - t0)
+        out[len(coords)] = statistics.median(times)
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--images', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--voxels', type=int, nargs='*', default=[2500, 5000, 10000],
+                        help='voxel counts for the 3D backbone timing (none: skip it)')
     args = parser.parse_args(argv)
     from plugins.slidr.slic import numba_available, warm_up
     if numba_available():
@@ -141,7 +182,15 @@ def main(argv=None) -> dict:
           f'7.2k pairings (median of {args.repeats})')
     for name, (t, value) in pooled.items():
         print(f'  {name:18s} {t * 1000:8.1f} ms   ratio {t / base:.3f}   loss {value:.6f}')
-    return dict(superpixels=rows, pooling=pooled)
+    backbone = time_backbone(args.device, args.voxels) if args.voxels else {}
+    if backbone:
+        first = min(backbone)
+        print(f'3D backbone (SR-UNet34C, 37.8 M parameters), forward + backward, '
+              f'device={args.device}')
+        for count, t in backbone.items():
+            print(f'  {count:7d} voxels {t:8.2f} s   time ratio {t / backbone[first]:5.2f} for '
+                  f'{count / first:4.1f}x the voxels')
+    return dict(superpixels=rows, pooling=pooled, backbone=backbone)
 
 
 if __name__ == '__main__':
