@@ -91,6 +91,7 @@ class _Plan:
     encoder_kd: bool
     labels: Tensor          # (B, 1, N) in offset order
     size: Tuple[int, ...]   # full-resolution spatial size
+    grad_enabled: bool      # autograd on at the call (no gradients under no_grad)
 
     @property
     def names(self) -> List[str]:
@@ -177,7 +178,7 @@ def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
     """Every term's value and the gradients at the node's inputs."""
     n = len(plan.slots)
     xs = dict(zip(plan.slots, inputs[:n]))
-    need_grad = any(t.requires_grad for t in inputs)
+    need_grad = plan.grad_enabled and any(t.requires_grad for t in inputs)
     weight = {name: (1.0 if name.startswith('ds_') else plan.alpha) for name in plan.names}
     labels = plan.labels
     offsets = 2 ** len(plan.size) if any(
@@ -313,7 +314,8 @@ def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[s
     size = tuple(main.shape[2:])
     order = any(heads[s].scale > 1 for s in slots)
     ids_flat = to_offset_order(ids) if order else ids.flatten(2)
-    plan = _Plan(heads, slots, params, t, alpha, detach_teacher, encoder_kd, ids_flat, size)
+    plan = _Plan(heads, slots, params, t, alpha, detach_teacher, encoder_kd, ids_flat, size,
+                 torch.is_grad_enabled())
     xs = [heads[s].trunk(features[s]) for s in slots]
     values = _LeanDSD.apply(plan, *xs, *params)
     dice, ce = dice_ce(main, ids)

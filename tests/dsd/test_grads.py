@@ -157,3 +157,19 @@ def test_transposed_conv_is_a_matrix_product_in_offset_order():
     got = (torch.einsum('ck,bcn->bkn', w, x.flatten(2))
            + up.bias.repeat_interleave(8)[None, :, None]).reshape(2, 3, -1)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_lean_loss_under_no_grad_forms_no_gradients(monkeypatch):
+    from plugins.dsd import grads
+    from plugins.dsd.heads import DSDHead
+    from plugins.dsd.lean import dsd_loss_lean
+    scales = dict(enc1=1, enc2=2, enc3=4, enc4=8, dec4=16, dec3=8, dec2=4, dec1=2)
+    heads = {s: DSDHead(3, 2, k, spatial_dims=2) for s, k in scales.items()}
+    feats = {s: torch.randn(1, 3, 32 // k, 32 // k) for s, k in scales.items()}
+    main, y = torch.randn(1, 2, 32, 32), torch.randint(0, 2, (1, 1, 32, 32))
+    with_grad, _ = dsd_loss_lean(main, feats, heads, y)
+    calls = []
+    monkeypatch.setattr(grads.torch, 'bmm', lambda *a, **k: calls.append(1))  # grads only
+    with torch.no_grad():
+        value, _ = dsd_loss_lean(main, feats, heads, y)
+    assert not calls and torch.allclose(value, with_grad.detach(), rtol=1e-6)

@@ -81,6 +81,23 @@ def test_split_follows_the_reference_rule():
         split_cases(3, num_val=2, num_test=1)
 
 
+def test_augmentation_repeats_under_the_same_numpy_seed(task):
+    import numpy as np
+
+    from plugins.dsd.mmengine import MSDDataset
+
+    def crops():
+        np.random.seed(7)
+        data = MSDDataset(task, 'train', num_val=2, roi_size=(16, 16, 16), num_samples=2)
+        return [d['inputs'] for i in range(len(data)) for d in data[i]]
+    first, second = crops(), crops()
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    np.random.seed(8)
+    data = MSDDataset(task, 'train', num_val=2, roi_size=(16, 16, 16), num_samples=2)
+    other = [d['inputs'] for i in range(len(data)) for d in data[i]]
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+
+
 def test_dataset_collate_and_metric_on_the_real_format(task):
     from plugins.dsd.mmengine import DiceHD95Metric, MSDDataset, msd_collate
     train = MSDDataset(task, 'train', num_val=2, roi_size=(16, 16, 16), num_samples=2)

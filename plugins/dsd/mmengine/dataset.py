@@ -1,9 +1,11 @@
 """MSD-layout dataset for the mmengine Runner, loaded with MONAI transforms."""
 from __future__ import annotations
 
+import os
 import random
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
@@ -74,6 +76,7 @@ class MSDDataset(Dataset):
         self.cache = cache
         self._load, self._augment = self._build(num_samples, pos, neg, flip_prob, rot90_prob,
                                                 shift_offset, shift_prob, scale_intensity)
+        self._seeded_in: Optional[int] = None
 
     def _build(self, num_samples, pos, neg, flip_prob, rot90_prob, shift_offset,
                shift_prob, scale_intensity):
@@ -112,6 +115,13 @@ class MSDDataset(Dataset):
         data = self._loaded(idx)
         if self._augment is None:
             return self._pack(data)
+        if self._seeded_in != os.getpid():
+            # MONAI's random transforms share an entropy-seeded generator unless
+            # given one: draw their seed from numpy's global generator, which the
+            # Runner seeds (and its worker_init_fn per data-loader worker), so a
+            # seeded run repeats its crops and flips
+            self._augment.set_random_state(seed=int(np.random.randint(2**31 - 1)))
+            self._seeded_in = os.getpid()
         out = self._augment({k: v.clone() for k, v in data.items()})
         return [self._pack(d) for d in (out if isinstance(out, list) else [out])]
 
