@@ -162,23 +162,17 @@ class DSDLoss(nn.Module):
         detach_teacher (bool): Option, default off.
         encoder_kd (bool): Option; ``False`` keeps only the decoder KD terms.
         ignore_index (int, optional): Label value to leave out of every term
-            (2D hosts pad labels with 255); straightforward mode only.
+            (2D hosts pad labels with 255); both modes.
 
     In eval mode (no tap logits recorded) the loss is ``DiceCE(main)``, the
     reference's validation loss. The last call's terms are in
     :attr:`last_terms`.
-
-    Raises:
-        ValueError: If ``ignore_index`` is combined with lean taps.
     """
 
     def __init__(self, taps: DSDTaps, temperature: float = 3.0, alpha: float = 1.0,
                  detach_teacher: bool = False, encoder_kd: bool = True,
                  ignore_index: Optional[int] = None) -> None:
         super().__init__()
-        if ignore_index is not None and taps.mode == 'lean':
-            raise ValueError('ignore_index is supported by the straightforward mode only; '
-                             "build DSDTaps(..., mode='straightforward')")
         self.ignore_index = ignore_index
         self.taps = taps
         self.temperature = temperature
@@ -204,7 +198,7 @@ class DSDLoss(nn.Module):
         if self.taps.mode == 'lean':
             total, self.last_terms = dsd_loss_lean(
                 pred, recorded, self.taps.heads, target, self.temperature, self.alpha,
-                self.detach_teacher, self.encoder_kd)
+                self.detach_teacher, self.encoder_kd, self.ignore_index)
             return total
         recorded['main'] = pred
         total, terms = dsd_loss(recorded, target, self.temperature, self.alpha,

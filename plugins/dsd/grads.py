@@ -57,16 +57,21 @@ def softmax_pair(z: Tensor, spare: Tensor, floor: bool = False) -> Tuple[Tensor,
     return spare, z
 
 
-def class_counts(labels: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
-    """``Σ_v G``: ``(B, C)`` voxel counts per sample and class of ``(B, 1, N)`` ids."""
+def class_counts(labels: Tensor, num_classes: int, dtype: torch.dtype,
+                 mask: Optional[Tensor] = None) -> Tensor:
+    """``Σ_v G``: ``(B, C)`` voxel counts per sample and class of ``(B, 1, N)``
+    ids (only where the ``(B, 1, N)`` 0/1 ``mask`` is 1, when given)."""
     ids = labels.flatten(1)
-    return torch.zeros(ids.shape[0], num_classes, dtype=dtype, device=ids.device).scatter_add_(
-        1, ids, torch.ones(ids.shape, dtype=dtype, device=ids.device))
+    weight = (torch.ones(ids.shape, dtype=dtype, device=ids.device) if mask is None
+              else mask.flatten(1).to(dtype))
+    return torch.zeros(ids.shape[0], num_classes, dtype=dtype,
+                       device=ids.device).scatter_add_(1, ids, weight)
 
 
 def dice_ce_grad_(prob: Tensor, log_prob: Tensor, labels: Tensor, counts: Tensor,
                   grad: Optional[Tensor], grad_scale: float = 1.0,
-                  accumulate: bool = False) -> Tensor:
+                  accumulate: bool = False, mask: Optional[Tensor] = None,
+                  valid: Optional[Tensor] = None) -> Tensor:
     """``DiceCE`` from ``P`` and ``log P``, and ``grad_scale·∂DiceCE/∂z`` into ``grad``.
 
     Args:
@@ -76,13 +81,24 @@ def dice_ce_grad_(prob: Tensor, log_prob: Tensor, labels: Tensor, counts: Tensor
         grad (Tensor, optional): ``(B, C, N)`` buffer; None: value only.
         grad_scale (float): Upstream gradient of the term.
         accumulate (bool): Add to ``grad`` instead of overwriting it.
+        mask (Tensor, optional): ``(B, 1, N)`` 0/1 kept voxels (ignored ones
+            carry any valid id); they leave the Dice sums and the CE mean, and
+            get zero gradient. ``prob`` is multiplied by it in place.
+        valid (Tensor, optional): ``max(Σ mask, 1)``, the CE denominator.
 
     Returns:
         Tensor: The scalar ``Dice + CE``.
     """
     b, c, n = prob.shape
     p_y = prob.gather(1, labels)                                    # (B, 1, N)
-    ce = log_prob.gather(1, labels).mean().neg()
+    if mask is None:
+        ce = log_prob.gather(1, labels).mean().neg()
+        ce_scale = grad_scale / (b * n)
+    else:
+        ce = log_prob.gather(1, labels).mul_(mask).sum().div(valid).neg()
+        ce_scale = grad_scale / valid
+        prob.mul_(mask)
+        p_y.mul_(mask)
     inter = torch.zeros_like(counts).scatter_add_(1, labels[:, 0], p_y[:, 0])
     union = prob.sum(2) + counts + _SMOOTH
     dice = (1.0 - (2.0 * inter + _SMOOTH) / union).mean()
@@ -90,16 +106,16 @@ def dice_ce_grad_(prob: Tensor, log_prob: Tensor, labels: Tensor, counts: Tensor
         return dice + ce
     a = (2.0 * inter + _SMOOTH) / union.square() * (grad_scale / (b * c))
     k = (2.0 * grad_scale / (b * c)) / union
-    ce_scale = grad_scale / (b * n)
     hit = k.gather(1, labels[:, 0]).unsqueeze(1).mul_(p_y)         # k_y P_y
     inner = torch.bmm(a.unsqueeze(1).to(prob.dtype), prob).sub_(hit)  # r
-    col = (a + ce_scale).unsqueeze(2)
+    col = (a + ce_scale).unsqueeze(2)                               # ce_scale: float or 0-d
     if accumulate:
         grad.addcmul_(prob, col)
     else:
         torch.mul(prob, col, out=grad)
     grad.addcmul_(prob, inner, value=-1.0)
-    grad.scatter_add_(1, labels, hit.add_(ce_scale).neg_())
+    hit = hit.add_(ce_scale) if mask is None else hit.addcmul_(mask, ce_scale)
+    grad.scatter_add_(1, labels, hit.neg_())
     return dice + ce
 
 
@@ -118,14 +134,19 @@ class TeacherKL:
         temp (Tensor): ``(B, C, N)`` buffer used during construction only.
         accumulator (Tensor, optional): ``(B, C, N)`` buffer for the teacher's
             gradient (None: no teacher gradient).
+        mask (Tensor, optional): ``(B, 1, N)`` 0/1 kept voxels: the KL mean
+            runs over them (denominator ``valid``), the others get zero gradient.
+        valid (Tensor, optional): ``max(Σ mask, 1)``.
     """
 
     def __init__(self, scaled_logits: Tensor, prob: Tensor, temperature: float,
-                 temp: Tensor, accumulator: Optional[Tensor] = None) -> None:
+                 temp: Tensor, accumulator: Optional[Tensor] = None,
+                 mask: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> None:
         self.log_p, self.p = softmax_pair(scaled_logits, prob, floor=True)
         self.temperature = temperature
         b, _, n = prob.shape
-        self.norm = temperature / (b * n)
+        self.mask, self.valid = mask, valid
+        self.norm = temperature / (b * n) if mask is None else temperature / valid
         self.entropy = torch.mul(self.p, self.log_p, out=temp).sum(1, keepdim=True)
         self.acc = accumulator
         self.weight = 0.0
@@ -156,7 +177,10 @@ class TeacherKL:
                 self.acc.add_(log_q, alpha=grad_scale)
         kl = self.entropy - log_q.mul_(self.p).sum(1, keepdim=True)          # (B, 1, N)
         t = self.temperature
-        value = kl.mean() * (t * t)
+        if self.mask is None:
+            value = kl.mean() * (t * t)
+        else:
+            value = (kl * self.mask).sum() / self.valid * (t * t)
         if not need_grad:
             return value, q, log_q
         if self.acc is not None:
@@ -166,6 +190,8 @@ class TeacherKL:
                 self.kl_sum.add_(kl, alpha=grad_scale)
             self.weight += grad_scale
         q.sub_(self.p).mul_(self.norm * grad_scale)
+        if self.mask is not None:
+            q.mul_(self.mask)
         return value, q, log_q
 
     def finish(self, teacher_grad: Optional[Tensor]) -> Optional[Tensor]:
@@ -176,6 +202,8 @@ class TeacherKL:
         if self.acc is None or self.kl_sum is None:
             return teacher_grad
         acc = self.acc.add_(self.kl_sum).sub_(self.log_p, alpha=self.weight).mul_(self.p)
+        if self.mask is not None:
+            acc.mul_(self.mask)
         if teacher_grad is None:
             return acc.mul_(-self.norm)
         return teacher_grad.sub_(acc, alpha=self.norm)

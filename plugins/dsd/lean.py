@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from plugins.core.functional import check_temperature
 
 from .functional import (DECODER_STUDENTS, DECODER_TEACHER, ENCODER_STUDENTS,
-                         ENCODER_TEACHER, SLOTS, as_float32, check_labels, dice_ce)
+                         ENCODER_TEACHER, SLOTS, _valid_mask, as_float32, check_labels,
+                         dice_ce)
 from .grads import TeacherKL, class_counts, dice_ce_grad_, softmax_pair
 from .heads import DSDHead
 
@@ -92,6 +93,7 @@ class _Plan:
     labels: Tensor          # (B, 1, N) in offset order
     size: Tuple[int, ...]   # full-resolution spatial size
     grad_enabled: bool      # autograd on at the call (no gradients under no_grad)
+    mask: Optional[Tensor] = None   # (B, 1, N) bool kept voxels, offset order
 
     @property
     def names(self) -> List[str]:
@@ -188,7 +190,11 @@ def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
     num_classes = plan.heads[plan.slots[0]].up.weight.shape[1]
     buffers = _Buffers(torch.empty(labels.shape[0], num_classes, labels.shape[2],
                                    dtype=dtype, device=ref.device))
-    counts = class_counts(labels, num_classes, dtype)
+    mask = valid = None
+    if plan.mask is not None:
+        mask = plan.mask.to(dtype)
+        valid = mask.sum().clamp(min=1)
+    counts = class_counts(labels, num_classes, dtype, mask)
     t = plan.temperature
     values: Dict[str, Tensor] = {}
     grads: Dict[object, Tensor] = {}
@@ -201,7 +207,7 @@ def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
         """Dice-CE of logits ``z`` (consumed) into ``grad``."""
         log_p, prob = softmax_pair(z, buffers.take())
         values[name] = dice_ce_grad_(prob, log_p, labels, counts, grad, weight[name],
-                                     accumulate)
+                                     accumulate, mask, valid)
         buffers.give(prob, log_p)
 
     for teacher, students, supervised in _groups(plan.encoder_kd):
@@ -216,7 +222,7 @@ def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
             buffers.give(z_t)
         temp = buffers.take()
         kl = TeacherKL(scaled, buffers.take(), t, temp,
-                       buffers.take() if teacher_needs_grad else None)
+                       buffers.take() if teacher_needs_grad else None, mask, valid)
         buffers.give(temp)
         for s in students:
             step, z_s = last(s)
@@ -276,8 +282,8 @@ class _LeanDSD(torch.autograd.Function):
 
 def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[str, DSDHead],
                   labels: Tensor, temperature: float = 3.0, alpha: float = 1.0,
-                  detach_teacher: bool = False,
-                  encoder_kd: bool = True) -> Tuple[Tensor, Dict[str, Tensor]]:
+                  detach_teacher: bool = False, encoder_kd: bool = True,
+                  ignore_index: Optional[int] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
     """The DSD loss from tap *features* and their heads, without keeping logits.
 
     Args:
@@ -287,8 +293,8 @@ def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[s
             ``main``.
         heads (Mapping[str, DSDHead]): Slot → its head; heads shared by
             several slots accumulate both gradients.
-        labels, temperature, alpha, detach_teacher, encoder_kd: as
-            :func:`plugins.dsd.functional.dsd_loss`.
+        labels, temperature, alpha, detach_teacher, encoder_kd, ignore_index:
+            as :func:`plugins.dsd.functional.dsd_loss`.
 
     Returns:
         tuple: ``(total, terms)`` as :func:`~plugins.dsd.functional.dsd_loss`;
@@ -303,7 +309,11 @@ def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[s
     missing = [s for s in slots if s not in features or s not in heads]
     if missing:
         raise KeyError(f'lean DSD needs features and heads for {slots}; missing {missing}')
-    ids = check_labels(labels, main.shape[1], tuple(main.shape[2:]), main.shape[0])
+    ids = check_labels(labels, main.shape[1], tuple(main.shape[2:]), main.shape[0],
+                       ignore_index)
+    keep = _valid_mask(ids, ignore_index)
+    if keep is not None:
+        ids = ids.masked_fill(~keep, 0)
     params: List[nn.Parameter] = []
     seen = set()
     for s in slots:
@@ -313,12 +323,12 @@ def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[s
                 params.append(p)
     size = tuple(main.shape[2:])
     order = any(heads[s].scale > 1 for s in slots)
-    ids_flat = to_offset_order(ids) if order else ids.flatten(2)
-    plan = _Plan(heads, slots, params, t, alpha, detach_teacher, encoder_kd, ids_flat, size,
-                 torch.is_grad_enabled())
+    flat = to_offset_order if order else (lambda x: x.flatten(2))
+    plan = _Plan(heads, slots, params, t, alpha, detach_teacher, encoder_kd, flat(ids), size,
+                 torch.is_grad_enabled(), None if keep is None else flat(keep))
     xs = [heads[s].trunk(features[s]) for s in slots]
     values = _LeanDSD.apply(plan, *xs, *params)
-    dice, ce = dice_ce(main, ids)
+    dice, ce = dice_ce(main, ids, keep)
     terms: Dict[str, Tensor] = {'ds_main': dice + ce}
     terms.update(zip(plan.names, values.unbind(0)))
     total = terms['ds_main']

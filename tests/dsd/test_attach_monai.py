@@ -193,6 +193,9 @@ def _lean_pair(options, seed=0):
              for s, k in scales.items()}
     main = torch.randn(2, C, 32, 32, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, C, (2, 1, 32, 32))
+    if options.get('ignore_index') is not None:
+        y[:, :, :5] = options['ignore_index']      # a padded frame, as mmseg's
+        y[1, :, :, -3:] = options['ignore_index']
     params = [p for h in {id(h): h for h in heads.values()}.values() for p in h.parameters()]
     leaves = [main, *feats.values(), *params]
 
@@ -205,7 +208,10 @@ def _lean_pair(options, seed=0):
 
 
 @pytest.mark.parametrize('options', [dict(alpha=0.0), dict(alpha=2.5, temperature=1.5),
-                                     dict(detach_teacher=True), dict(encoder_kd=False)])
+                                     dict(detach_teacher=True), dict(encoder_kd=False),
+                                     dict(ignore_index=255),
+                                     dict(ignore_index=255, detach_teacher=True,
+                                          encoder_kd=False)])
 def test_lean_equals_straightforward_for_every_option(options):
     ref, ref_terms, ref_grads, lean, lean_terms, leaves = _lean_pair(options)
     torch.testing.assert_close(lean, ref, rtol=1e-12, atol=1e-14)
@@ -265,3 +271,20 @@ def test_lean_under_autocast_matches_straightforward_closely():
     # last up-sampling and terms in float32
     assert l1.item() == pytest.approx(l0.item(), rel=1e-2)
     torch.testing.assert_close(g0, g1, rtol=0.05, atol=1e-3 * g0.abs().max().item())
+
+
+def test_lean_with_every_voxel_ignored_is_zero_not_nan():
+    from plugins.dsd.functional import dsd_loss
+    from plugins.dsd.heads import DSDHead
+    from plugins.dsd.lean import dsd_loss_lean
+    scales = dict(enc1=1, enc2=2, enc3=4, enc4=8, dec4=16, dec3=8, dec2=4, dec1=2)
+    heads = {s: DSDHead(3, C, k, spatial_dims=2) for s, k in scales.items()}
+    feats = {s: torch.randn(1, 3, 32 // k, 32 // k, requires_grad=True) for s, k in scales.items()}
+    main = torch.randn(1, C, 32, 32, requires_grad=True)
+    y = torch.full((1, 1, 32, 32), 255)
+    lean, terms = dsd_loss_lean(main, feats, heads, y, ignore_index=255)
+    ref, _ = dsd_loss({'main': main, **{s: heads[s](f) for s, f in feats.items()}}, y,
+                      ignore_index=255)
+    assert lean.item() == 0.0 == ref.item() and all(v.item() == 0.0 for v in terms.values())
+    lean.backward()
+    assert all(f.grad is not None and not f.grad.abs().any() for f in feats.values())

@@ -138,3 +138,26 @@ def test_prediction_is_the_stock_segmentor_and_export_loads_strictly(model):
         b = stock.predict(x, _samples(torch.zeros(1, 64, 64, dtype=torch.long)))
     assert torch.equal(a[0].seg_logits.data, b[0].seg_logits.data)
     assert not list(model.dsd_taps.taps.items())  # hooks inert in eval mode
+
+
+def test_lean_mode_with_the_padded_ignore_label_matches_straightforward():
+    cfg = _cfg().model
+    lean_cfg = copy.deepcopy(cfg)
+    lean_cfg.dsd = dict(cfg.get('dsd') or {}, mode='lean')
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 64)
+    labels = torch.randint(0, C, (2, 64, 64))
+    labels[:, :, -6:] = 255                     # padding, as mmseg's collate adds
+    out = []
+    for c, mode in ((cfg, 'straightforward'), (lean_cfg, 'lean')):
+        m = _build(c)
+        assert m.dsd_taps.mode == mode
+        m.train()
+        losses = m.loss(x, _samples(labels))
+        losses['loss_dsd'].backward()
+        out.append((losses, m.backbone.dsd_heads['L1'].conv.weight.grad.clone()))
+    (a, ga), (b, gb) = out
+    for k in a:
+        if k.startswith(('loss', 'dsd_')):
+            assert b[k].item() == pytest.approx(a[k].item(), rel=1e-5, abs=1e-7), k
+    torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-5 * ga.abs().max().item())

@@ -32,7 +32,8 @@ class DSDEncoderDecoder(EncoderDecoder):
 
     Args:
         dsd (dict, optional): ``temperature`` (3), ``alpha`` (1),
-            ``detach_teacher`` (False), ``encoder_kd`` (True), ``ignore_index``
+            ``detach_teacher`` (False), ``encoder_kd`` (True), ``mode``
+            (``'straightforward'`` or ``'lean'``), ``ignore_index``
             (255), ``preset`` (``'mmseg_unet'``), ``probe_size`` (input side of
             the build-time shape probe; default twice the backbone's
             down-sampling).
@@ -45,7 +46,8 @@ class DSDEncoderDecoder(EncoderDecoder):
     """
 
     _DEFAULTS = dict(temperature=3.0, alpha=1.0, detach_teacher=False, encoder_kd=True,
-                     ignore_index=255, preset='mmseg_unet', probe_size=None)
+                     ignore_index=255, preset='mmseg_unet', probe_size=None,
+                     mode='straightforward')
 
     def __init__(self, *args, dsd: Optional[dict] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -62,7 +64,8 @@ class DSDEncoderDecoder(EncoderDecoder):
         in_channels = self._input_channels()
         self.dsd_taps = DSDTaps(self.backbone, cfg['preset'],
                                 num_classes=self.decode_head.out_channels, spatial_dims=2,
-                                probe_size=cfg['probe_size'], in_channels=in_channels)
+                                probe_size=cfg['probe_size'], in_channels=in_channels,
+                                mode=cfg['mode'])
         self.dsd_loss = DSDLoss(self.dsd_taps, cfg['temperature'], cfg['alpha'],
                                 cfg['detach_teacher'], cfg['encoder_kd'],
                                 cfg['ignore_index'])
