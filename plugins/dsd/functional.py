@@ -93,7 +93,7 @@ def dice_ce(logits: Tensor, labels: Tensor,
         tuple: ``(dice, ce)`` scalars.
     """
     z = as_float32(logits)
-    dice, _ = dice_parts(z, labels, mask)
+    dice = _soft_dice(z, labels, mask)
     if mask is None:
         ce = F.cross_entropy(z, labels[:, 0])
     else:
@@ -108,10 +108,8 @@ def as_float32(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def dice_parts(z: Tensor, labels: Tensor, mask: Optional[Tensor] = None
-               ) -> Tuple[Tensor, Tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """The soft Dice of :func:`dice_ce` and its intermediates
-    ``(P, G, Σ_v P·G, Σ_v P + Σ_v G)`` (what the closed-form gradient reuses)."""
+def _soft_dice(z: Tensor, labels: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """The soft Dice of :func:`dice_ce`."""
     dims = tuple(range(2, z.dim()))
     prob = torch.softmax(z, dim=1)
     if mask is not None:
@@ -122,8 +120,7 @@ def dice_parts(z: Tensor, labels: Tensor, mask: Optional[Tensor] = None
         onehot = onehot * mask
     inter = (prob * onehot).sum(dims)
     denom = prob.sum(dims) + onehot.sum(dims)
-    dice = (1.0 - (2.0 * inter + _SMOOTH) / (denom + _SMOOTH)).mean()
-    return dice, (prob, onehot, inter, denom)
+    return (1.0 - (2.0 * inter + _SMOOTH) / (denom + _SMOOTH)).mean()
 
 
 def kl_pix(student: Tensor, teacher: Tensor, temperature: float,

@@ -107,7 +107,7 @@ def dice_ce_grad_(prob: Tensor, log_prob: Tensor, labels: Tensor, counts: Tensor
     a = (2.0 * inter + _SMOOTH) / union.square() * (grad_scale / (b * c))
     k = (2.0 * grad_scale / (b * c)) / union
     hit = k.gather(1, labels[:, 0]).unsqueeze(1).mul_(p_y)         # k_y P_y
-    inner = torch.bmm(a.unsqueeze(1).to(prob.dtype), prob).sub_(hit)  # r
+    inner = torch.bmm(a.unsqueeze(1), prob).sub_(hit)              # r
     col = (a + ce_scale).unsqueeze(2)                               # ce_scale: float or 0-d
     if accumulate:
         grad.addcmul_(prob, col)

@@ -90,14 +90,20 @@ class _Plan:
     alpha: float
     detach_teacher: bool
     encoder_kd: bool
-    labels: Tensor          # (B, 1, N) in offset order
+    labels: Tensor          # (B, 1, N) in offset order (when offsets > 1)
     size: Tuple[int, ...]   # full-resolution spatial size
+    offsets: int            # 2^dims if some head up-samples (offset order), else 1
     grad_enabled: bool      # autograd on at the call (no gradients under no_grad)
     mask: Optional[Tensor] = None   # (B, 1, N) bool kept voxels, offset order
 
     @property
     def names(self) -> List[str]:
         return lean_term_names(self.encoder_kd)
+
+    @property
+    def weights(self) -> Dict[str, float]:
+        """Weight of each term in the total: 1 for Dice-CE, alpha for KD."""
+        return {n: (1.0 if n.startswith('ds_') else self.alpha) for n in self.names}
 
 
 class _Buffers:
@@ -146,7 +152,7 @@ class _LastStep:
         bias = self.head.up.bias.detach().to(out.dtype).repeat_interleave(self.rep)
         n = self.xf.shape[2]
         torch.baddbmm(bias.view(1, -1, 1).expand(self.b, -1, n),
-                      w.t().expand(self.b, -1, -1), self.xf.to(out.dtype),
+                      w.t().expand(self.b, -1, -1), self.xf,
                       out=out.view(self.b, -1, n))
         return out
 
@@ -155,7 +161,6 @@ class _LastStep:
         """Accumulate d/dx (under ``key_x``) and d/d(up params) (under their id)."""
         n = self.xf.shape[2]
         g = grad_z.view(self.b, -1, n)                             # (B, C_out·rep, N')
-        xf = self.xf.to(g.dtype)
         if self.need_x:
             w = self.weight(g.dtype)
             gx = torch.bmm(w.expand(self.b, -1, -1), g)            # (B, C_in, N')
@@ -164,7 +169,7 @@ class _LastStep:
             _add(grads, key_x, gx.reshape(self.x_shape).to(self.dtype))
         up = self.head.up
         if self.need_w:
-            gw = torch.bmm(xf, g.transpose(1, 2)).sum(0)           # (C_in, C_out·rep)
+            gw = torch.bmm(self.xf, g.transpose(1, 2)).sum(0)      # (C_in, C_out·rep)
             _add(grads, id(up.weight), gw.view(up.weight.shape).to(up.weight.dtype))
         if self.need_b:
             gb = grad_z.view(self.b, up.bias.shape[0], -1).sum((0, 2))
@@ -181,10 +186,8 @@ def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
     n = len(plan.slots)
     xs = dict(zip(plan.slots, inputs[:n]))
     need_grad = plan.grad_enabled and any(t.requires_grad for t in inputs)
-    weight = {name: (1.0 if name.startswith('ds_') else plan.alpha) for name in plan.names}
+    weight = plan.weights
     labels = plan.labels
-    offsets = 2 ** len(plan.size) if any(
-        plan.heads[s].scale > 1 for s in plan.slots) else 1
     ref = next(iter(xs.values()))
     dtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
     num_classes = plan.heads[plan.slots[0]].up.weight.shape[1]
@@ -200,7 +203,7 @@ def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
     grads: Dict[object, Tensor] = {}
 
     def last(slot: str) -> Tuple[_LastStep, Tensor]:
-        step = _LastStep(plan.heads[slot], xs[slot], need_grad, offsets)
+        step = _LastStep(plan.heads[slot], xs[slot], need_grad, plan.offsets)
         return step, step.logits(buffers.take())
 
     def supervise(z: Tensor, grad: Optional[Tensor], name: str, accumulate: bool) -> None:
@@ -257,8 +260,7 @@ class _LeanDSD(torch.autograd.Function):
             values, grads, dtype = _lean_terms(plan, inputs)
         ctx.grads = grads
         ctx.keys = list(plan.slots) + [id(p) for p in plan.params]
-        ctx.names = plan.names
-        ctx.weight = [1.0 if n.startswith('ds_') else plan.alpha for n in plan.names]
+        ctx.weight = list(plan.weights.values())
         return torch.stack([values[n] for n in plan.names]).to(dtype)
 
     @staticmethod
@@ -322,10 +324,10 @@ def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[s
                 seen.add(id(p))
                 params.append(p)
     size = tuple(main.shape[2:])
-    order = any(heads[s].scale > 1 for s in slots)
-    flat = to_offset_order if order else (lambda x: x.flatten(2))
+    offsets = 2 ** len(size) if any(heads[s].scale > 1 for s in slots) else 1
+    flat = to_offset_order if offsets > 1 else (lambda x: x.flatten(2))
     plan = _Plan(heads, slots, params, t, alpha, detach_teacher, encoder_kd, flat(ids), size,
-                 torch.is_grad_enabled(), None if keep is None else flat(keep))
+                 offsets, torch.is_grad_enabled(), None if keep is None else flat(keep))
     xs = [heads[s].trunk(features[s]) for s in slots]
     values = _LeanDSD.apply(plan, *xs, *params)
     dice, ce = dice_ce(main, ids, keep)

@@ -4,7 +4,7 @@
 image with its default options (Lab colour, 10 k-means iterations, ±2 grid
 steps search windows, connectivity enforcement with sizes 0.5–3× the grid
 cell): the same float64 operations in the same order, so the labels are
-identical (``tests/slidr/test_superpixels.py`` checks it). Only the engine
+identical (``tests/slidr/test_slic.py`` checks it). Only the engine
 differs: the assignment step runs in parallel over image rows (each pixel
 still visits the clusters in increasing order, so ties resolve as in the
 sequential loop) and the centre update and connectivity pass are compiled.
@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ['slic_labels', 'numba_available', 'warm_up']
+__all__ = ['slic_labels', 'numba_available', 'warm_up', 'check_rgb_image']
 
 _DBL_MAX = 1.7976931348623157e308
 
@@ -33,6 +33,19 @@ try:  # pragma: no cover - exercised through numba_available()
 except ImportError:  # pragma: no cover
     numba = None
     _HAVE_NUMBA = False
+
+
+def check_rgb_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as an array, checked to be a non-empty ``(H, W, 3)`` uint8 RGB image.
+
+    Raises:
+        ValueError: Otherwise (naming the dtype and shape).
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.size == 0:
+        raise ValueError(f'expected a non-empty RGB uint8 array (H, W, 3), got {image.dtype} '
+                         f'{image.shape} (convert PIL images with np.asarray first)')
+    return image
 
 
 def numba_available() -> bool:
@@ -174,15 +187,20 @@ if _HAVE_NUMBA:
         return out
 
 
-def _grid(height: int, width: int, n_segments: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Initial centres (K, 3) as [z, y, x] and the grid steps (3,), as
-    scikit-image's regular grid places them."""
+def _grid_slices(height: int, width: int, n_segments: int) -> Tuple[slice, ...]:
     from skimage.util import regular_grid
-    slices = regular_grid((1, height, width), n_segments)
-    zz, yy, xx = np.mgrid[:1, :height, :width]
-    centres = np.stack([zz[slices].ravel(), yy[slices].ravel(), xx[slices].ravel()], axis=-1)
-    steps = np.asarray([float(s.step) if s.step is not None else 1.0 for s in slices])
-    return centres, steps
+    return regular_grid((1, height, width), n_segments)
+
+
+def _grid_steps(slices: Tuple[slice, ...]) -> np.ndarray:
+    """The grid steps (3,) of scikit-image's regular grid (1 where unsliced)."""
+    return np.asarray([float(s.step) if s.step is not None else 1.0 for s in slices])
+
+
+def _grid_centres(slices: Tuple[slice, ...], height: int, width: int) -> np.ndarray:
+    """Initial centres (K, 3) as [z, y, x], in the order scikit-image lists them."""
+    axes = [np.arange(n)[s] for n, s in zip((1, height, width), slices)]
+    return np.stack([g.ravel() for g in np.meshgrid(*axes, indexing='ij')], axis=-1)
 
 
 def _features_skimage(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -247,10 +265,7 @@ def slic_labels(image: np.ndarray, n_segments: int = 100, compactness: float = 1
     if not _HAVE_NUMBA:
         raise ImportError('slic_labels needs numba (pip install numba, or the '
                           'project\'s "lidar" extra)')
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.size == 0:
-        raise ValueError(f'expected a non-empty RGB uint8 array (H, W, 3), got {image.dtype} '
-                         f'{image.shape}')
+    image = check_rgb_image(image)
     if compactness <= 0:
         raise ValueError(f'compactness must be > 0, got {compactness}')
     if n_segments < 1:
@@ -262,16 +277,17 @@ def slic_labels(image: np.ndarray, n_segments: int = 100, compactness: float = 1
     else:
         raise ValueError(f"preprocess must be 'skimage' or 'opencv', got {preprocess!r}")
     height, width = image.shape[:2]
-    centres, steps = _grid(height, width, n_segments)
+    slices = _grid_slices(height, width, n_segments)
+    centres = _grid_centres(slices, height, width)
     n_centres = centres.shape[0]
     segments = np.ascontiguousarray(
         np.concatenate([centres, np.zeros((n_centres, 3))], axis=-1), np.float64)
     # the reference passes the step as a C float and squares it in float
-    step = np.float32(max(steps))
+    step = np.float32(max(_grid_steps(slices)))
     spatial_weight = 1.0 / float(step * step)
     features = np.ascontiguousarray(data * (1.0 / compactness), np.float64)
     # the search windows use the grid of the actual centre count
-    _, win_steps = _grid(height, width, n_centres)
+    win_steps = _grid_steps(_grid_slices(height, width, n_centres))
     step_y, step_x = int(win_steps[1]), int(win_steps[2])
     labels = np.full((height, width), -1, np.int64)
     distance = np.empty((height, width), np.float64)

@@ -19,14 +19,6 @@ __all__ = ['slic_reference', 'slic_fast', 'boundary_agreement', 'save_labels', '
            'blob_image']
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f'expected an RGB uint8 array (H, W, 3), got {image.dtype} '
-                         f'{image.shape} (convert PIL images with np.asarray first)')
-    return image
-
-
 def _to_uint8(labels: np.ndarray) -> np.ndarray:
     top = int(labels.max()) if labels.size else 0
     if top > 255:
@@ -42,7 +34,9 @@ def slic_reference(image: np.ndarray, n_segments: int = 150, compactness: float 
         ValueError: On a non-RGB-uint8 image or more than 256 labels.
     """
     from skimage.segmentation import slic
-    image = _check_image(image)
+
+    from .slic import check_rgb_image
+    image = check_rgb_image(image)
     return _to_uint8(slic(image, n_segments=n_segments, compactness=compactness,
                           sigma=sigma, start_label=0))
 
@@ -62,8 +56,8 @@ def slic_fast(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0
         ValueError: As :func:`slic_reference`, or on ``factor < 1``.
     """
     import cv2
-    from .slic import numba_available, slic_labels
-    image = _check_image(image)
+    from .slic import check_rgb_image, numba_available, slic_labels
+    image = check_rgb_image(image)
     if factor < 1:
         raise ValueError(f'factor must be >= 1, got {factor}')
     h, w = image.shape[:2]
