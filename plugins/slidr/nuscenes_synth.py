@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ['make_nuscenes_synthetic', 'CAMERAS', 'FINE_CLASSES']
+__all__ = ['make_nuscenes_synthetic', 'road_scene', 'ray_cast_scan', 'CAMERAS', 'FINE_CLASSES']
 
 CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_RIGHT', 'CAM_BACK', 'CAM_BACK_LEFT',
            'CAM_FRONT_LEFT')
@@ -60,7 +60,7 @@ def _quat_mul(a: Sequence[float], b: Sequence[float]) -> List[float]:
 _CAM_BASE = [0.5, -0.5, 0.5, -0.5]
 
 
-def _world(rng: np.random.Generator) -> List[Tuple[int, np.ndarray, np.ndarray]]:
+def road_scene(rng: np.random.Generator) -> List[Tuple[int, np.ndarray, np.ndarray]]:
     """Axis-aligned boxes ``(label, min xyz, max xyz)`` along a straight road."""
     objects = []
     for x in np.arange(-30, 120, 9.0):
@@ -78,9 +78,15 @@ def _world(rng: np.random.Generator) -> List[Tuple[int, np.ndarray, np.ndarray]]
     return objects
 
 
-def _scan(ego_xy: np.ndarray, objects, rng: np.random.Generator,
+def ray_cast_scan(ego_xy: np.ndarray, objects, rng: np.random.Generator,
           beams: int = 32, steps: int = 360) -> Tuple[np.ndarray, np.ndarray]:
-    """Ray-cast a 32-beam lidar at height 1.8 m (ego frame ~ lidar frame)."""
+    """Ray-cast a ``beams``-beam lidar at height 1.8 m (ego frame ~ lidar frame),
+    ``steps`` azimuths per turn (nuScenes' 32-beam sensor gives ~1,084).
+
+    Returns:
+        tuple: ``cloud (N, 5)`` float32 x, y, z (world frame), intensity, ring
+        and ``labels (N,)`` uint8 fine class ids.
+    """
     elev = np.radians(np.linspace(-30.0, 10.0, beams))
     azim = np.radians(np.arange(steps) * 360.0 / steps)
     el, az = np.meshgrid(elev, azim, indexing='ij')
@@ -185,7 +191,7 @@ def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
                         'rotation': _quat_mul(_quat_z(_YAW[c]), _CAM_BASE),
                         'camera_intrinsic': k}
         tables['calibrated_sensor'].extend(calib.values())
-        objects = _world(rng)
+        objects = road_scene(rng)
         scene_token = _token(rng)
         sample_tokens = [_token(rng) for _ in range(samples_per_scene)]
         prev_sd = {c: '' for c in ('LIDAR_TOP',) + CAMERAS}
@@ -202,7 +208,7 @@ def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
             tables['ego_pose'].append(lidar_pose)
             # the lidar frame is the ego frame rotated by -90° about z, lifted 1.8 m:
             # cast in world coordinates around the lidar, then express in the lidar frame
-            world_cloud, labels = _scan(np.array([ego_x + 0.9, 0.2]), objects, rng)
+            world_cloud, labels = ray_cast_scan(np.array([ego_x + 0.9, 0.2]), objects, rng)
             r_l = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
             cloud = world_cloud.copy()
             local = world_cloud[:, :3] - np.array([ego_x + 0.9, 0.2, 0.0])

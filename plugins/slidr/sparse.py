@@ -3,11 +3,14 @@
 No sparse-convolution library is needed (MinkowskiEngine, torchsparse and
 mmcv's sparse ops have no usable CPU build here): voxels are rows of
 ``coords (V, 4) = (batch, x, y, z)`` with features ``(V, C)``; neighbours are
-found by hashing coordinates into sorted int64 keys (``searchsorted``), and each
-kernel offset is one matrix product scattered with ``index_add``. The maths
-equals dense ``conv3d`` / ``conv_transpose3d`` evaluated at the active sites
-(tests check values and gradients), so it is exact, if slower than a CUDA
-library; it runs on CPU at demo scale and on GPU unchanged.
+found for all kernel offsets at once by packing coordinates into sorted int64
+keys (one ``searchsorted``). A convolution is then one gather, one matrix
+product per offset into a shared buffer and one ``index_add``, with a written-out
+backward (:func:`sparse_conv`); kernel maps are built once per resolution level
+and shared by its layers, so host synchronisations do not grow with depth. The
+maths equals dense ``conv3d`` / ``conv_transpose3d`` evaluated at the active
+sites (tests check values and gradients), so it is exact, if slower than a
+CUDA library; the same code runs on CPU and GPU.
 
 Layout of the kernels: ``weight (k³, C_in, C_out)``, offsets in
 lexicographic ``(dx, dy, dz)`` order.
@@ -17,13 +20,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['SparseVoxels', 'SubMConv3d', 'DownConv3d', 'UpConv3d', 'SparseBatchNorm',
+__all__ = ['SparseVoxels', 'KernelMap', 'submanifold_map', 'stride2_maps', 'sparse_conv',
+           'SubMConv3d', 'DownConv3d', 'UpConv3d', 'SparseBatchNorm',
            'BasicBlock', 'SparseUNet']
 
 
@@ -48,29 +52,205 @@ class SparseVoxels:
         return SparseVoxels(self.coords, feats, self.cache)
 
 
+@dataclass(frozen=True)
+class KernelMap:
+    """Which input row feeds which output row through which kernel offset.
+
+    Pairs are grouped by offset: offset ``k`` owns the rows
+    ``bounds[k][0]:bounds[k][1]`` of ``in_rows`` / ``out_rows``. An offset that
+    maps every row onto itself (a submanifold kernel's centre, a 1×1 kernel) is
+    kept out of the pairs as ``identity`` and costs one dense product.
+
+    Attributes:
+        in_rows, out_rows (Tensor): ``(P,)`` long.
+        bounds (tuple): ``K`` pairs ``(start, end)`` into the pair rows.
+        n_out (int): Output rows.
+        identity (int | None): The offset applied row to row (needs ``n_out``
+            equal to the input rows), or None.
+    """
+
+    in_rows: Tensor
+    out_rows: Tensor
+    bounds: Tuple[Tuple[int, int], ...]
+    n_out: int
+    identity: Optional[int] = None
+
+    @staticmethod
+    def from_counts(in_rows: Tensor, out_rows: Tensor, counts: Sequence[int], n_out: int,
+                    identity: Optional[int] = None) -> 'KernelMap':
+        ends = list(itertools.accumulate(counts))
+        bounds = tuple(zip([0] + ends[:-1], ends))
+        return KernelMap(in_rows, out_rows, bounds, n_out, identity)
+
+    def transposed(self, n_out: int) -> 'KernelMap':
+        """The same pairs read backwards (a stride-2 conv's transposed conv)."""
+        return KernelMap(self.out_rows, self.in_rows, self.bounds, n_out, self.identity)
+
+
 def _keys(coords: Tensor, lo: Tensor, span: Tensor) -> Tensor:
+    """One int64 per row of ``coords (V, 4)``, lexicographic in ``(b, x, y, z)``
+    for coordinates inside ``[lo, lo + span)``."""
     c = coords - lo
     return ((c[:, 0] * span[1] + c[:, 1]) * span[2] + c[:, 2]) * span[3] + c[:, 3]
 
 
-def _neighbour_map(coords: Tensor, kernel: int) -> List[Tuple[Tensor, Tensor]]:
-    """Per offset, (input rows, output rows) with ``coords[in] = coords[out] + offset``."""
+def _offsets(kernel: int) -> Tensor:
+    """``(k³, 3)`` offsets in lexicographic ``(dx, dy, dz)`` order, centred."""
+    r = torch.arange(kernel) - kernel // 2
+    return torch.cartesian_prod(r, r, r)
+
+
+def submanifold_map(coords: Tensor, kernel: int) -> KernelMap:
+    """Pairs with ``coords[in] = coords[out] + offset`` for every offset of a
+    ``kernel``³ window, found for all offsets at once.
+
+    Coordinates are shifted to be non-negative and packed into one int64 key
+    per row (lexicographic, so ``key(c + o) = key(c) + key(o)``); the sorted keys
+    are searched for the ``(k³ − 1)·V`` shifted queries in one ``searchsorted``.
+    Two host synchronisations: the hit count and the per-offset counts.
+
+    Args:
+        coords (Tensor): ``(V, 4)`` long ``(batch, x, y, z)``, unique rows.
+        kernel (int): Odd window size.
+
+    Returns:
+        KernelMap: ``identity`` is the centre offset ``(k³ − 1) / 2``.
+    """
+    v = coords.shape[0]
+    k3 = kernel ** 3
+    centre = k3 // 2
+    if kernel == 1 or v == 0:
+        empty = coords.new_zeros(0)
+        return KernelMap.from_counts(empty, empty, [0] * k3, v, centre)
     r = kernel // 2
-    lo = coords.min(0).values - torch.tensor([0, r, r, r], device=coords.device)
-    span = coords.max(0).values + torch.tensor([1, r + 1, r + 1, r + 1], device=coords.device) - lo
+    pad = torch.tensor([0, r, r, r], device=coords.device)
+    lo = coords.min(0).values - pad
+    span = coords.max(0).values + pad + 1 - lo
     keys = _keys(coords, lo, span)
     order = torch.argsort(keys)
     sorted_keys = keys[order]
-    pairs = []
-    rng = range(-r, kernel - r)
-    for dx, dy, dz in itertools.product(rng, rng, rng):
-        shifted = coords + torch.tensor([0, dx, dy, dz], device=coords.device)
-        query = _keys(shifted, lo, span)
-        pos = torch.searchsorted(sorted_keys, query).clamp(max=keys.numel() - 1)
-        hit = sorted_keys[pos] == query
-        out_rows = torch.nonzero(hit)[:, 0]
-        pairs.append((order[pos[hit]], out_rows))
-    return pairs
+    offsets = _offsets(kernel).to(coords.device)
+    step = torch.stack([span[2] * span[3], span[3], torch.ones_like(span[3])])
+    shift = (offsets * step).sum(1)  # key(c + o) − key(c), (k³,)
+    shift = torch.cat([shift[:centre], shift[centre + 1:]])
+    query = (keys[None, :] + shift[:, None]).reshape(-1)  # (k³ − 1)·V, offset-major
+    pos = torch.searchsorted(sorted_keys, query).clamp_(max=v - 1)
+    hit = torch.nonzero(sorted_keys[pos] == query)[:, 0]
+    which = torch.div(hit, v, rounding_mode='floor')  # ascending
+    counts = _run_lengths(which, k3 - 1)
+    counts.insert(centre, 0)
+    return KernelMap.from_counts(order[pos[hit]], hit - which * v, counts, v, centre)
+
+
+def _run_lengths(ids: Tensor, n: int) -> list:
+    """Occurrences of ``0 … n − 1`` in the ascending ``ids``, as Python ints
+    (one host read, no data-dependent kernel)."""
+    ends = torch.searchsorted(ids, torch.arange(1, n + 1, device=ids.device))
+    return torch.diff(ends, prepend=ends.new_zeros(1)).tolist()
+
+
+def stride2_maps(coords: Tensor) -> Tuple[Tensor, KernelMap, KernelMap]:
+    """Coarse sites ``(b, ⌊x/2⌋, ⌊y/2⌋, ⌊z/2⌋)`` and the kernel-2 stride-2 maps.
+
+    Each fine site feeds its parent through offset
+    ``4·(x mod 2) + 2·(y mod 2) + (z mod 2)``.
+
+    Args:
+        coords (Tensor): ``(V, 4)`` long fine sites.
+
+    Returns:
+        tuple: ``parents (V', 4)`` in lexicographic order, the fine → coarse
+        map and its transpose (coarse → fine).
+    """
+    coarse = torch.cat([coords[:, :1], torch.div(coords[:, 1:], 2, rounding_mode='floor')], 1)
+    lo = coarse.min(0).values
+    span = coarse.max(0).values + 1 - lo
+    keys, inverse = torch.unique(_keys(coarse, lo, span), return_inverse=True)
+    parents = torch.empty_like(coarse[:keys.shape[0]])
+    for axis in (3, 2, 1, 0):  # decode the sorted unique keys
+        parents[:, axis] = keys % span[axis] + lo[axis]
+        keys = torch.div(keys, span[axis], rounding_mode='floor')
+    n = parents.shape[0]
+    odd = coords[:, 1:] - 2 * coarse[:, 1:]
+    offset = odd[:, 0] * 4 + odd[:, 1] * 2 + odd[:, 2]
+    perm = torch.argsort(offset, stable=True)
+    counts = _run_lengths(offset[perm], 8)
+    down = KernelMap.from_counts(perm, inverse[perm], counts, n)
+    return parents, down, down.transposed(coords.shape[0])
+
+
+class _GatherGemmScatter(torch.autograd.Function):
+    """``out[o] = Σ_k Σ_{(i, o) ∈ pairs_k} feats[i] @ W[k]`` (+ the identity
+    offset's ``feats @ W[c]``), with its backward written out: one gather, one
+    matrix product per offset into a shared buffer, one ``index_add``. Only the
+    input features and weights are kept for the backward (the gather is
+    recomputed), and neither pass synchronises with the host."""
+
+    @staticmethod
+    def forward(ctx, feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+        dtype = feats.dtype
+        if torch.is_autocast_enabled(feats.device.type):
+            dtype = torch.get_autocast_dtype(feats.device.type)
+        with torch.autocast(feats.device.type, enabled=False):
+            feats_c, weight_c = feats.to(dtype), weight.to(dtype)
+            if kmap.identity is not None:
+                out = feats_c @ weight_c[kmap.identity]
+            else:
+                out = feats_c.new_zeros(kmap.n_out, weight.shape[2])
+            if kmap.in_rows.numel():
+                gathered = feats_c.index_select(0, kmap.in_rows)
+                prod = gathered.new_empty(gathered.shape[0], weight.shape[2])
+                for k, (s, e) in enumerate(kmap.bounds):
+                    if e > s:
+                        torch.mm(gathered[s:e], weight_c[k], out=prod[s:e])
+                out.index_add_(0, kmap.out_rows, prod)
+        ctx.save_for_backward(feats_c, weight_c)
+        ctx.kmap = kmap
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        feats, weight = ctx.saved_tensors
+        kmap: KernelMap = ctx.kmap
+        grad_out = grad_out.to(feats.dtype)
+        want_x, want_w = ctx.needs_input_grad[:2]
+        grad_x = grad_w = None
+        with torch.autocast(feats.device.type, enabled=False):
+            if want_w:
+                grad_w = torch.zeros_like(weight)
+            if kmap.identity is not None:
+                if want_x:
+                    grad_x = grad_out @ weight[kmap.identity].T
+                if want_w:
+                    torch.mm(feats.T, grad_out, out=grad_w[kmap.identity])
+            elif want_x:
+                grad_x = torch.zeros_like(feats)
+            if kmap.in_rows.numel():
+                grad_pairs = grad_out.index_select(0, kmap.out_rows)
+                gathered = feats.index_select(0, kmap.in_rows) if want_w else None
+                grad_in = grad_pairs.new_empty(grad_pairs.shape[0], feats.shape[1]) if want_x else None
+                for k, (s, e) in enumerate(kmap.bounds):
+                    if e > s:
+                        if want_w:
+                            torch.mm(gathered[s:e].T, grad_pairs[s:e], out=grad_w[k])
+                        if want_x:
+                            torch.mm(grad_pairs[s:e], weight[k].T, out=grad_in[s:e])
+                if want_x:
+                    grad_x.index_add_(0, kmap.in_rows, grad_in)
+        return grad_x, grad_w, None
+
+
+def sparse_conv(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+    """Apply ``weight (K, C_in, C_out)`` along ``kmap``: ``(V_in, C_in)`` →
+    ``(kmap.n_out, C_out)``.
+
+    Raises:
+        ValueError: If the weight's offsets or input channels do not match.
+    """
+    if weight.dim() != 3 or weight.shape[0] != len(kmap.bounds) or weight.shape[1] != feats.shape[1]:
+        raise ValueError(f'weight {tuple(weight.shape)} does not fit {len(kmap.bounds)} offsets '
+                         f'and {feats.shape[1]} input channels')
+    return _GatherGemmScatter.apply(feats, weight, kmap)
 
 
 class SubMConv3d(nn.Module):
@@ -98,23 +278,11 @@ class SubMConv3d(nn.Module):
     def forward(self, x: SparseVoxels) -> SparseVoxels:
         key = ('subm', self.kernel)
         if key not in x.cache:
-            x.cache[key] = _neighbour_map(x.coords, self.kernel)
-        out = x.feats.new_zeros(x.feats.shape[0], self.weight.shape[2])
-        for w, (rows_in, rows_out) in zip(self.weight, x.cache[key]):
-            if rows_in.numel():
-                out = out.index_add(0, rows_out, x.feats[rows_in] @ w)
+            x.cache[key] = submanifold_map(x.coords, self.kernel)
+        out = sparse_conv(x.feats, self.weight, x.cache[key])
         if self.bias is not None:
             out = out + self.bias
         return x.replace(out)
-
-
-def _parents(coords: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Coarse sites ``(b, ⌊x/2⌋, ⌊y/2⌋, ⌊z/2⌋)``, each fine site's parent row and
-    its offset id ``4·(x mod 2) + 2·(y mod 2) + (z mod 2)``."""
-    coarse = torch.cat([coords[:, :1], torch.div(coords[:, 1:], 2, rounding_mode='floor')], 1)
-    parents, inverse = torch.unique(coarse, dim=0, return_inverse=True)
-    odd = coords[:, 1:] - 2 * coarse[:, 1:]
-    return parents, inverse, odd[:, 0] * 4 + odd[:, 1] * 2 + odd[:, 2]
 
 
 class DownConv3d(nn.Module):
@@ -126,18 +294,13 @@ class DownConv3d(nn.Module):
         bound = 1.0 / math.sqrt(in_channels * 8)
         nn.init.uniform_(self.weight, -bound, bound)
 
-    def forward(self, x: SparseVoxels) -> Tuple[SparseVoxels, Tuple[Tensor, Tensor]]:
-        """Returns the coarse voxels and ``(parent, offset)`` of every fine site
-        (what :class:`UpConv3d` needs to come back)."""
-        if 'down' not in x.cache:
-            x.cache['down'] = _parents(x.coords)
-        parents, inverse, offset = x.cache['down']
-        out = x.feats.new_zeros(parents.shape[0], self.weight.shape[2])
-        for k in range(8):
-            rows = torch.nonzero(offset == k)[:, 0]
-            if rows.numel():
-                out = out.index_add(0, inverse[rows], x.feats[rows] @ self.weight[k])
-        return SparseVoxels(parents, out), (inverse, offset)
+    def forward(self, x: SparseVoxels) -> Tuple[SparseVoxels, KernelMap]:
+        """Returns the coarse voxels and the coarse → fine map that
+        :class:`UpConv3d` needs to come back."""
+        if 'stride2' not in x.cache:
+            x.cache['stride2'] = stride2_maps(x.coords)
+        parents, down, up = x.cache['stride2']
+        return SparseVoxels(parents, sparse_conv(x.feats, self.weight, down)), up
 
 
 class UpConv3d(nn.Module):
@@ -149,15 +312,12 @@ class UpConv3d(nn.Module):
         bound = 1.0 / math.sqrt(in_channels * 8)
         nn.init.uniform_(self.weight, -bound, bound)
 
-    def forward(self, x: SparseVoxels, fine: SparseVoxels,
-                link: Tuple[Tensor, Tensor]) -> SparseVoxels:
-        inverse, offset = link
-        out = x.feats.new_zeros(fine.coords.shape[0], self.weight.shape[2])
-        for k in range(8):
-            rows = torch.nonzero(offset == k)[:, 0]
-            if rows.numel():
-                out = out.index_copy(0, rows, x.feats[inverse[rows]] @ self.weight[k])
-        return fine.replace(out)
+    def forward(self, x: SparseVoxels, fine: SparseVoxels, link: KernelMap) -> SparseVoxels:
+        """``link``: the coarse → fine map returned by :class:`DownConv3d`."""
+        if link.n_out != fine.coords.shape[0]:
+            raise ValueError(f'the link maps onto {link.n_out} sites, the fine level has '
+                             f'{fine.coords.shape[0]}')
+        return fine.replace(sparse_conv(x.feats, self.weight, link))
 
 
 class SparseBatchNorm(nn.BatchNorm1d):

@@ -12,9 +12,12 @@ Pooling + loss: 6 cameras of 224×416, D = 64, S = 150, ~35k 3D rows and
 ~1.2k pairings per image, forward + backward. The baseline builds one-hot
 matrices (pairings as a dense matrix, pixels as a sparse COO matrix — a dense
 one would hold 900 × 559k floats, 2 GB) as the reference does.
-3D backbone: forward + backward of the sparse U-Net on lidar-like voxel sets
-of growing size (``--voxels``), and the time ratios to the smallest: the cost
-follows the active voxels, not the grid's volume.
+3D backbone: one submanifold convolution, the plugin's fused gather–GEMM–scatter
+against a per-offset autograd loop; then forward + backward of the sparse U-Net
+on batches of 1, 2, … ray-cast scans (``--scans``), and the time ratios to
+the smallest: the cost follows the active voxels, not the grid's volume. On a
+GPU (``--device cuda --parts backbone``, optionally ``--autocast``) it also
+prints peak memory.
 """
 from __future__ import annotations
 
@@ -116,58 +119,107 @@ def time_pooling(device: str, repeats: int) -> dict:
     return out
 
 
-def lidar_like_voxels(count: int, seed: int = 0) -> torch.Tensor:
-    """``(V, 4)`` unique voxels on rings around the origin (a spinning lidar's
-    ground and walls at 0.1 m cylinder cells), about ``count`` rows."""
-    g = torch.Generator().manual_seed(seed)
-    angle = torch.rand(count * 2, generator=g) * 2 * math.pi
-    radius = 3 + 47 * torch.rand(count * 2, generator=g) ** 2
-    height = torch.randint(0, 20, (count * 2,), generator=g)
-    xyz = torch.stack([(radius * angle.cos() / 0.1).long(), (radius * angle.sin() / 0.1).long(),
-                       height], 1)
-    xyz = torch.unique(xyz, dim=0)[:count]
-    return torch.cat([torch.zeros(len(xyz), 1, dtype=torch.long), xyz], 1)
+def lidar_scan_voxels(scans: int, steps: int = 1084, seed: int = 0) -> torch.Tensor:
+    """``(V, 4)`` voxels of ``scans`` ray-cast 32-beam scans (``steps``
+    azimuths each, nuScenes-like) of road scenes, on SLidR's cylindrical
+    0.1 m / 1° grid, batch index first: ~16.5k voxels a scan, ~5 neighbours
+    each, as real sweeps have."""
+    from plugins.slidr.functional import cylindrical_voxelize
+    from plugins.slidr.nuscenes_synth import ray_cast_scan, road_scene
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b in range(scans):
+        cloud, _ = ray_cast_scan(np.array([rng.uniform(0, 80), 0.2]), road_scene(rng), rng,
+                                 steps=steps)
+        coords = cylindrical_voxelize(torch.from_numpy(cloud[:, :3]))[0]
+        rows.append(torch.cat([torch.full((len(coords), 1), b, dtype=torch.long), coords], 1))
+    return torch.cat(rows)
 
 
-def time_backbone(device: str, counts, repeats: int = 2) -> dict:
-    """Seconds per forward + backward of the SR-UNet34C student per voxel count."""
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def looped_subm_conv(feats: torch.Tensor, weight: torch.Tensor, kmap) -> torch.Tensor:
+    """Baseline: the same convolution as autograd sees it written plainly, one
+    gather, product and out-of-place ``index_add`` per kernel offset."""
+    out = feats @ weight[kmap.identity]
+    for k, (s, e) in enumerate(kmap.bounds):
+        if e > s:
+            rows_in, rows_out = kmap.in_rows[s:e], kmap.out_rows[s:e]
+            out = out.index_add(0, rows_out, feats[rows_in] @ weight[k])
+    return out
+
+
+def time_conv_layer(device: str, scans: int, channels: int, repeats: int) -> dict:
+    """Seconds per forward + backward of one 3×3×3 submanifold conv, the
+    plugin's fused gather–GEMM–scatter vs the per-offset loop, and their
+    largest output difference."""
+    from plugins.slidr.sparse import sparse_conv, submanifold_map
+    coords = lidar_scan_voxels(scans).to(device)
+    kmap = submanifold_map(coords, 3)
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(len(coords), channels, generator=g).to(device)
+    weight = (torch.randn(27, channels, channels, generator=g) / channels).to(device)
+    out, outputs = {}, {}
+    for name, fn in (('per-offset loop', looped_subm_conv), ('fused (plugin)', sparse_conv)):
+        times = []
+        for i in range(repeats + 1):
+            f, w = feats.clone().requires_grad_(), weight.clone().requires_grad_()
+            _sync(device)
+            t0 = time.perf_counter()
+            y = fn(f, w, kmap)
+            y.backward(torch.ones_like(y))
+            _sync(device)
+            if i:
+                times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times)
+        outputs[name] = y.detach()
+    diff = float((outputs['fused (plugin)'] - outputs['per-offset loop']).abs().max())
+    return dict(times=out, voxels=len(coords), pairs=kmap.in_rows.numel(), diff=diff)
+
+
+def time_backbone(device: str, scans, repeats: int = 2, autocast: bool = False) -> dict:
+    """Seconds (and on CUDA peak memory) per forward + backward of the
+    SR-UNet34C student per batch of scans, keyed by voxel count."""
     from plugins.slidr.sparse import SparseUNet
     torch.manual_seed(0)
     net = SparseUNet(1, 64).to(device).train()
     out = {}
-    for count in counts:
-        coords = lidar_like_voxels(count).to(device)
+    for count in scans:
+        coords = lidar_scan_voxels(count).to(device)
         feats = torch.ones(len(coords), 1, device=device)
+        target = F.normalize(torch.randn(len(coords), 64, device=device), dim=1)
         times = []
         for i in range(repeats + 1):
             net.zero_grad(set_to_none=True)
-            t0 = time.perf_counter()
-            net(coords, feats).square().sum().backward()
             if device.startswith('cuda'):
-                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            _sync(device)
+            t0 = time.perf_counter()
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                                enabled=autocast):
+                loss = (net(coords, feats).float() * target).sum()
+            loss.backward()
+            _sync(device)
             if i:
                 times.append(time.perf_counter() - t0)
-        out[len(coords)] = statistics.median(times)
+        memory = torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith('cuda') else None
+        out[len(coords)] = (statistics.median(times), memory)
     return out
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--images', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--voxels', type=int, nargs='*', default=[2500, 5000, 10000],
-                        help='voxel counts for the 3D backbone timing (none: skip it)')
-    args = parser.parse_args(argv)
+def report_superpixels(images: int) -> list:
     from plugins.slidr.slic import numba_available, warm_up
     if numba_available():
         print(f'numba SLIC kernels ready in {warm_up():.2f} s (compiled or loaded from cache; '
               'not counted below)')
-    rows = superpixel_rows(args.images)
+    rows = superpixel_rows(images)
     t_ref = statistics.median(r[0] for r in rows)
     t_fast = statistics.median(r[1] for r in rows)
     t_same = statistics.median(r[6] for r in rows)
-    print(f'superpixels, 1600x900, {args.images} images (median s/image)')
+    print(f'superpixels, 1600x900, {images} images (median s/image)')
     print(f'  scikit-image SLIC (reference)  {t_ref:6.2f} s   labels '
           f'{min(r[2] for r in rows)}-{max(r[2] for r in rows)}')
     print(f'  compiled SLIC, full resolution {t_same:6.2f} s   labels identical to the '
@@ -176,21 +228,62 @@ def main(argv=None) -> dict:
           f'{min(r[3] for r in rows)}-{max(r[3] for r in rows)}   speed-up {t_ref / t_fast:.1f}x')
     print(f'  boundary agreement (+-2 px): recall {statistics.mean(r[4] for r in rows):.3f}, '
           f'precision {statistics.mean(r[5] for r in rows):.3f}')
-    pooled = time_pooling(args.device, args.repeats)
+    return rows
+
+
+def report_pooling(device: str, repeats: int) -> dict:
+    pooled = time_pooling(device, repeats)
     base = pooled['one-hot matrices'][0]
-    print(f'pooling + loss, fwd+bwd, device={args.device}, 6x224x416 images, 35k 3D rows, '
-          f'7.2k pairings (median of {args.repeats})')
+    print(f'pooling + loss, fwd+bwd, device={device}, 6x224x416 images, 35k 3D rows, '
+          f'7.2k pairings (median of {repeats})')
     for name, (t, value) in pooled.items():
         print(f'  {name:18s} {t * 1000:8.1f} ms   ratio {t / base:.3f}   loss {value:.6f}')
-    backbone = time_backbone(args.device, args.voxels) if args.voxels else {}
-    if backbone:
-        first = min(backbone)
-        print(f'3D backbone (SR-UNet34C, 37.8 M parameters), forward + backward, '
-              f'device={args.device}')
-        for count, t in backbone.items():
-            print(f'  {count:7d} voxels {t:8.2f} s   time ratio {t / backbone[first]:5.2f} for '
-                  f'{count / first:4.1f}x the voxels')
-    return dict(superpixels=rows, pooling=pooled, backbone=backbone)
+    return pooled
+
+
+def report_backbone(device: str, scans, repeats: int, autocast: bool) -> dict:
+    layer = time_conv_layer(device, max(scans), 64, repeats)
+    base = layer['times']['per-offset loop']
+    print(f'one 3x3x3 submanifold conv 64->64, fwd+bwd, {layer["voxels"]} voxels, '
+          f'{layer["pairs"]} neighbour pairs, device={device} (median of {repeats})')
+    for name, t in layer['times'].items():
+        print(f'  {name:18s} {t * 1000:8.1f} ms   ratio {t / base:.3f}')
+    print(f'  largest output difference {layer["diff"]:.2e}')
+    backbone = time_backbone(device, scans, autocast=autocast)
+    first = min(backbone)
+    print(f'3D backbone (SR-UNet34C, 37.8 M parameters), forward + backward, device={device}'
+          f'{", bfloat16 autocast" if autocast else ""}')
+    for count, (t, memory) in backbone.items():
+        mem = f'   peak {memory:8.0f} MiB' if memory is not None else ''
+        print(f'  {count:7d} voxels {t:8.3f} s   time ratio {t / backbone[first][0]:5.2f} for '
+              f'{count / first:4.1f}x the voxels{mem}')
+    return dict(conv_layer=layer, backbone=backbone)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--images', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--scans', type=int, nargs='*', default=None,
+                        help='batch sizes (ray-cast scans, ~16.5k voxels each) for the 3D '
+                             'backbone timing (default 1 2 on CPU, 1 2 4 8 16 on CUDA; '
+                             'none given: skip it)')
+    parser.add_argument('--autocast', action='store_true',
+                        help='run the 3D backbone under bfloat16 autocast')
+    parser.add_argument('--parts', nargs='+', default=['superpixels', 'pooling', 'backbone'],
+                        choices=['superpixels', 'pooling', 'backbone'])
+    args = parser.parse_args(argv)
+    if args.scans is None:
+        args.scans = [1, 2, 4, 8, 16] if args.device.startswith('cuda') else [1, 2]
+    result = {}
+    if 'superpixels' in args.parts:
+        result['superpixels'] = report_superpixels(args.images)
+    if 'pooling' in args.parts:
+        result['pooling'] = report_pooling(args.device, args.repeats)
+    if 'backbone' in args.parts and args.scans:
+        result.update(report_backbone(args.device, args.scans, args.repeats, args.autocast))
+    return result
 
 
 if __name__ == '__main__':
