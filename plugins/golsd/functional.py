@@ -233,10 +233,9 @@ def go_union(matches: Sequence[Tuple[Tensor, Tensor, Tensor]]) -> Tuple[Tensor, 
         bs.append(b.reshape(-1).long())
         qs.append(q.reshape(-1).long())
         gs.append(g.reshape(-1).long())
-    empty = torch.zeros(0, dtype=torch.long)
     if not bs or sum(t.numel() for t in bs) == 0:
-        device = bs[0].device if bs else None
-        return (empty.to(device),) * 3
+        empty = torch.zeros(0, dtype=torch.long, device=bs[0].device if bs else None)
+        return (empty,) * 3
     b, q, g = torch.cat(bs), torch.cat(qs), torch.cat(gs)
     nq = int(q.max()) + 1
     ng = int(g.max()) + 1

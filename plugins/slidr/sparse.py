@@ -94,9 +94,9 @@ def _keys(coords: Tensor, lo: Tensor, span: Tensor) -> Tensor:
     return ((c[:, 0] * span[1] + c[:, 1]) * span[2] + c[:, 2]) * span[3] + c[:, 3]
 
 
-def _offsets(kernel: int) -> Tensor:
+def _offsets(kernel: int, device: torch.device) -> Tensor:
     """``(k³, 3)`` offsets in lexicographic ``(dx, dy, dz)`` order, centred."""
-    r = torch.arange(kernel) - kernel // 2
+    r = torch.arange(kernel, device=device) - kernel // 2
     return torch.cartesian_prod(r, r, r)
 
 
@@ -129,7 +129,7 @@ def submanifold_map(coords: Tensor, kernel: int) -> KernelMap:
     keys = _keys(coords, lo, span)
     order = torch.argsort(keys)
     sorted_keys = keys[order]
-    offsets = _offsets(kernel).to(coords.device)
+    offsets = _offsets(kernel, coords.device)
     step = torch.stack([span[2] * span[3], span[3], torch.ones_like(span[3])])
     shift = (offsets * step).sum(1)  # key(c + o) − key(c), (k³,)
     shift = torch.cat([shift[:centre], shift[centre + 1:]])

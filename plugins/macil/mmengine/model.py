@@ -138,7 +138,7 @@ class MACILSD(BaseModel):
         if teacher_loss is not None:
             optim_wrapper['teacher'].update_params(teacher_loss)
             logs['teacher_mil'] = teacher_loss.detach()
-        logs['lambda'] = torch.tensor(self.lambda_b)
+        logs['lambda'] = torch.tensor(self.lambda_b, device=labels.device)
         return {k: v.detach() for k, v in logs.items()}
 
     # ----------------------------------------------------------------- forward

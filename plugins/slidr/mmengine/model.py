@@ -73,4 +73,4 @@ class SLidRPretrainer(BaseModel):
         k, m = pool_points(f3, pairs[:, 0], pair_slots, num)
         q, _ = pool_pixels(g2, slots, num)
         loss, kept = superpixel_nce(k, q, self.temperature, m, self.kept_rule)
-        return {'loss': loss, 'kept': torch.tensor(float(kept))}
+        return {'loss': loss, 'kept': loss.new_tensor(float(kept))}
