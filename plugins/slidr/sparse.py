@@ -4,9 +4,9 @@ No sparse-convolution library is needed (MinkowskiEngine, torchsparse and
 mmcv's sparse ops have no usable CPU build here): voxels are rows of
 ``coords (V, 4) = (batch, x, y, z)`` with features ``(V, C)``; neighbours are
 found for all kernel offsets at once by packing coordinates into sorted int64
-keys (one ``searchsorted``). A convolution is then one gather, one matrix
-product per offset into a shared buffer and one ``index_add``, with a written-out
-backward (:func:`sparse_conv`); kernel maps are built once per resolution level
+keys (one ``searchsorted``). A convolution then runs in a few passes over
+groups of offsets, each one gather, one matrix product per offset into a shared
+buffer and one ``index_add``, with a written-out backward (:func:`sparse_conv`); kernel maps are built once per resolution level
 and shared by its layers, so host synchronisations do not grow with depth. The
 maths equals dense ``conv3d`` / ``conv_transpose3d`` evaluated at the active
 sites (tests check values and gradients), so it is exact, if slower than a
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['SparseVoxels', 'KernelMap', 'submanifold_map', 'stride2_maps', 'sparse_conv',
+__all__ = ['CHUNK_BYTES', 'SparseVoxels', 'KernelMap', 'submanifold_map', 'stride2_maps', 'sparse_conv',
            'SubMConv3d', 'DownConv3d', 'UpConv3d', 'SparseBatchNorm',
            'BasicBlock', 'SparseUNet']
 
@@ -179,12 +179,40 @@ def stride2_maps(coords: Tensor) -> Tuple[Tensor, KernelMap, KernelMap]:
     return parents, down, down.transposed(coords.shape[0])
 
 
+#: Bytes of gathered rows one pass of a sparse convolution holds, per device
+#: type (others: ``default``). On the CPU, buffers past glibc's mmap threshold
+#: are fresh pages each time and cost more to fault in than to fill, so the
+#: pairs go through in offset groups of a few MiB; on a GPU fewer, larger
+#: passes mean fewer kernel launches.
+CHUNK_BYTES = {'cpu': 4 << 20, 'default': 1 << 30}
+
+
+def _chunks(bounds: Sequence[Tuple[int, int]], row_bytes: int,
+            device: torch.device) -> list:
+    """Consecutive offsets grouped into ``(start, end, [(k, s, e), ...])``
+    passes of at most ``CHUNK_BYTES`` gathered bytes (an offset larger than
+    that is one pass of its own)."""
+    budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES['default'])
+    out, group = [], []
+    for k, (s, e) in enumerate(bounds):
+        if e == s:
+            continue
+        if group and (e - group[0][1]) * row_bytes > budget:
+            out.append((group[0][1], group[-1][2], group))
+            group = []
+        group.append((k, s, e))
+    if group:
+        out.append((group[0][1], group[-1][2], group))
+    return out
+
+
 class _GatherGemmScatter(torch.autograd.Function):
     """``out[o] = Σ_k Σ_{(i, o) ∈ pairs_k} feats[i] @ W[k]`` (+ the identity
-    offset's ``feats @ W[c]``), with its backward written out: one gather, one
-    matrix product per offset into a shared buffer, one ``index_add``. Only the
-    input features and weights are kept for the backward (the gather is
-    recomputed), and neither pass synchronises with the host."""
+    offset's ``feats @ W[c]``), with its backward written out: per pass (a
+    group of offsets, :data:`CHUNK_BYTES`) one gather, one matrix product per
+    offset into a shared buffer and one ``index_add``. Only the input features
+    and weights are kept for the backward (the gathers are recomputed), and
+    neither pass synchronises with the host."""
 
     @staticmethod
     def forward(ctx, feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
@@ -197,13 +225,14 @@ class _GatherGemmScatter(torch.autograd.Function):
                 out = feats_c @ weight_c[kmap.identity]
             else:
                 out = feats_c.new_zeros(kmap.n_out, weight.shape[2])
-            if kmap.in_rows.numel():
-                gathered = feats_c.index_select(0, kmap.in_rows)
-                prod = gathered.new_empty(gathered.shape[0], weight.shape[2])
-                for k, (s, e) in enumerate(kmap.bounds):
-                    if e > s:
-                        torch.mm(gathered[s:e], weight_c[k], out=prod[s:e])
-                out.index_add_(0, kmap.out_rows, prod)
+            row_bytes = (weight.shape[1] + weight.shape[2]) * feats_c.element_size()
+            for start, end, group in _chunks(kmap.bounds, row_bytes, feats.device):
+                gathered = feats_c.index_select(0, kmap.in_rows[start:end])
+                prod = gathered.new_empty(end - start, weight.shape[2])
+                for k, s, e in group:
+                    torch.mm(gathered[s - start:e - start], weight_c[k],
+                             out=prod[s - start:e - start])
+                out.index_add_(0, kmap.out_rows[start:end], prod)
         ctx.save_for_backward(feats_c, weight_c)
         ctx.kmap = kmap
         return out
@@ -225,18 +254,20 @@ class _GatherGemmScatter(torch.autograd.Function):
                     torch.mm(feats.T, grad_out, out=grad_w[kmap.identity])
             elif want_x:
                 grad_x = torch.zeros_like(feats)
-            if kmap.in_rows.numel():
-                grad_pairs = grad_out.index_select(0, kmap.out_rows)
-                gathered = feats.index_select(0, kmap.in_rows) if want_w else None
-                grad_in = grad_pairs.new_empty(grad_pairs.shape[0], feats.shape[1]) if want_x else None
-                for k, (s, e) in enumerate(kmap.bounds):
-                    if e > s:
-                        if want_w:
-                            torch.mm(gathered[s:e].T, grad_pairs[s:e], out=grad_w[k])
-                        if want_x:
-                            torch.mm(grad_pairs[s:e], weight[k].T, out=grad_in[s:e])
+            row_bytes = 2 * (weight.shape[1] + weight.shape[2]) * feats.element_size()
+            for start, end, group in _chunks(kmap.bounds, row_bytes, feats.device):
+                grad_pairs = grad_out.index_select(0, kmap.out_rows[start:end])
+                in_rows = kmap.in_rows[start:end]
+                gathered = feats.index_select(0, in_rows) if want_w else None
+                grad_in = grad_pairs.new_empty(end - start, feats.shape[1]) if want_x else None
+                for k, s, e in group:
+                    rows = slice(s - start, e - start)
+                    if want_w:
+                        torch.mm(gathered[rows].T, grad_pairs[rows], out=grad_w[k])
+                    if want_x:
+                        torch.mm(grad_pairs[rows], weight[k].T, out=grad_in[rows])
                 if want_x:
-                    grad_x.index_add_(0, kmap.in_rows, grad_in)
+                    grad_x.index_add_(0, in_rows, grad_in)
         return grad_x, grad_w, None
 
 

@@ -222,3 +222,25 @@ def test_host_synchronisations_do_not_grow_with_depth():
     # five levels' submanifold maps (hit rows, counts per offset) and four
     # stride-2 maps (unique parents, counts per offset): two each
     assert counts[0] <= 2 * 9, counts
+
+
+def test_passes_over_offset_groups_equal_one_pass(monkeypatch):
+    from plugins.slidr import sparse
+    coords = _sites(n=300, size=8, seed=9)
+    kmap = submanifold_map(coords, 3)
+    g = torch.Generator().manual_seed(10)
+    feats = torch.randn(coords.shape[0], 4, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(27, 4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    upstream = torch.randn(coords.shape[0], 3, dtype=torch.float64, generator=g)
+    results = []
+    fifth = kmap.in_rows.numel() // 5 * 7 * 8
+    for budget in (1 << 30, 1, fifth):  # one pass; an offset a pass; a few offsets a pass
+        monkeypatch.setitem(sparse.CHUNK_BYTES, 'cpu', budget)
+        passes = sparse._chunks(kmap.bounds, 7 * 8, torch.device('cpu'))
+        assert sum(e - s for s, e, _ in passes) == kmap.in_rows.numel()
+        out = sparse_conv(feats, weight, kmap)
+        results.append((len(passes), out, *torch.autograd.grad(out, [feats, weight], upstream)))
+    assert results[0][0] == 1 and results[1][0] == 26 and 1 < results[2][0] < 26
+    for _, *tensors in results[1:]:
+        for a, b in zip(results[0][1:], tensors):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
