@@ -72,6 +72,15 @@ _SWINUNETR = Preset({
     'dec2': TapSpec('decoder3'), 'dec1': TapSpec('decoder2')}, True, 32)
 
 
+# MONAI VNet (fixed widths 16..256): separate heads; the reference builds a
+# ninth head it never uses, which is not built here.
+_VNET = Preset({
+    'enc1': TapSpec('in_tr'), 'enc2': TapSpec('down_tr32'),
+    'enc3': TapSpec('down_tr64'), 'enc4': TapSpec('down_tr128'),
+    'dec4': TapSpec('down_tr256'), 'dec3': TapSpec('up_tr256'),
+    'dec2': TapSpec('up_tr128'), 'dec1': TapSpec('up_tr64')}, False, 16)
+
+
 def unet_preset_paths(depth: int = 4) -> Dict[str, TapSpec]:
     """MONAI ``UNet`` taps: walk the ``SkipConnection.submodule`` chain.
 
@@ -102,6 +111,7 @@ PRESETS: Dict[str, Preset] = {
     'unet': Preset(unet_preset_paths(4), True, 32),
     'unetr': _UNETR,
     'swinunetr': _SWINUNETR,
+    'vnet': _VNET,
     'mmseg_unet': _MMSEG_UNET,
 }
 

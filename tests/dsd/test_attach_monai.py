@@ -11,7 +11,7 @@ C = 3
 
 
 def _nets():
-    from monai.networks.nets import UNETR, DynUNet, SwinUNETR, UNet
+    from monai.networks.nets import UNETR, DynUNet, SwinUNETR, UNet, VNet
     return {
         'dynunet': (lambda: DynUNet(3, 1, C, kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2],
                                     upsample_kernel_size=[2, 2, 2, 2],
@@ -23,6 +23,7 @@ def _nets():
                                 norm_name='instance', res_block=True), 32),
         'swinunetr': (lambda: SwinUNETR(in_channels=1, out_channels=C, feature_size=12,
                                         spatial_dims=3), 64),
+        'vnet': (lambda: VNet(spatial_dims=3, in_channels=1, out_channels=C), 32),
     }
 
 
@@ -36,6 +37,8 @@ EXPECTED = {
                   dec4=(48, 16), dec3=(32, 8), dec2=(16, 4), dec1=(8, 2)),
     'swinunetr': dict(enc1=(12, 1), enc2=(12, 2), enc3=(24, 4), enc4=(48, 8),
                       dec4=(96, 16), dec3=(48, 8), dec2=(24, 4), dec1=(12, 2)),
+    'vnet': dict(enc1=(16, 1), enc2=(32, 2), enc3=(64, 4), enc4=(128, 8),
+                 dec4=(256, 16), dec3=(256, 8), dec2=(128, 4), dec1=(64, 2)),
 }
 
 
@@ -51,7 +54,7 @@ def test_tap_tables_match_the_spec(wrapped):
     name, net, taps, size = wrapped
     got = {s: (i.channels, i.scale) for s, i in taps.info.items()}
     assert got == EXPECTED[name]
-    shared = name != 'unetr'
+    shared = name not in ('unetr', 'vnet')
     assert (len(net.dsd_heads) < 8) == shared
 
 
@@ -288,3 +291,27 @@ def test_lean_with_every_voxel_ignored_is_zero_not_nan():
     assert lean.item() == 0.0 == ref.item() and all(v.item() == 0.0 for v in terms.values())
     lean.backward()
     assert all(f.grad is not None and not f.grad.abs().any() for f in feats.values())
+
+
+@pytest.mark.parametrize('mode', ['straightforward', 'lean'])
+def test_vnet_training_forward_draws_the_stock_networks_dropout(mode):
+    """VNet's up_tr64 / up_tr32 always drop out their skip in train mode; the
+    taps and heads draw no random numbers, so with one seed the hooked
+    network's output equals the stock network's (spec dsd.md §12)."""
+    make, size = _nets()['vnet']
+    torch.manual_seed(0)
+    net = make()
+    stock = make()
+    stock.load_state_dict(net.state_dict())
+    DSDTaps(net, 'vnet', num_classes=C, mode=mode)
+    net.train()
+    stock.train()
+    x = torch.randn(2, 1, size, size, size)
+    torch.manual_seed(5)
+    hooked = net(x)
+    torch.manual_seed(5)
+    plain = stock(x)
+    torch.manual_seed(6)
+    other = stock(x)
+    assert torch.equal(hooked, plain)
+    assert not torch.equal(plain, other)  # the dropout is live

@@ -167,6 +167,11 @@ def test_head_parameter_counts_match_the_measured_reference():
     # SwinUNETR fs=36, C=8, shared per level: +6,800
     swin = [DSDHead(f, 8, s) for f, s in ((36, 1), (36, 2), (72, 4), (144, 8), (288, 16))]
     assert _count(swin) == 6800
+    # VNet, in=4, C=4, eight separate heads: the reference's +4,904 less its
+    # ninth, unused head (152 parameters), which is not built
+    vnet = [DSDHead(f, 4, s) for f, s in ((16, 1), (32, 2), (64, 4), (128, 8), (256, 16),
+                                          (256, 8), (128, 4), (64, 2))]
+    assert _count(vnet) == 4904 - 152
 
 
 def test_head_bad_arguments():
