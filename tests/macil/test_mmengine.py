@@ -47,6 +47,19 @@ def test_train_step_updates_both_networks_separately():
     assert 'teacher_mil' in eval_logs and [k for k in eval_logs if 'loss' in k] == ['loss']
 
 
+def test_masked_padding_option_trains_both_networks():
+    model = _model(network=dict(mask_padding=True))
+    assert model.av.mask_padding and model.teacher.mask_padding
+    model.lambda_b = model.lambda_n = 1.0
+    logs = model.train_step(_batch(), _wrappers(model))
+    assert all(torch.isfinite(v).all() for v in logs.values())
+    reference = _model()
+    reference.load_state_dict(_model(network=dict(mask_padding=True)).state_dict())
+    a = _model(network=dict(mask_padding=True)).eval()(**_batch(), mode='loss')
+    b = reference.eval()(**_batch(), mode='loss')
+    assert a['mil'] != b['mil']  # sample 1 is padded: its scores change
+
+
 def test_baseline_is_plain_mil_and_needs_only_an_av_optimizer():
     model = _model(teacher=False, contrastive_loss=None)
     logs = model.train_step(_batch(), _wrappers(model))

@@ -76,6 +76,39 @@ def test_attention_matches_torch_multihead_attention():
         ref.out_proj.bias.copy_(mha.linears[3].bias)
     q, c = torch.randn(2, 5, 128), torch.randn(2, 9, 128)
     torch.testing.assert_close(mha(q, c, c), ref(q, c, c, need_weights=False)[0])
+    keep = torch.arange(9)[None, :] < torch.tensor([[6], [9]])
+    torch.testing.assert_close(mha(q, c, c, keep),
+                               ref(q, c, c, key_padding_mask=~keep, need_weights=False)[0])
+    # every key masked: uniform attention, as if unmasked with equal scores (no NaN)
+    none = mha(q, c, c, torch.zeros(2, 9, dtype=torch.bool))
+    mean_v = mha.linears[3](mha.linears[2](c).mean(1, keepdim=True)).expand(2, 5, 128)
+    torch.testing.assert_close(none, mean_v)
+
+
+@pytest.mark.parametrize('net', ['av', 'teacher'])
+def test_masked_padding_option_makes_valid_snippets_independent_of_padding(net):
+    """With ``mask_padding`` a padded video's real snippets score exactly as
+    the same video cut to its length; the default (the reference) lets the
+    padded rows in as keys."""
+    torch.manual_seed(4)
+    make = MACILAudioVisual if net == 'av' else MACILVisualTeacher
+    masked, plain = make(mask_padding=True).eval(), make().eval()
+    plain.load_state_dict(masked.state_dict())  # the option adds no parameter
+    v, a = torch.rand(2, 12, 1024), torch.randn(2, 12, 128)
+    v[0, 7:] = 0.0
+    a[0, 7:] = 0.0
+    with torch.no_grad():
+        padded = masked(v, a)['logits']
+        cut = masked(v[:1, :7], a[:1, :7])['logits']
+        by_lengths = masked(v, a, lengths=torch.tensor([7, 12]))['logits']
+        reference = plain(v, a)['logits']
+        reference_cut = plain(v[:1, :7], a[:1, :7])['logits']
+    torch.testing.assert_close(padded[0, :7], cut[0])
+    torch.testing.assert_close(by_lengths, padded)
+    torch.testing.assert_close(reference[1], padded[1])  # an unpadded video is unchanged
+    assert not torch.allclose(reference[0, :7], reference_cut[0])
+    with pytest.raises(ValueError, match=r'lengths must be \(2,\)'):
+        masked(v, a, lengths=torch.tensor([7]))
 
 
 def test_loss_assembles_terms_and_the_swap_flag_matters():

@@ -45,7 +45,8 @@ class MACILSD(BaseModel):
             ``bag_threshold`` 0.5, ``upstream_rep_swap`` True). ``None`` with
             ``teacher=False`` is the plain top-k MIL baseline on the same
             network.
-        network (dict, optional): Keyword arguments of both networks (sizes).
+        network (dict, optional): Keyword arguments of both networks (sizes,
+            ``mask_padding``).
 
     Attributes:
         lambda_b, lambda_n (float): Contrastive weights, set each epoch by
@@ -91,7 +92,7 @@ class MACILSD(BaseModel):
 
     def _av_loss(self, visual: Tensor, audio: Tensor, labels: Tensor,
                  lengths: Tensor) -> Dict[str, Tensor]:
-        out = self.av(visual, audio)
+        out = self.av(visual, audio, lengths)
         mil, bag = self.mil_loss(out['logits'], labels, lengths)
         logs = {'loss': mil, 'mil': mil.detach()}
         if self.contrastive_loss is None:
@@ -109,7 +110,8 @@ class MACILSD(BaseModel):
         return logs
 
     def _teacher_loss(self, visual: Tensor, labels: Tensor, lengths: Tensor) -> Tensor:
-        return self.mil_loss(self.teacher(visual)['logits'], labels, lengths)[0]
+        return self.mil_loss(self.teacher(visual, lengths=lengths)['logits'], labels,
+                             lengths)[0]
 
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapperDict) -> Dict[str, Tensor]:
