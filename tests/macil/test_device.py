@@ -13,9 +13,10 @@ from .test_mmengine import _batch, _model, _wrappers
 pytest.importorskip('mmengine')
 
 
-def test_train_step_ema_and_predict_stay_on_the_input_device():
+@pytest.mark.parametrize('mask_padding', [False, True])
+def test_train_step_ema_and_predict_stay_on_the_input_device(mask_padding):
     from plugins.macil.mmengine import SelfDistillEMAHook
-    model = _model()
+    model = _model(network=dict(mask_padding=mask_padding))
     model.lambda_b = model.lambda_n = 1.0
     wrappers = _wrappers(model)
     batch = _batch()
