@@ -34,7 +34,7 @@ def test_sparse_unet_forward_backward_stay_on_the_input_device():
     assert net.stem.weight.grad.abs().sum() > 0
 
 
-def test_pretraining_step_stays_on_the_input_device():
+def _pretraining_case():
     from plugins.slidr.mmengine import SLidRPretrainer
     torch.manual_seed(0)
     model = SLidRPretrainer(student=dict(layers=(1,) * 8, planes=(8,) * 8, init_dim=8), dim=8,
@@ -43,20 +43,46 @@ def test_pretraining_step_stays_on_the_input_device():
     v = len(coords)
     g = torch.Generator().manual_seed(1)
     images = torch.rand(4, 3, 32, 48, generator=g)  # 2 scans x 2 cameras
-    superpixels = (torch.arange(32)[:, None] // 8 * 6 + torch.arange(48)[None] // 8).expand(4, 32, 48)
+    superpixels = (torch.arange(32)[:, None] // 8 * 6 + torch.arange(48)[None] // 8)
     pairs = torch.stack([torch.randint(0, v, (400,), generator=g),
                          torch.randint(0, 4, (400,), generator=g),
                          torch.randint(0, 32, (400,), generator=g),
                          torch.randint(0, 48, (400,), generator=g)], 1)
+    return model, (coords, torch.ones(v, 1), images,
+                   superpixels.expand(4, 32, 48).contiguous(), pairs)
 
-    feats, superpixels = torch.ones(v, 1), superpixels.contiguous()
+
+def test_pretraining_step_stays_on_the_input_device():
+    model, batch = _pretraining_case()
 
     def step():
-        out = model(coords, feats, images, superpixels, pairs)
-        out['loss'].backward()
+        model(*batch)['loss'].backward()
 
     on_input_device(step)
     assert model.student.final.weight.grad.abs().sum() > 0
+
+
+def test_pretraining_and_segmentation_run_under_bfloat16_autocast():
+    """Mixed precision (as on a GPU with ``AmpOptimWrapper``): the sparse
+    convolutions run in bfloat16, the losses stay float32 and close."""
+    from plugins.slidr.mmengine.segmentation import SLidRSegmentor
+    model, batch = _pretraining_case()
+    full = model(*batch)['loss']
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        mixed = model(*batch)['loss']
+    assert mixed.dtype == torch.float32
+    assert abs(mixed.item() - full.item()) < 0.02 * abs(full.item())
+    mixed.backward()
+    assert torch.isfinite(model.student.final.weight.grad).all()
+    torch.manual_seed(0)
+    seg = SLidRSegmentor(dict(layers=(1,) * 8, planes=(8,) * 8, init_dim=8), num_classes=5)
+    coords, feats = batch[:2]
+    labels = torch.arange(len(coords)) % 5
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        losses = seg(coords, feats, labels, mode='loss')
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert seg.backbone.stem.weight.grad.dtype == torch.float32
 
 
 def test_segmentation_steps_stay_on_the_input_device():
