@@ -86,7 +86,9 @@ class MSDDataset(Dataset):
                                       SpatialPadd)
         keys = ['image', 'label']
         load = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys),
-                Orientationd(keys, axcodes='RAS')]
+                # RAS with the classic axis labels, stated (MONAI now reads
+                # them from the image's space when left out, and warns)
+                Orientationd(keys, axcodes='RAS', labels=(('L', 'R'), ('P', 'A'), ('I', 'S')))]
         if scale_intensity:
             load.append(ScaleIntensityd('image'))
         if self.split != 'train':
