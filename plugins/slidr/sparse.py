@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['CHUNK_BYTES', 'SparseVoxels', 'KernelMap', 'submanifold_map', 'stride2_maps', 'sparse_conv',
+__all__ = ['CHUNK_BYTES', 'SparseVoxels', 'KernelMap', 'submanifold_map', 'stride2_maps', 'sparse_conv', 'check_key_range',
            'SubMConv3d', 'DownConv3d', 'UpConv3d', 'SparseBatchNorm',
            'BasicBlock', 'SparseUNet']
 
@@ -92,6 +92,20 @@ def _keys(coords: Tensor, lo: Tensor, span: Tensor) -> Tensor:
     for coordinates inside ``[lo, lo + span)``."""
     c = coords - lo
     return ((c[:, 0] * span[1] + c[:, 1]) * span[2] + c[:, 2]) * span[3] + c[:, 3]
+
+
+def check_key_range(coords: Tensor) -> None:
+    """One host read: the coordinate ranges (with a kernel's margin) must pack
+    into int64 keys.
+
+    Raises:
+        ValueError: Naming the ranges when their product reaches 2⁶².
+    """
+    spans = (coords.max(0).values - coords.min(0).values + 3).tolist()
+    if math.prod(spans) >= 2 ** 62:
+        raise ValueError(f'voxel coordinates span {spans[1:]} cells per axis over {spans[0] - 2} '
+                         f'scans, too many to pack into int64 keys; use coarser voxels or '
+                         f'shift each scan to start near 0')
 
 
 def _offsets(kernel: int, device: torch.device) -> Tensor:
@@ -444,6 +458,7 @@ class SparseUNet(nn.Module):
                              f'feature row; got {tuple(coords.shape)} and {tuple(feats.shape)}')
         if coords.shape[0] == 0:
             raise ValueError('empty scan: no voxels to process')
+        check_key_range(coords)
         x = SparseVoxels(coords.long(), feats)
         x = _relu(self.stem_bn(self.stem(x)))
         levels, links = [x], []
