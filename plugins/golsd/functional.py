@@ -24,7 +24,7 @@ from plugins.core.functional import temperature_kl
 __all__ = [
     'weighting_function', 'distribution_integral', 'decode_corners', 'box_to_distance',
     'two_bin_targets', 'cxcywh_to_xyxy', 'aligned_iou', 'go_union', 'fgl_loss',
-    'ddf_loss', 'check_reg_max', 'stack_matches'
+    'ddf_loss', 'check_reg_max', 'stack_matches', 'lqe_statistics'
 ]
 
 
@@ -357,3 +357,28 @@ def stack_matches(per_image: List[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tenso
         return e, e, e
     return torch.cat(bs), torch.cat(qs), torch.cat(gs)
 
+
+
+def lqe_statistics(corners: Tensor, k: int = 4) -> Tensor:
+    """What the optional location-quality term reads from the corner logits:
+    per edge, the ``k`` largest bin probabilities and their mean.
+
+    Args:
+        corners (Tensor): ``(..., 4·(R+1))`` logits, edges in order.
+        k (int): Top bins per edge (4), at most ``R + 1``.
+
+    Returns:
+        Tensor: ``(..., 4·(k+1))`` float32, per edge ``[p_(1) … p_(k), mean]``.
+
+    Raises:
+        ValueError: If the last axis is not 4 edges or ``k`` is out of range.
+    """
+    bins = corners.shape[-1] // 4
+    if corners.shape[-1] != 4 * bins or bins == 0:
+        raise ValueError(f'corner logits need 4·(R+1) entries on the last axis, got '
+                         f'{corners.shape[-1]}')
+    if not 1 <= k <= bins:
+        raise ValueError(f'k must be in 1..{bins} (bins per edge), got {k}')
+    prob = corners.float().reshape(*corners.shape[:-1], 4, bins).softmax(-1)
+    top = prob.topk(k, dim=-1).values
+    return torch.cat([top, top.mean(-1, keepdim=True)], -1).flatten(-2)

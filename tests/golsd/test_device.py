@@ -38,3 +38,8 @@ def test_dino_steps_stay_on_the_input_device(golsd_model):
 
 def test_deformable_detr_steps_stay_on_the_input_device():
     _train_and_predict(_tiny(TWO_STAGE))
+
+
+def test_dino_with_lqe_stays_on_the_input_device():
+    from .test_lqe import _build
+    _train_and_predict(_build(dict()))

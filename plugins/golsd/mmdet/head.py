@@ -24,10 +24,11 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from ..functional import (aligned_iou, box_to_distance, cxcywh_to_xyxy, ddf_loss,
-                          fgl_loss, go_union, two_bin_targets, weighting_function)
+                          fgl_loss, go_union, lqe_statistics, two_bin_targets,
+                          weighting_function)
 from .fdr import fdr_config
 
-__all__ = ['GOLSDHeadMixin', 'GOLSDDINOHead', 'GOLSDDeformableDETRHead']
+__all__ = ['GOLSDHeadMixin', 'GOLSDDINOHead', 'GOLSDDeformableDETRHead', 'LocationQuality']
 
 Triple = Tuple[Tensor, Tensor, Tensor]
 
@@ -38,6 +39,33 @@ def _mlp(dims: int, out: int, depth: int) -> nn.Sequential:
         layers += [nn.Linear(dims, dims), nn.ReLU()]
     layers.append(nn.Linear(dims, out))
     return nn.Sequential(*layers)
+
+
+class LocationQuality(nn.Module):
+    """The optional LQE term: ``scores + MLP(lqe_statistics(Z_i))``, one
+    score added to every class logit of a query; the MLP's last layer starts
+    at zero, so switching it on leaves the initial logits unchanged.
+
+    Args:
+        k (int): Top bins per edge (4).
+        hidden (int): MLP width (64).
+    """
+
+    def __init__(self, k: int = 4, hidden: int = 64) -> None:
+        super().__init__()
+        self.k = k
+        self.mlp = nn.Sequential(nn.Linear(4 * (k + 1), hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 1))
+        self.zero_last()
+
+    def zero_last(self) -> None:
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, scores: Tensor, corners: Tensor) -> Tensor:
+        """``(B, Q, C)`` logits, ``(B, Q, 4(R+1))`` corner logits → ``(B, Q, C)``."""
+        stats = lqe_statistics(corners, self.k).to(self.mlp[0].weight.dtype)
+        return scores + self.mlp(stats).to(scores.dtype)
 
 
 class _GT:
@@ -75,12 +103,16 @@ class GOLSDHeadMixin:
         loss_ddf (dict): ``loss_weight`` of DDF (1.5).
         nan_to_num (bool): Replace non-finite loss values by 0 and log it, as
             the reference does.
+        lqe (dict, optional): Add the location-quality term to every decoder
+            layer's class logits (``k`` 4, ``hidden`` 64); off by default. The
+            DDF teacher logits then include it.
     """
 
     def __init__(self, *args, golsd: Optional[Dict] = None,
                  loss_fgl: Optional[Dict] = None, loss_ddf: Optional[Dict] = None,
-                 nan_to_num: bool = True, **kwargs) -> None:
+                 nan_to_num: bool = True, lqe: Optional[Dict] = None, **kwargs) -> None:
         self.golsd = fdr_config(golsd)
+        self.lqe_cfg = dict(lqe) if lqe is not None else None
         self.fgl_weight = float((loss_fgl or {}).get('loss_weight', 0.15))
         self.ddf_weight = float((loss_ddf or {}).get('loss_weight', 1.5))
         self.nan_to_num = nan_to_num
@@ -103,6 +135,9 @@ class GOLSDHeadMixin:
         branches += list(self.reg_branches[self.num_fdr_layers:])  # encoder: 4 outputs
         self.reg_branches = nn.ModuleList(branches)
         self.pre_head = _mlp(self.embed_dims, 4, self.num_reg_fcs)
+        if self.lqe_cfg is not None:
+            self.lqe_layers = nn.ModuleList([LocationQuality(**self.lqe_cfg)
+                                             for _ in range(self.num_fdr_layers)])
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -112,30 +147,45 @@ class GOLSDHeadMixin:
         if not self.as_two_stage:
             # point references: the pre box starts at the host's w, h = sigmoid(-2)
             nn.init.constant_(self.pre_head[-1].bias[2:], -2.0)
+        for layer in getattr(self, 'lqe_layers', []):
+            layer.zero_last()
 
     # ----------------------------------------------------------------- forward
     def forward(self, hidden_states: Tensor, references: List[Tensor],
-                all_layers_boxes: Optional[Tensor] = None, **kwargs) -> Tuple[Tensor, Tensor]:
-        """Class logits per layer; boxes come from the decoder.
+                all_layers_boxes: Optional[Tensor] = None,
+                all_layers_corners: Optional[Tensor] = None,
+                **kwargs) -> Tuple[Tensor, Tensor]:
+        """Class logits per layer (plus the LQE term when on); boxes come
+        from the decoder.
 
         Returns:
             tuple: ``(L, B, Qt, C)`` logits and ``(L, B, Qt, 4)`` boxes.
 
         Raises:
-            ValueError: Without ``all_layers_boxes`` (a plain DINO decoder).
+            ValueError: Without ``all_layers_boxes`` (a plain DINO decoder), or
+                without ``all_layers_corners`` when LQE is on.
         """
         if all_layers_boxes is None:
             raise ValueError(f'{type(self).__name__} needs all_layers_boxes from the FDR '
                              f'decoder: use it inside GOLSDDINO or GOLSDDeformableDETR')
-        cls = torch.stack([self.cls_branches[i](hidden_states[i])
-                           for i in range(hidden_states.shape[0])])
-        return cls, all_layers_boxes
+        lqe = getattr(self, 'lqe_layers', None)
+        if lqe is not None and all_layers_corners is None:
+            raise ValueError(f'{type(self).__name__} with lqe needs all_layers_corners')
+        cls = []
+        for i in range(hidden_states.shape[0]):
+            scores = self.cls_branches[i](hidden_states[i])
+            if lqe is not None:
+                scores = lqe[i](scores, all_layers_corners[i])
+            cls.append(scores)
+        return torch.stack(cls), all_layers_boxes
 
     def predict(self, hidden_states: Tensor, references: List[Tensor],
                 batch_data_samples: SampleList, rescale: bool = True,
-                all_layers_boxes: Optional[Tensor] = None, **kwargs) -> InstanceList:
+                all_layers_boxes: Optional[Tensor] = None,
+                all_layers_corners: Optional[Tensor] = None, **kwargs) -> InstanceList:
         metas = [s.metainfo for s in batch_data_samples]
-        outs = self(hidden_states, references, all_layers_boxes=all_layers_boxes)
+        outs = self(hidden_states, references, all_layers_boxes=all_layers_boxes,
+                    all_layers_corners=all_layers_corners)
         return self.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
 
     # ----------------------------------------------------------------- matching
@@ -335,7 +385,7 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
     """DINO head with FDR regression branches and GO-LSD losses.
 
     Args:
-        golsd, loss_fgl, loss_ddf, nan_to_num: see :class:`GOLSDHeadMixin`.
+        golsd, loss_fgl, loss_ddf, nan_to_num, lqe: see :class:`GOLSDHeadMixin`.
         *args, **kwargs: As :class:`DINOHead`.
     """
 
@@ -348,7 +398,8 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
              **kwargs) -> Dict[str, Tensor]:
         gts = [s.gt_instances for s in batch_data_samples]
         metas = [s.metainfo for s in batch_data_samples]
-        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes)
+        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes,
+                          all_layers_corners=all_layers_corners)
         return self.loss_by_feat(cls, boxes, enc_outputs_class, enc_outputs_coord,
                                  gts, metas, dn_meta, all_layers_corners=all_layers_corners,
                                  anchors=anchors, pre_boxes=pre_boxes)
@@ -433,7 +484,7 @@ class GOLSDDeformableDETRHead(GOLSDHeadMixin, DeformableDETRHead):
     vote, matched against class-agnostic ground truth as the encoder is trained.
 
     Args:
-        golsd, loss_fgl, loss_ddf, nan_to_num: see :class:`GOLSDHeadMixin`.
+        golsd, loss_fgl, loss_ddf, nan_to_num, lqe: see :class:`GOLSDHeadMixin`.
         *args, **kwargs: As :class:`DeformableDETRHead`.
     """
 
@@ -445,7 +496,8 @@ class GOLSDDeformableDETRHead(GOLSDHeadMixin, DeformableDETRHead):
              enc_topk_coord: Optional[Tensor] = None, **kwargs) -> Dict[str, Tensor]:
         gts = [s.gt_instances for s in batch_data_samples]
         metas = [s.metainfo for s in batch_data_samples]
-        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes)
+        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes,
+                          all_layers_corners=all_layers_corners)
         self._check_fdr_inputs(all_layers_corners, anchors, pre_boxes)
         gt = _GT(gts, metas, cls.device)
         agnostic = copy.deepcopy(gts)
