@@ -330,14 +330,18 @@ class SubMConv3d(nn.Module):
         return x.replace(out)
 
 
-class DownConv3d(nn.Module):
-    """Kernel 2, stride 2 convolution onto the coarse sites."""
+class _Kernel2(nn.Module):
+    """A ``(8, C_in, C_out)`` kernel-2 weight, uniform ±1/√(8·C_in)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(8, in_channels, out_channels))
         bound = 1.0 / math.sqrt(in_channels * 8)
         nn.init.uniform_(self.weight, -bound, bound)
+
+
+class DownConv3d(_Kernel2):
+    """Kernel 2, stride 2 convolution onto the coarse sites."""
 
     def forward(self, x: SparseVoxels) -> Tuple[SparseVoxels, KernelMap]:
         """Returns the coarse voxels and the coarse → fine map that
@@ -348,14 +352,8 @@ class DownConv3d(nn.Module):
         return SparseVoxels(parents, sparse_conv(x.feats, self.weight, down)), up
 
 
-class UpConv3d(nn.Module):
+class UpConv3d(_Kernel2):
     """Kernel 2, stride 2 transposed convolution back onto given fine sites."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(8, in_channels, out_channels))
-        bound = 1.0 / math.sqrt(in_channels * 8)
-        nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, x: SparseVoxels, fine: SparseVoxels, link: KernelMap) -> SparseVoxels:
         """``link``: the coarse → fine map returned by :class:`DownConv3d`."""
