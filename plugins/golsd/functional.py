@@ -358,7 +358,6 @@ def stack_matches(per_image: List[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tenso
     return torch.cat(bs), torch.cat(qs), torch.cat(gs)
 
 
-
 def lqe_statistics(corners: Tensor, k: int = 4) -> Tensor:
     """What the optional location-quality term reads from the corner logits:
     per edge, the ``k`` largest bin probabilities and their mean.

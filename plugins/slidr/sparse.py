@@ -6,8 +6,9 @@ mmcv's sparse ops have no usable CPU build here): voxels are rows of
 found for all kernel offsets at once by packing coordinates into sorted int64
 keys (one ``searchsorted``). A convolution then runs in a few passes over
 groups of offsets, each one gather, one matrix product per offset into a shared
-buffer and one ``index_add``, with a written-out backward (:func:`sparse_conv`); kernel maps are built once per resolution level
-and shared by its layers, so host synchronisations do not grow with depth. The
+buffer and one ``index_add``, with a written-out backward (:func:`sparse_conv`);
+kernel maps are built once per resolution level and shared by its layers, so
+host synchronisations do not grow with depth. The
 maths equals dense ``conv3d`` / ``conv_transpose3d`` evaluated at the active
 sites (tests check values and gradients), so it is exact, if slower than a
 CUDA library; the same code runs on CPU and GPU.
@@ -26,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['CHUNK_BYTES', 'SparseVoxels', 'KernelMap', 'submanifold_map', 'stride2_maps', 'sparse_conv', 'check_key_range',
-           'SubMConv3d', 'DownConv3d', 'UpConv3d', 'SparseBatchNorm',
-           'BasicBlock', 'SparseUNet']
+__all__ = ['CHUNK_BYTES', 'SparseVoxels', 'KernelMap', 'submanifold_map', 'stride2_maps',
+           'sparse_conv', 'check_key_range', 'SubMConv3d', 'DownConv3d', 'UpConv3d',
+           'SparseBatchNorm', 'BasicBlock', 'SparseUNet']
 
 
 @dataclass
@@ -292,7 +293,8 @@ def sparse_conv(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     Raises:
         ValueError: If the weight's offsets or input channels do not match.
     """
-    if weight.dim() != 3 or weight.shape[0] != len(kmap.bounds) or weight.shape[1] != feats.shape[1]:
+    if (weight.dim() != 3 or weight.shape[0] != len(kmap.bounds)
+            or weight.shape[1] != feats.shape[1]):
         raise ValueError(f'weight {tuple(weight.shape)} does not fit {len(kmap.bounds)} offsets '
                          f'and {feats.shape[1]} input channels')
     return _GatherGemmScatter.apply(feats, weight, kmap)

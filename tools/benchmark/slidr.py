@@ -22,7 +22,6 @@ prints peak memory.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -98,6 +97,11 @@ def onehot_step(sp, f3, pix, rows, img, r, c, s):
     return F.cross_entropy(logits, torch.arange(kept.numel(), device=f3.device))
 
 
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
 def time_pooling(device: str, repeats: int) -> dict:
     tensors, s = pooling_case(device)
     sp, f3, pix, rows, img, r, c = tensors
@@ -110,8 +114,7 @@ def time_pooling(device: str, repeats: int) -> dict:
             t0 = time.perf_counter()
             loss = fn(sp, a, b, rows, img, r, c, s)
             loss.backward()
-            if device.startswith('cuda'):
-                torch.cuda.synchronize()
+            _sync(device)
             if i:
                 times.append(time.perf_counter() - t0)
             value = float(loss.detach())
@@ -136,11 +139,6 @@ def lidar_scan_voxels(scans: int, steps: int = 1084, seed: int = 0) -> torch.Ten
     return torch.cat(rows)
 
 
-def _sync(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
 def looped_subm_conv(feats: torch.Tensor, weight: torch.Tensor, kmap) -> torch.Tensor:
     """Baseline: the same convolution as autograd sees it written plainly, one
     gather, product and out-of-place ``index_add`` per kernel offset."""
@@ -152,12 +150,12 @@ def looped_subm_conv(feats: torch.Tensor, weight: torch.Tensor, kmap) -> torch.T
     return out
 
 
-def time_conv_layer(device: str, scans: int, channels: int, repeats: int) -> dict:
-    """Seconds per forward + backward of one 3×3×3 submanifold conv, the
-    plugin's fused gather–GEMM–scatter vs the per-offset loop, and their
-    largest output difference."""
+def time_conv_layer(coords: torch.Tensor, channels: int, repeats: int) -> dict:
+    """Seconds per forward + backward of one 3×3×3 submanifold conv on the
+    voxels ``coords``, the plugin's fused gather–GEMM–scatter vs the per-offset
+    loop, and their largest output difference."""
     from plugins.slidr.sparse import sparse_conv, submanifold_map
-    coords = lidar_scan_voxels(scans).to(device)
+    device = str(coords.device)
     kmap = submanifold_map(coords, 3)
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(len(coords), channels, generator=g).to(device)
@@ -180,15 +178,16 @@ def time_conv_layer(device: str, scans: int, channels: int, repeats: int) -> dic
     return dict(times=out, voxels=len(coords), pairs=kmap.in_rows.numel(), diff=diff)
 
 
-def time_backbone(device: str, scans, repeats: int = 2, autocast: bool = False) -> dict:
+def time_backbone(voxel_sets, repeats: int = 2, autocast: bool = False) -> dict:
     """Seconds (and on CUDA peak memory) per forward + backward of the
-    SR-UNet34C student per batch of scans, keyed by voxel count."""
+    SR-UNet34C student per ``(V, 4)`` voxel set (one device), keyed by voxel
+    count."""
     from plugins.slidr.sparse import SparseUNet
+    device = str(voxel_sets[0].device)
     torch.manual_seed(0)
     net = SparseUNet(1, 64).to(device).train()
     out = {}
-    for count in scans:
-        coords = lidar_scan_voxels(count).to(device)
+    for coords in voxel_sets:
         feats = torch.ones(len(coords), 1, device=device)
         target = F.normalize(torch.randn(len(coords), 64, device=device), dim=1)
         times = []
@@ -242,14 +241,15 @@ def report_pooling(device: str, repeats: int) -> dict:
 
 
 def report_backbone(device: str, scans, repeats: int, autocast: bool) -> dict:
-    layer = time_conv_layer(device, max(scans), 64, repeats)
+    voxel_sets = [lidar_scan_voxels(n).to(device) for n in scans]
+    layer = time_conv_layer(voxel_sets[scans.index(max(scans))], 64, repeats)
     base = layer['times']['per-offset loop']
     print(f'one 3x3x3 submanifold conv 64->64, fwd+bwd, {layer["voxels"]} voxels, '
           f'{layer["pairs"]} neighbour pairs, device={device} (median of {repeats})')
     for name, t in layer['times'].items():
         print(f'  {name:18s} {t * 1000:8.1f} ms   ratio {t / base:.3f}')
     print(f'  largest output difference {layer["diff"]:.2e}')
-    backbone = time_backbone(device, scans, autocast=autocast)
+    backbone = time_backbone(voxel_sets, autocast=autocast)
     first = min(backbone)
     print(f'3D backbone (SR-UNet34C, 37.8 M parameters), forward + backward, device={device}'
           f'{", bfloat16 autocast" if autocast else ""}')

@@ -135,9 +135,8 @@ class GOLSDHeadMixin:
         branches += list(self.reg_branches[self.num_fdr_layers:])  # encoder: 4 outputs
         self.reg_branches = nn.ModuleList(branches)
         self.pre_head = _mlp(self.embed_dims, 4, self.num_reg_fcs)
-        if self.lqe_cfg is not None:
-            self.lqe_layers = nn.ModuleList([LocationQuality(**self.lqe_cfg)
-                                             for _ in range(self.num_fdr_layers)])
+        self.lqe_layers = None if self.lqe_cfg is None else nn.ModuleList(
+            [LocationQuality(**self.lqe_cfg) for _ in range(self.num_fdr_layers)])
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -147,7 +146,7 @@ class GOLSDHeadMixin:
         if not self.as_two_stage:
             # point references: the pre box starts at the host's w, h = sigmoid(-2)
             nn.init.constant_(self.pre_head[-1].bias[2:], -2.0)
-        for layer in getattr(self, 'lqe_layers', []):
+        for layer in self.lqe_layers or []:
             layer.zero_last()
 
     # ----------------------------------------------------------------- forward
@@ -168,7 +167,7 @@ class GOLSDHeadMixin:
         if all_layers_boxes is None:
             raise ValueError(f'{type(self).__name__} needs all_layers_boxes from the FDR '
                              f'decoder: use it inside GOLSDDINO or GOLSDDeformableDETR')
-        lqe = getattr(self, 'lqe_layers', None)
+        lqe = self.lqe_layers
         if lqe is not None and all_layers_corners is None:
             raise ValueError(f'{type(self).__name__} with lqe needs all_layers_corners')
         cls = []
