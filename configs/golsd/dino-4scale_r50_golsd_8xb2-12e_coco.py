@@ -1,5 +1,6 @@
 # DINO-4scale R-50 with FDR + GO-LSD (D-FINE). Compared with the upstream config
-# only the detector/head types and the GO-LSD settings change.
+# the detector/head types, the GO-LSD settings and the classification loss (the
+# reference's VarifocalLoss, see docs/golsd.md) change.
 _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
 
 custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
@@ -9,5 +10,7 @@ model = dict(
     golsd=dict(reg_max=32, reg_scale=4.0, up=0.5, T=5.0),
     bbox_head=dict(
         type='GOLSDDINOHead',
+        loss_cls=dict(type='VarifocalLoss', use_sigmoid=True, alpha=0.75, gamma=2.0,
+                      iou_weighted=True, loss_weight=1.0),
         loss_fgl=dict(loss_weight=0.15),
         loss_ddf=dict(loss_weight=1.5)))

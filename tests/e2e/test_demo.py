@@ -23,10 +23,15 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
         path = os.path.join(out_dir, png)
         assert os.path.getsize(path) > 5000 and f'({png})' in report
     golsd = [line for line in report.splitlines() if line.startswith('| DINO')]
-    assert len(golsd) == 2 and 'GO-LSD' in golsd[1]
-    for line in golsd:
-        assert re.fullmatch(r'\d\.\d{3}', line.strip('|').split('|')[5].strip()), line
-    assert os.path.getsize(os.path.join(out_dir, 'golsd_loss.png')) > 5000
+    assert len(golsd) == 4 and 'GO-LSD' in golsd[1] and 'GO-LSD' in golsd[3]
+    for line in golsd[:2]:  # mean over the seeds, then each seed's mAP
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        assert re.fullmatch(r'\d\.\d{3}', cells[4]) and cells[7] == cells[4], line
+    for line in golsd[2:]:  # where the top predictions go: TP + kinds of false positive
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        assert all(c.isdigit() for c in cells[4:8]), line
+    for png in ('golsd_loss.png', 'golsd_map.png'):
+        assert os.path.getsize(os.path.join(out_dir, png)) > 5000 and f'({png})' in report
     dsd = [line for line in report.splitlines() if line.startswith('| DynUNet')]
     assert len(dsd) == 3 and 'DSD' in dsd[1] and 'SupervisedTrainer' in dsd[2]
     for line in dsd:

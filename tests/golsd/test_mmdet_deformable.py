@@ -145,3 +145,38 @@ def test_upstream_inheriting_configs_build_with_expected_extra_parameters():
         extra = 6 * 128 * 257 + (2 * (256 * 256 + 256) + 256 * 4 + 4)
         assert count(golsd) - count(plain) == extra
         assert len(golsd.bbox_head.reg_branches) == n_branches
+
+
+def test_encoder_terms_equal_the_hosts_and_train_with_vfl():
+    """The two-stage encoder loss (all tokens, class-agnostic) equals the host's
+    ``loss_by_feat_single`` with Focal; with VFL (which the host cannot run:
+    it passes labels) every term is finite and trains."""
+    import copy
+
+    from mmdet.registry import MODELS
+    model = _tiny(TWO_STAGE)
+    model.train()
+    head = model.bbox_head
+    assert type(head.loss_cls).__name__ == 'VarifocalLoss'  # the config's default
+    head.loss_cls = MODELS.build(dict(type='FocalLoss', use_sigmoid=True, gamma=2.0,
+                                      alpha=0.25, loss_weight=2.0))  # the host's
+    out, data = _outputs(model, [2, 1])
+    gts = [d.gt_instances for d in data]
+    metas = [d.metainfo for d in data]
+    agnostic = copy.deepcopy(gts)
+    for g in agnostic:
+        g.labels = torch.zeros_like(g.labels)
+    cls, boxes = out['enc_outputs_class'], out['enc_outputs_coord']
+    ref = head.loss_by_feat_single(cls, boxes, batch_gt_instances=agnostic,
+                                   batch_img_metas=metas)
+    got = head._encoder_losses(cls, boxes, agnostic, metas)
+    for key, value in zip(('enc_loss_cls', 'enc_loss_bbox', 'enc_loss_iou'), ref):
+        assert got[key].item() == pytest.approx(value.item(), rel=1e-6), key
+    head.loss_cls = MODELS.build(
+        dict(type='VarifocalLoss', use_sigmoid=True, alpha=0.75, gamma=2.0,
+             iou_weighted=True, loss_weight=1.0))
+    torch.manual_seed(0)
+    losses = model.loss(torch.randn(2, 3, SIZE, SIZE), samples([2, 1], SIZE))
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses['enc_loss_cls'].item() > 0 and losses['loss_cls'].item() > 0
+    sum(losses.values()).backward()

@@ -1,5 +1,6 @@
 """The GO-LSD DINO detector in mmdet: init, keys, gradients, configs, inference."""
 import os
+from unittest import mock
 
 import pytest
 import torch
@@ -276,3 +277,82 @@ def test_zero_loss_weights_give_zero_terms_with_graph(golsd_model):
         with torch.no_grad():
             for b, w in zip(head.reg_branches[:3], saved):
                 b[-1].weight.copy_(w)
+
+
+def _dn_inputs(model, counts, seed=0):
+    """Training outputs of a forward, the ground truth and the DN meta."""
+    from plugins.golsd.mmdet.head import _GT
+    model.train()
+    torch.manual_seed(seed)
+    out, data = _head_inputs(model, counts, seed)
+    head = model.bbox_head
+    cls, boxes = head(out['hidden_states'], out['references'],
+                      all_layers_boxes=out['all_layers_boxes'])
+    gts = [d.gt_instances for d in data]
+    metas = [d.metainfo for d in data]
+    return out, cls, boxes, gts, metas, _GT(gts, metas, cls.device)
+
+
+def _perturbed_model(config=GOLSD_DEMO):
+    model = build(config)
+    with torch.no_grad():  # non-zero box logits, so the boxes differ per layer
+        for b in model.bbox_head.reg_branches[:3]:
+            b[-1].weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    return model
+
+
+def test_denoising_terms_equal_the_hosts_with_focal_loss():
+    """The DN classification / L1 / GIoU terms go through the head's own loss
+    switch; with the host's Focal loss they equal DINOHead.loss_dn exactly."""
+    from mmdet.registry import MODELS
+    model = _perturbed_model()
+    head = model.bbox_head
+    head.loss_cls = MODELS.build(dict(type='FocalLoss', use_sigmoid=True, gamma=2.0,
+                                      alpha=0.25, loss_weight=1.0))  # the host's
+    out, cls, boxes, gts, metas, gt = _dn_inputs(model, [2, 1])
+    dn_meta = out['dn_meta']
+    num_dn = int(dn_meta['num_denoising_queries'])
+    ref_cls, ref_bbox, ref_iou = head.loss_dn(cls[:, :, :num_dn], boxes[:, :, :num_dn],
+                                              batch_gt_instances=gts, batch_img_metas=metas,
+                                              dn_meta=dn_meta)
+    got = head._dn_losses(cls, boxes, out['all_layers_corners'], out['anchors'],
+                          out['pre_boxes'], num_dn, dn_meta, gt, (8, 100), gts, metas)
+    for i in range(cls.shape[0]):
+        key = 'dn_loss' if i == cls.shape[0] - 1 else f'd{i}.dn_loss'
+        assert got[f'{key}_cls'].item() == pytest.approx(ref_cls[i].item(), rel=1e-6)
+        assert got[f'{key}_bbox'].item() == pytest.approx(ref_bbox[i].item(), rel=1e-6)
+        assert got[f'{key}_iou'].item() == pytest.approx(ref_iou[i].item(), rel=1e-6)
+
+
+@pytest.mark.parametrize('loss_cls', [
+    None,  # the plugin config's VarifocalLoss
+    dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0),
+    dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0)])
+def test_every_classification_loss_trains_every_output_including_denoising(loss_cls):
+    """VFL / QFL / Focal train every classification term (layers, pre, encoder,
+    DN, DN pre); mmdet's own DN loss would pass labels to VFL and fail."""
+    import plugins  # noqa: F401
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    cfg = Config.fromfile(GOLSD_DEMO)
+    assert cfg.model.bbox_head.loss_cls.type == 'VarifocalLoss'  # the plugin's default
+    if loss_cls is not None:
+        cfg.model.bbox_head.loss_cls = loss_cls
+    torch.manual_seed(0)
+    with mock.patch('plugins.golsd.mmdet.head.print_log') as log:
+        model = MODELS.build(cfg.model)
+    name = type(model.bbox_head.loss_cls).__name__
+    assert name == (loss_cls or cfg.model.bbox_head.loss_cls)['type']
+    warned = [c for c in log.call_args_list if 'duplicates' in c.args[0]]
+    assert len(warned) == (name == 'FocalLoss')  # Focal warns, naming the fix
+    assert all("type='VarifocalLoss'" in c.args[0] for c in warned)
+    model.init_weights()
+    losses = _loss(model, [2, 1])
+    for k in ('dn_loss_cls', 'd0.dn_loss_cls', 'dn_pre_loss_cls', 'pre_loss_cls',
+              'enc_loss_cls', 'loss_cls'):
+        assert torch.isfinite(losses[k]) and losses[k].item() > 0, k
+    sum(losses.values()).backward()
+    grad = model.dn_query_generator.label_embedding.weight.grad
+    assert grad is not None and grad.abs().sum() > 0

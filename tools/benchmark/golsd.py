@@ -35,7 +35,11 @@ def build(config: str, device: str, num_classes: int):
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     register_all_modules()
-    cfg = Config.fromfile(config if '::' in config else osp.join(ROOT, config))
+    if '::' in config:  # an upstream config inside an installed package
+        from mmengine.hub import get_config
+        cfg = get_config(config)
+    else:
+        cfg = Config.fromfile(osp.join(ROOT, config))
     cfg.model.backbone.init_cfg = None
     cfg.model.bbox_head.num_classes = num_classes
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import torch
 import copy
 
 from mmdet.models.dense_heads import DeformableDETRHead, DINOHead
-from mmdet.models.losses import QualityFocalLoss, VarifocalLoss
+from mmdet.models.losses import FocalLoss, QualityFocalLoss, VarifocalLoss
 from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
@@ -117,6 +117,13 @@ class GOLSDHeadMixin:
         self.ddf_weight = float((loss_ddf or {}).get('loss_weight', 1.5))
         self.nan_to_num = nan_to_num
         super().__init__(*args, **kwargs)
+        if isinstance(self.loss_cls, FocalLoss):
+            print_log(f'{type(self).__name__}: classification with FocalLoss. The box losses '
+                      'use the one-to-many GO matches, and Focal scores then rank the extra '
+                      'well-placed queries (duplicates) above true positives; the reference '
+                      "trains with VarifocalLoss (loss_cls=dict(type='VarifocalLoss', "
+                      "use_sigmoid=True, alpha=0.75, gamma=2.0, iou_weighted=True)), see "
+                      'docs/golsd.md', logger='current', level=logging.WARNING)
         self.register_buffer('project', weighting_function(
             self.golsd['reg_max'], self.golsd['reg_scale'], self.golsd['up']).float(),
             persistent=False)
@@ -430,6 +437,20 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
                                       batch_img_metas))
         return self._finite(losses)
 
+    def _dn_match(self, batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+                  dn_meta: Dict[str, int], gt: _GT) -> Triple:
+        """The fixed denoising matches ``(b, q, g)``: group ``k`` of image ``b``
+        holds positive ``k·2G + g`` for ground truth ``g`` (the host's layout)."""
+        pos = multi_apply(self._get_dn_targets_single, batch_gt_instances, batch_img_metas,
+                          dn_meta=dn_meta)[4]
+        groups = int(dn_meta['num_denoising_groups'])
+        bs, qs, gs = [], [], []
+        for b, (p, g_count) in enumerate(zip(pos, gt.counts)):
+            bs.append(torch.full_like(p, b))
+            qs.append(p)
+            gs.append(torch.arange(g_count, device=p.device).repeat(groups))
+        return torch.cat(bs), torch.cat(qs), torch.cat(gs)
+
     def _dn_losses(self, cls_all, box_all, cor_all, anchors, pre_boxes, num_dn, dn_meta,
                    gt: _GT, counts, batch_gt_instances, batch_img_metas) -> Dict[str, Tensor]:
         num_layers = cls_all.shape[0]
@@ -443,29 +464,21 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
         # A rank without ground truth has num_dn == 0 while others may not: the
         # same code path (and so the same collectives) runs on empty tensors.
         cls_d, box_d, cor_d = cls_all[:, :, :num_dn], box_all[:, :, :num_dn], cor_all[:, :, :num_dn]
+        match = self._dn_match(batch_gt_instances, batch_img_metas, dn_meta, gt)
+        # box normaliser of the host's denoising part: rank-averaged positives
+        avg_box = max(float(reduce_mean(cls_all.new_tensor([float(match[0].numel())]))), 1.0)
         out: Dict[str, Tensor] = {}
-        l_cls, l_bbox, l_iou = self.loss_dn(cls_d, box_d, batch_gt_instances=batch_gt_instances,
-                                            batch_img_metas=batch_img_metas, dn_meta=dn_meta)
-        for i in range(num_layers):
-            key = 'dn_loss' if i == num_layers - 1 else f'd{i}.dn_loss'
-            out[f'{key}_cls'], out[f'{key}_bbox'], out[f'{key}_iou'] = l_cls[i], l_bbox[i], l_iou[i]
-        pre_cls, pre_bbox, pre_iou = self._loss_dn_single(
-            cls_d[0], pre_boxes[:, :num_dn], batch_gt_instances=batch_gt_instances,
-            batch_img_metas=batch_img_metas, dn_meta=dn_meta)
-        out.update(dn_pre_loss_cls=pre_cls, dn_pre_loss_bbox=pre_bbox, dn_pre_loss_iou=pre_iou)
-        # the fixed DN matches
-        pos = multi_apply(self._get_dn_targets_single, batch_gt_instances, batch_img_metas,
-                          dn_meta=dn_meta)[4]
+        outputs = [(f'd{i}.dn_loss', cls_d[i], box_d[i]) for i in range(num_layers - 1)]
+        outputs += [('dn_loss', cls_d[-1], box_d[-1]), ('dn_pre_loss', cls_d[0], pre_boxes[:, :num_dn])]
+        for key, cls, boxes in outputs:
+            # classification through the head's own loss switch (Focal, VFL, QFL)
+            out[f'{key}_cls'] = self._cls_loss(cls, match, gt, boxes)
+            out[f'{key}_bbox'], out[f'{key}_iou'] = self._box_losses(boxes, match, gt, avg_box)
+        # FGL normaliser of the reference: rank-averaged #GT (>= 1) x local groups
         groups = int(dn_meta['num_denoising_groups'])
-        bs, qs, gs = [], [], []
-        for b, (p, g_count) in enumerate(zip(pos, gt.counts)):
-            bs.append(torch.full_like(p, b))
-            qs.append(p)
-            gs.append(torch.arange(g_count, device=p.device).repeat(groups))
-        match = (torch.cat(bs), torch.cat(qs), torch.cat(gs))
-        avg = max(float(reduce_mean(cls_all.new_tensor([float(match[0].numel())]))), 1.0)
+        n_gt = max(float(reduce_mean(cls_all.new_tensor([float(sum(gt.counts))]))), 1.0)
         targets = self._fgl_targets(anchors[:, :num_dn], match, gt)
-        out.update(self._fdr_losses(cor_d, box_d, cls_d[-1], match, gt, targets, avg,
+        out.update(self._fdr_losses(cor_d, box_d, cls_d[-1], match, gt, targets, n_gt * groups,
                                     counts, 'dn_'))
         missing = [k for k in keys if k not in out]
         assert not missing, missing
@@ -507,8 +520,18 @@ class GOLSDDeformableDETRHead(GOLSDHeadMixin, DeformableDETRHead):
         losses, _, _ = self._matching_losses(cls, boxes, all_layers_corners, anchors,
                                              pre_boxes, gt, gts, metas, enc_vote=vote)
         if enc_outputs_class is not None:
-            enc_cls, enc_bbox, enc_iou = self.loss_by_feat_single(
-                enc_outputs_class, enc_outputs_coord, batch_gt_instances=agnostic,
-                batch_img_metas=metas)
-            losses.update(enc_loss_cls=enc_cls, enc_loss_bbox=enc_bbox, enc_loss_iou=enc_iou)
+            losses.update(self._encoder_losses(enc_outputs_class, enc_outputs_coord,
+                                               agnostic, metas))
         return self._finite(losses)
+
+    def _encoder_losses(self, enc_cls: Tensor, enc_boxes: Tensor, agnostic: InstanceList,
+                        metas: List[dict]) -> Dict[str, Tensor]:
+        """The host's encoder loss (every token, own class-agnostic match, the
+        host's normalisers), with classification through the head's loss
+        switch, so VFL works here as well."""
+        match = self._hungarian(enc_cls, enc_boxes, agnostic, metas)
+        gt = _GT(agnostic, metas, enc_cls.device)
+        avg = max(float(reduce_mean(enc_cls.new_tensor([float(match[0].numel())]))), 1.0)
+        bbox, iou = self._box_losses(enc_boxes, match, gt, avg)
+        return dict(enc_loss_cls=self._cls_loss(enc_cls, match, gt, enc_boxes),
+                    enc_loss_bbox=bbox, enc_loss_iou=iou)

@@ -1,0 +1,199 @@
+"""Plain DINO vs GO-LSD DINO variants on the demo data: seeds, mAP against steps.
+
+    python tools/golsd_experiments.py                              # plain vs golsd, seeds 0 1 2
+    python tools/golsd_experiments.py --rows golsd-focal fdr-only --seeds 0
+    python tools/golsd_experiments.py --rows plain golsd --epochs 36 --lr-step 30
+
+Every row is the small DINO of ``configs/golsd/`` (ResNet-18 from the demo's
+detection stage, frozen; trained first if missing) with one change, trained by
+``tools/train.py`` and evaluated every ``--val-every`` epochs and at the end by
+``tools/test.py``. The same seeds run for every row. It prints the mean and the
+per-seed bbox mAP and writes ``golsd_map.png`` (mAP against training steps)
+and ``golsd_experiments.md`` to ``--out``. The rows of docs/golsd.md come from
+this script.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import statistics
+import sys
+from typing import Dict, List, Sequence, Tuple
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import demo  # noqa: E402  (tools/demo.py: data, training and evaluation helpers)
+
+ITERS_PER_EPOCH = 12  # 96 training images, batch 8
+PLAIN = 'configs/golsd/dino-tiny_r18_1xb8-12e_demo-coco.py'
+GOLSD = 'configs/golsd/dino-tiny_r18_golsd_1xb8-12e_demo-coco.py'
+_FOCAL = ("model = dict(bbox_head=dict(loss_cls=dict(_delete_=True, type='FocalLoss', "
+          "use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0)))")
+_NO_FGL = 'model = dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0)))'
+_NO_DDF = 'model = dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))'
+
+#: row name -> (label, base config, config lines added after the base)
+ROWS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    'plain': ('DINO (plain, Focal)', PLAIN, ()),
+    'golsd': ('DINO + GO-LSD/FDR (VFL, the plugin default)', GOLSD, ()),
+    'golsd-focal': ('DINO + GO-LSD/FDR with Focal', GOLSD, (_FOCAL,)),
+    'fdr-only': ('FDR only (VFL; FGL, DDF weights 0)', GOLSD, (_NO_FGL, _NO_DDF)),
+    'fdr-only-focal': ('FDR only with Focal', GOLSD, (_FOCAL, _NO_FGL, _NO_DDF)),
+    'fgl-only': ('FDR + FGL (VFL; DDF weight 0)', GOLSD, (_NO_DDF,)),
+    'fgl-only-focal': ('FDR + FGL with Focal', GOLSD, (_FOCAL, _NO_DDF)),
+    'ddf-only': ('FDR + DDF (VFL; FGL weight 0)', GOLSD, (_NO_FGL,)),
+    'ddf-only-focal': ('FDR + DDF with Focal', GOLSD, (_FOCAL, _NO_FGL)),
+}
+
+
+def backbone_lines(ctx: 'demo.DemoContext') -> Tuple[str, ...]:
+    """Config lines starting the backbone from the detection stage (run if missing)."""
+    ckpt = osp.join(ctx.out, 'detection', f'epoch_{2 if ctx.quick else 8}.pth')
+    if not osp.isfile(ckpt):
+        demo.stage_detection(ctx)
+    return ("model = dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', "
+            f"prefix='backbone.', checkpoint={osp.abspath(ckpt)!r}), frozen_stages=4, "
+            "norm_eval=True))",)
+
+
+def write_config(ctx: 'demo.DemoContext', name: str, base: str, lines: Sequence[str]) -> str:
+    """A config inheriting ``base`` plus ``lines`` under ``<out>/configs``."""
+    folder = osp.join(ctx.out, 'configs')
+    os.makedirs(folder, exist_ok=True)
+    path = osp.join(folder, f'{name}.py')
+    with open(path, 'w') as f:
+        f.write(f'_base_ = {osp.join(demo.ROOT, base)!r}\n' + ''.join(f'{x}\n' for x in lines))
+    return path
+
+
+def map_curve(rows: Sequence[dict]) -> Tuple[List[int], List[float]]:
+    """``(steps, bbox mAP)`` of the evaluations logged during training."""
+    pts = [(int(r['step']) * ITERS_PER_EPOCH, r['coco/bbox_mAP'])
+           for r in rows if 'coco/bbox_mAP' in r]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int], epochs: int,
+             lr_step: int, val_every: int) -> Dict[str, List[dict]]:
+    """Train and evaluate every row with every seed.
+
+    Returns:
+        dict: Row name to one run dict per seed (``metrics``, ``rows`` of
+        logged scalars, ``train_s``, ``ckpt``, ``config``, ``seed``,
+        ``options``).
+
+    Raises:
+        KeyError: On an unknown row name.
+    """
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise KeyError(f'unknown rows {unknown}; known: {sorted(ROWS)}')
+    data_root = demo.coco_data(ctx)
+    backbone = backbone_lines(ctx)
+    options = demo.coco_options(data_root, epochs) + [
+        f'train_cfg.val_interval={min(val_every, epochs)}',
+        f'param_scheduler.0.end={epochs}', f'param_scheduler.0.milestones=[{lr_step}]']
+    results: Dict[str, List[dict]] = {}
+    for row in rows:
+        _, base, lines = ROWS[row]
+        config = write_config(ctx, f'golsd_{row}', base, backbone + lines)
+        for seed in seeds:
+            run = demo.train_and_eval(ctx, f'golsd_{row}_e{epochs}_s{seed}', config,
+                                      options + [f'randomness.seed={seed}'], epochs,
+                                      ITERS_PER_EPOCH)
+            results.setdefault(row, []).append(dict(run, config=config, seed=seed,
+                                                    options=options))
+    return results
+
+
+def summary_table(results: Dict[str, List[dict]], epochs: int) -> str:
+    """Mean bbox mAP / mAP@50 / mAP@75 over the seeds, and each seed's mAP."""
+    rows = []
+    for row, runs in results.items():
+        m = [r['metrics'] for r in runs]
+        mean = {k: statistics.mean(x.get(f'coco/bbox_{k}', float('nan')) for x in m)
+                for k in ('mAP', 'mAP_50', 'mAP_75')}
+        rows.append([ROWS[row][0], epochs * ITERS_PER_EPOCH, len(runs),
+                     f"{statistics.mean(r['train_s'] for r in runs):.0f}", mean['mAP'],
+                     mean['mAP_50'], mean['mAP_75'],
+                     ' / '.join(f"{x.get('coco/bbox_mAP', float('nan')):.3f}" for x in m)])
+    return demo.markdown_table(['model', 'steps', 'seeds', 'train time per run (s)',
+                                'bbox mAP (mean)', 'mAP@50 (mean)', 'mAP@75 (mean)',
+                                'bbox mAP per seed'], rows)
+
+
+def prediction_type_table(runs: Dict[str, dict]) -> str:
+    """Last-layer breakdown of each run's top-ranked predictions
+    (``tools/analysis/golsd_outputs.py``): label -> run of :func:`run_rows`."""
+    sys.path.insert(0, osp.join(demo.ROOT, 'tools', 'analysis'))
+    from golsd_outputs import evaluate
+
+    from mmengine.config import DictAction
+    rows = []
+    for label, run in runs.items():
+        ns = argparse.Namespace()
+        DictAction(['--o'], 'o')(None, ns, run['options'])
+        layers = [r for r in evaluate(run['config'], run['ckpt'], ns.o)
+                  if r[0].startswith('layer ')]
+        rows.append([label] + layers[-1][1:])
+    return demo.markdown_table(['model', 'bbox mAP', 'mAP@50', 'mAP@75', 'TP', 'duplicates',
+                                'wrong class', 'background', 'duplicates / GT'], rows)
+
+
+def plot_map_curves(results: Dict[str, List[dict]], out_png: str, title: str) -> str:
+    """Mean mAP against training steps per row (thick), each seed thin."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for idx, (row, runs) in enumerate(results.items()):
+        curves = [map_curve(r['rows']) for r in runs]
+        for xs, ys in curves:
+            ax.plot(xs, ys, color=f'C{idx}', lw=0.7, alpha=0.35)
+        n = min(len(c[0]) for c in curves)
+        if n:
+            mean = [statistics.mean(c[1][i] for c in curves) for i in range(n)]
+            ax.plot(curves[0][0][:n], mean, color=f'C{idx}', lw=2.2, marker='o', ms=3,
+                    label=f'{ROWS[row][0]} (mean of {len(runs)})')
+    ax.set_xlabel('training steps (batch 8)')
+    ax.set_ylabel('bbox mAP (val)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--rows', nargs='+', default=['plain', 'golsd'], choices=sorted(ROWS))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--epochs', type=int, default=12, help='12 iterations each')
+    parser.add_argument('--lr-step', type=int, default=None,
+                        help='epoch of the 10x LR drop (default: 10 of 12, else 5/6 of --epochs)')
+    parser.add_argument('--val-every', type=int, default=3, help='epochs between evaluations')
+    parser.add_argument('--out', default='work_dirs/golsd_experiments')
+    parser.add_argument('--data', default='data/demo')
+    args = parser.parse_args(argv)
+    lr_step = args.lr_step or (10 if args.epochs == 12 else round(args.epochs * 5 / 6))
+    os.chdir(demo.ROOT)
+    os.makedirs(args.out, exist_ok=True)
+    ctx = demo.DemoContext(args.out, args.data, quick=False)
+    results = run_rows(ctx, args.rows, args.seeds, args.epochs, lr_step, args.val_every)
+    table = summary_table(results, args.epochs)
+    png = plot_map_curves(results, osp.join(args.out, 'golsd_map.png'),
+                          f'{args.epochs} epochs, LR x0.1 at epoch {lr_step}')
+    report = osp.join(args.out, 'golsd_experiments.md')
+    with open(report, 'w') as f:
+        f.write(f'{table}\n\n![mAP against steps]({osp.basename(png)})\n')
+    print(table)
+    print(f'report: {report}')
+    return report
+
+
+if __name__ == '__main__':
+    main()
