@@ -68,7 +68,7 @@ def test_loss_keys_and_finiteness(model):
     assert set(full) == set(empty)
     L = model.decoder.num_layers
     want = {'loss_cls', 'loss_bbox', 'loss_iou', 'loss_fgl', 'pre_loss_cls', 'pre_loss_bbox',
-            'pre_loss_iou'} | {f'd{i}.loss_{k}' for i in range(L - 1)
+            'pre_loss_iou', 'go_queries_per_gt'} | {f'd{i}.loss_{k}' for i in range(L - 1)
                                for k in ('cls', 'bbox', 'iou', 'fgl', 'ddf')}
     if model.as_two_stage:
         want |= {'enc_loss_cls', 'enc_loss_bbox', 'enc_loss_iou'}

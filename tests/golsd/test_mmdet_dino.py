@@ -356,3 +356,28 @@ def test_every_classification_loss_trains_every_output_including_denoising(loss_
     sum(losses.values()).backward()
     grad = model.dn_query_generator.label_embedding.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_go_union_size_is_logged_not_summed(golsd_model):
+    """``go_queries_per_gt`` = |GO| / #GT: 1 for a one-to-one union, more when
+    several queries per ground truth get box losses; mmengine logs it but does
+    not add it to the loss (no 'loss' in the key)."""
+    from mmengine.model import BaseModel
+
+    import plugins.golsd.mmdet.head as head_module
+    calls = []
+    union = head_module.go_union
+
+    def spy(sets):
+        calls.append(union(sets))
+        return calls[-1]
+
+    with mock.patch.object(head_module, 'go_union', spy):
+        losses = _loss(golsd_model, [2, 1])
+    assert losses['go_queries_per_gt'].item() == pytest.approx(calls[0][0].numel() / 3)
+    assert losses['go_queries_per_gt'].item() >= 1.0 and not losses['go_queries_per_gt'].requires_grad
+    total, log = BaseModel.parse_losses(golsd_model, losses)
+    assert 'go_queries_per_gt' in log
+    summed = sum(v for k, v in losses.items() if 'loss' in k)
+    assert total.item() == pytest.approx(summed.item(), rel=1e-6)
+    assert _loss(golsd_model, [0, 0])['go_queries_per_gt'].item() == 0.0

@@ -347,7 +347,9 @@ class GOLSDHeadMixin:
                                         batch_img_metas))
         go = go_union(sets)  # order: last, aux 0..L-2, pre, encoder
         n_go = max(float(reduce_mean(cls_m.new_tensor([float(go[0].numel())]))), 1.0)
-        losses: Dict[str, Tensor] = {}
+        # logged, not a loss: how one-to-many the box supervision is (1 = one-to-one)
+        losses: Dict[str, Tensor] = dict(go_queries_per_gt=cls_m.new_tensor(
+            go[0].numel() / max(sum(gt.counts), 1)).detach())
         for i in range(num_layers):
             key = 'loss' if i == num_layers - 1 else f'd{i}.loss'
             losses[f'{key}_cls'] = self._cls_loss(cls_m[i], own[i], gt, box_m[i])
