@@ -22,12 +22,13 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
     for png in ('detection_loss.png', 'detection_predictions.png'):
         path = os.path.join(out_dir, png)
         assert os.path.getsize(path) > 5000 and f'({png})' in report
-    golsd = [line for line in report.splitlines() if line.startswith('| DINO')]
-    assert len(golsd) == 4 and 'GO-LSD' in golsd[1] and 'GO-LSD' in golsd[3]
-    for line in golsd[:2]:  # mean over the seeds, then each seed's mAP
+    golsd = [line for line in report.splitlines()
+             if line.startswith('| DINO') or line.startswith('| FDR only')]
+    assert len(golsd) == 6 and 'GO-LSD' in golsd[1] and 'GO-LSD' in golsd[4]
+    for line in golsd[:3]:  # mean over the seeds, then each seed's mAP
         cells = [c.strip() for c in line.strip('|').split('|')]
         assert re.fullmatch(r'\d\.\d{3}', cells[4]) and cells[7] == cells[4], line
-    for line in golsd[2:]:  # where the top predictions go: TP + kinds of false positive
+    for line in golsd[3:]:  # where the top predictions go: TP + kinds of false positive
         cells = [c.strip() for c in line.strip('|').split('|')]
         assert all(c.isdigit() for c in cells[4:8]), line
     for png in ('golsd_loss.png', 'golsd_map.png'):
