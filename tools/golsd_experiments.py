@@ -28,13 +28,13 @@ import demo  # noqa: E402  (tools/demo.py: data, training and evaluation helpers
 ITERS_PER_EPOCH = 12  # 96 training images, batch 8
 PLAIN = 'configs/golsd/dino-tiny_r18_1xb8-12e_demo-coco.py'
 GOLSD = 'configs/golsd/dino-tiny_r18_golsd_1xb8-12e_demo-coco.py'
-_FOCAL = ("model = dict(bbox_head=dict(loss_cls=dict(_delete_=True, type='FocalLoss', "
-          "use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0)))")
-_NO_FGL = 'model = dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0)))'
-_NO_DDF = 'model = dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))'
+_FOCAL = dict(bbox_head=dict(loss_cls=dict(_delete_=True, type='FocalLoss', use_sigmoid=True,
+                                           gamma=2.0, alpha=0.25, loss_weight=1.0)))
+_NO_FGL = dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0)))
+_NO_DDF = dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))
 
-#: row name -> (label, base config, config lines added after the base)
-ROWS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+#: row name -> (label, base config, ``model`` overrides merged onto the base)
+ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
     'plain': ('DINO (plain, Focal)', PLAIN, ()),
     'golsd': ('DINO + GO-LSD/FDR (VFL, the plugin default)', GOLSD, ()),
     'golsd-focal': ('DINO + GO-LSD/FDR with Focal', GOLSD, (_FOCAL,)),
@@ -47,23 +47,42 @@ ROWS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
 }
 
 
-def backbone_lines(ctx: 'demo.DemoContext') -> Tuple[str, ...]:
-    """Config lines starting the backbone from the detection stage (run if missing)."""
+def backbone_override(ctx: 'demo.DemoContext') -> dict:
+    """``model`` override starting the backbone from the detection stage (run if missing)."""
     ckpt = osp.join(ctx.out, 'detection', f'epoch_{2 if ctx.quick else 8}.pth')
     if not osp.isfile(ckpt):
         demo.stage_detection(ctx)
-    return ("model = dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', "
-            f"prefix='backbone.', checkpoint={osp.abspath(ckpt)!r}), frozen_stages=4, "
-            "norm_eval=True))",)
+    return dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', prefix='backbone.',
+                                            checkpoint=osp.abspath(ckpt)),
+                              frozen_stages=4, norm_eval=True))
 
 
-def write_config(ctx: 'demo.DemoContext', name: str, base: str, lines: Sequence[str]) -> str:
-    """A config inheriting ``base`` plus ``lines`` under ``<out>/configs``."""
+def merge_overrides(overrides: Sequence[dict]) -> dict:
+    """One ``model`` dict from several (later ones win key by key).
+
+    A config file keeps only its last ``model = ...`` assignment, so the
+    overrides of a row must become one dict.
+    """
+    merged: dict = {}
+    for override in overrides:
+        for key, value in override.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = merge_overrides([merged[key], value])
+            else:
+                merged[key] = value
+    return merged
+
+
+def write_config(ctx: 'demo.DemoContext', name: str, base: str,
+                 overrides: Sequence[dict]) -> str:
+    """A config inheriting ``base`` with ``model = <merged overrides>`` under
+    ``<out>/configs``."""
     folder = osp.join(ctx.out, 'configs')
     os.makedirs(folder, exist_ok=True)
     path = osp.join(folder, f'{name}.py')
     with open(path, 'w') as f:
-        f.write(f'_base_ = {osp.join(demo.ROOT, base)!r}\n' + ''.join(f'{x}\n' for x in lines))
+        f.write(f'_base_ = {osp.join(demo.ROOT, base)!r}\n'
+                f'model = {merge_overrides(overrides)!r}\n')
     return path
 
 
@@ -90,14 +109,14 @@ def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int],
     if unknown:
         raise KeyError(f'unknown rows {unknown}; known: {sorted(ROWS)}')
     data_root = demo.coco_data(ctx)
-    backbone = backbone_lines(ctx)
+    backbone = backbone_override(ctx)
     options = demo.coco_options(data_root, epochs) + [
         f'train_cfg.val_interval={min(val_every, epochs)}',
         f'param_scheduler.0.end={epochs}', f'param_scheduler.0.milestones=[{lr_step}]']
     results: Dict[str, List[dict]] = {}
     for row in rows:
-        _, base, lines = ROWS[row]
-        config = write_config(ctx, f'golsd_{row}', base, backbone + lines)
+        _, base, overrides = ROWS[row]
+        config = write_config(ctx, f'golsd_{row}', base, (backbone,) + overrides)
         for seed in seeds:
             run = demo.train_and_eval(ctx, f'golsd_{row}_e{epochs}_s{seed}', config,
                                       options + [f'randomness.seed={seed}'], epochs,

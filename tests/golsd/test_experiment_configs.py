@@ -1,0 +1,46 @@
+"""The row configs of tools/golsd_experiments.py: every override reaches the model."""
+import importlib.util
+import os
+import sys
+
+from .conftest import ROOT
+
+
+def _tool():
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    path = os.path.join(ROOT, 'tools', 'golsd_experiments.py')
+    spec = importlib.util.spec_from_file_location('golsd_experiments', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_merge_overrides_keeps_every_key():
+    gx = _tool()
+    merged = gx.merge_overrides([dict(backbone=dict(frozen_stages=4)),
+                                 dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0))),
+                                 dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))])
+    assert merged == dict(backbone=dict(frozen_stages=4),
+                          bbox_head=dict(loss_fgl=dict(loss_weight=0.0),
+                                         loss_ddf=dict(loss_weight=0.0)))
+    assert gx.merge_overrides([dict(a=dict(b=1)), dict(a=dict(b=2))]) == dict(a=dict(b=2))
+
+
+def test_row_config_carries_the_backbone_and_every_override(tmp_path):
+    """A config file keeps only its last ``model = ...``: each row writes one."""
+    from mmengine.config import Config
+    gx = _tool()
+    ctx = gx.demo.DemoContext(str(tmp_path), str(tmp_path / 'data'), quick=False)
+    backbone = dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained',
+                                                checkpoint='x.pth'), frozen_stages=4))
+    for row, fgl, ddf, cls in (('fdr-only', 0.0, 0.0, 'VarifocalLoss'),
+                               ('ddf-only-focal', 0.0, 1.5, 'FocalLoss'),
+                               ('golsd', 0.15, 1.5, 'VarifocalLoss')):
+        _, base, overrides = gx.ROWS[row]
+        model = Config.fromfile(gx.write_config(ctx, row, base, (backbone,) + overrides)).model
+        assert model.backbone.frozen_stages == 4 and model.backbone.init_cfg.type == 'Pretrained'
+        assert model.bbox_head.loss_fgl.loss_weight == fgl, row
+        assert model.bbox_head.loss_ddf.loss_weight == ddf, row
+        assert model.bbox_head.loss_cls.type == cls, row
+        if cls == 'FocalLoss':  # the VFL keys are gone (_delete_)
+            assert 'iou_weighted' not in model.bbox_head.loss_cls
