@@ -68,6 +68,11 @@ class LocationQuality(nn.Module):
         return scores + self.mlp(stats).to(scores.dtype)
 
 
+def _rank_mean(like: Tensor, value: float) -> float:
+    """``value`` averaged over the ranks (a collective on every rank), at least 1."""
+    return max(float(reduce_mean(like.new_tensor([float(value)]))), 1.0)
+
+
 class _GT:
     """Ground truth of a batch, flattened for vectorised indexing."""
 
@@ -346,7 +351,7 @@ class GOLSDHeadMixin:
             sets.append(self._hungarian(enc_vote[0], enc_vote[1], enc_vote[2],
                                         batch_img_metas))
         go = go_union(sets)  # order: last, aux 0..L-2, pre, encoder
-        n_go = max(float(reduce_mean(cls_m.new_tensor([float(go[0].numel())]))), 1.0)
+        n_go = _rank_mean(cls_m, go[0].numel())
         # logged, not a loss: how one-to-many the box supervision is (1 = one-to-one)
         losses: Dict[str, Tensor] = dict(go_queries_per_gt=cls_m.new_tensor(
             go[0].numel() / max(sum(gt.counts), 1)).detach())
@@ -441,8 +446,8 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
 
     def _dn_match(self, batch_gt_instances: InstanceList, batch_img_metas: List[dict],
                   dn_meta: Dict[str, int], gt: _GT) -> Triple:
-        """The fixed denoising matches ``(b, q, g)``: group ``k`` of image ``b``
-        holds positive ``k·2G + g`` for ground truth ``g`` (the host's layout)."""
+        """The fixed denoising matches ``(b, q, g)``: the host's positive
+        queries of each image, paired with its ground truths once per group."""
         pos = multi_apply(self._get_dn_targets_single, batch_gt_instances, batch_img_metas,
                           dn_meta=dn_meta)[4]
         groups = int(dn_meta['num_denoising_groups'])
@@ -468,7 +473,7 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
         cls_d, box_d, cor_d = cls_all[:, :, :num_dn], box_all[:, :, :num_dn], cor_all[:, :, :num_dn]
         match = self._dn_match(batch_gt_instances, batch_img_metas, dn_meta, gt)
         # box normaliser of the host's denoising part: rank-averaged positives
-        avg_box = max(float(reduce_mean(cls_all.new_tensor([float(match[0].numel())]))), 1.0)
+        avg_box = _rank_mean(cls_all, match[0].numel())
         out: Dict[str, Tensor] = {}
         outputs = [(f'd{i}.dn_loss', cls_d[i], box_d[i]) for i in range(num_layers - 1)]
         outputs += [('dn_loss', cls_d[-1], box_d[-1]), ('dn_pre_loss', cls_d[0], pre_boxes[:, :num_dn])]
@@ -478,7 +483,7 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
             out[f'{key}_bbox'], out[f'{key}_iou'] = self._box_losses(boxes, match, gt, avg_box)
         # FGL normaliser of the reference: rank-averaged #GT (>= 1) x local groups
         groups = int(dn_meta['num_denoising_groups'])
-        n_gt = max(float(reduce_mean(cls_all.new_tensor([float(sum(gt.counts))]))), 1.0)
+        n_gt = _rank_mean(cls_all, sum(gt.counts))
         targets = self._fgl_targets(anchors[:, :num_dn], match, gt)
         out.update(self._fdr_losses(cor_d, box_d, cls_d[-1], match, gt, targets, n_gt * groups,
                                     counts, 'dn_'))
@@ -533,7 +538,7 @@ class GOLSDDeformableDETRHead(GOLSDHeadMixin, DeformableDETRHead):
         switch, so VFL works here as well."""
         match = self._hungarian(enc_cls, enc_boxes, agnostic, metas)
         gt = _GT(agnostic, metas, enc_cls.device)
-        avg = max(float(reduce_mean(enc_cls.new_tensor([float(match[0].numel())]))), 1.0)
+        avg = _rank_mean(enc_cls, match[0].numel())
         bbox, iou = self._box_losses(enc_boxes, match, gt, avg)
         return dict(enc_loss_cls=self._cls_loss(enc_cls, match, gt, enc_boxes),
                     enc_loss_bbox=bbox, enc_loss_iou=iou)
