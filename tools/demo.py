@@ -213,10 +213,8 @@ def stage_golsd(ctx: DemoContext) -> str:
         '2 x #GT predictions matched at IoU 0.5 in score order, '
         '`tools/analysis/golsd_outputs.py`):', '', kinds, '',
         'FGL rises while its IoU weights grow, then falls; DDF is 0 at the start (all layers '
-        'equal) and grows as the layers diverge. At this length FDR alone is the clear '
-        'winner: the distillation terms at the reference\'s weights cost more than they give '
-        'in 144 steps. docs/golsd.md has the ablations, the reasons and the longer schedule.',
-        ''])
+        'equal) and grows as the layers diverge. docs/golsd.md has the ablations over more '
+        'seeds, what each part does at this length, and a longer schedule.', ''])
 
 
 GOLSD_SEEDS = (0, 1, 2)
