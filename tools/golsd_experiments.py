@@ -146,7 +146,7 @@ def prediction_type_table(runs: Dict[str, dict]) -> str:
     """Last-layer breakdown of each run's top-ranked predictions
     (``tools/analysis/golsd_outputs.py``): label -> run of :func:`run_rows`."""
     sys.path.insert(0, osp.join(demo.ROOT, 'tools', 'analysis'))
-    from golsd_outputs import evaluate
+    from golsd_outputs import COLUMNS, evaluate
 
     from mmengine.config import DictAction
     rows = []
@@ -156,8 +156,7 @@ def prediction_type_table(runs: Dict[str, dict]) -> str:
         layers = [r for r in evaluate(run['config'], run['ckpt'], ns.o)
                   if r[0].startswith('layer ')]
         rows.append([label] + layers[-1][1:])
-    return demo.markdown_table(['model', 'bbox mAP', 'mAP@50', 'mAP@75', 'TP', 'duplicates',
-                                'wrong class', 'background', 'duplicates / GT'], rows)
+    return demo.markdown_table(['model', *COLUMNS], rows)
 
 
 def plot_map_curves(results: Dict[str, List[dict]], out_png: str, title: str) -> str:

@@ -26,6 +26,9 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 FP_TYPES = ('tp', 'duplicate', 'wrong_class', 'background')
+#: the columns of an :func:`evaluate` row after the output's name
+COLUMNS = ('bbox mAP', 'mAP@50', 'mAP@75', 'TP', 'duplicates', 'wrong class', 'background',
+           'duplicates / GT')
 
 
 def prediction_types(boxes: Tensor, scores: Tensor, labels: Tensor, gt_boxes: Tensor,
@@ -156,8 +159,7 @@ def main() -> None:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
     args = parser.parse_args()
     rows = evaluate(args.config, args.checkpoint, args.cfg_options)
-    print(markdown_table(['output', 'bbox mAP', 'mAP@50', 'mAP@75', 'TP', 'duplicates', 'wrong class',
-                          'background', 'duplicates / GT'], rows))
+    print(markdown_table(['output', *COLUMNS], rows))
 
 
 if __name__ == '__main__':
