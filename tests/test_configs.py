@@ -33,3 +33,22 @@ def test_config_loads_and_plugin_datasets_take_its_keys(path):
         params = inspect.signature(cls.__init__).parameters
         unknown = sorted(set(dataset) - {'type'} - set(params))
         assert not unknown, f'{key}.dataset ({dataset["type"]}) has unknown keys {unknown}'
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=[os.path.relpath(p, ROOT) for p in CONFIGS])
+def test_every_config_trains_through_the_non_finite_guard(path):
+    pytest.importorskip('mmengine')
+    import plugins  # noqa: F401
+    from mmengine.registry import OPTIM_WRAPPERS
+
+    from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
+    from plugins.core.runner_setup import load_config
+    cfg = load_config(path)
+    wrapper = dict(cfg.optim_wrapper)
+    if wrapper.get('constructor') == 'SubmoduleOptimWrapperConstructor':
+        types = [sub.get('type', wrapper.get('type')) for key, sub in wrapper.items()
+                 if isinstance(sub, dict) and 'optimizer' in sub]
+    else:
+        types = [wrapper.get('type')]
+    assert types and all(OPTIM_WRAPPERS.get(t) is NonFiniteSkipOptimWrapper for t in types), types
+    assert any(h.get('type') == 'NonFiniteGuardHook' for h in cfg.get('custom_hooks', []))

@@ -8,7 +8,9 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=1),
     sampler_seed=dict(type='DistSamplerSeedHook'))
-custom_hooks = [dict(type='RNGStateHook')]
+# skip (and name) steps with a non-finite loss or gradient; see docs/core.md
+optim_wrapper = dict(type='NonFiniteSkipOptimWrapper')
+custom_hooks = [dict(type='RNGStateHook'), dict(type='NonFiniteGuardHook')]
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 log_processor = dict(by_epoch=True)
 log_level = 'INFO'

@@ -52,12 +52,12 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
          milestones=[6], gamma=0.1),
 ]
-optim_wrapper = dict(optimizer=dict(lr=0.02), clip_grad=dict(max_norm=10))
+optim_wrapper = dict(type='NonFiniteSkipOptimWrapper', optimizer=dict(lr=0.02), clip_grad=dict(max_norm=10))
 
 default_hooks = dict(
     logger=dict(interval=4),
     checkpoint=dict(interval=max_epochs, max_keep_ckpts=2),
     visualization=dict(draw=False))
-custom_hooks = [dict(type='RNGStateHook')]
+custom_hooks = [dict(type='RNGStateHook'), dict(type='NonFiniteGuardHook')]
 randomness = dict(seed=0, deterministic=True)
 auto_scale_lr = dict(enable=False, base_batch_size=8)

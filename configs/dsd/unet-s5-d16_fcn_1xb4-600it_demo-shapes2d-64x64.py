@@ -44,12 +44,12 @@ test_evaluator = val_evaluator
 
 max_iters = 600
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-optim_wrapper = dict(_delete_=True, type='OptimWrapper',
+optim_wrapper = dict(_delete_=True, type='NonFiniteSkipOptimWrapper',
                      optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-5))
 param_scheduler = [dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=max_iters,
                         by_epoch=False)]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters))
-custom_hooks = [dict(type='RNGStateHook')]
+custom_hooks = [dict(type='RNGStateHook'), dict(type='NonFiniteGuardHook')]
 randomness = dict(seed=0)

@@ -6,3 +6,7 @@ custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
 
 model = dict(type='DSDEncoderDecoder', auxiliary_head=None,
              dsd=dict(temperature=3.0, alpha=1.0, ignore_index=255))
+
+# skip (and name) steps with a non-finite loss or gradient; see docs/core.md
+optim_wrapper = dict(type='NonFiniteSkipOptimWrapper')
+custom_hooks = [dict(type='NonFiniteGuardHook')]

@@ -14,3 +14,7 @@ model = dict(
                       iou_weighted=True, loss_weight=1.0),
         loss_fgl=dict(loss_weight=0.15),
         loss_ddf=dict(loss_weight=1.5)))
+
+# skip (and name) steps with a non-finite loss or gradient; see docs/core.md
+optim_wrapper = dict(type='NonFiniteSkipOptimWrapper')
+custom_hooks = [dict(type='NonFiniteGuardHook')]

@@ -51,7 +51,7 @@ model = dict(
 max_epochs = 12
 train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', max_epochs=max_epochs,
                  val_interval=max_epochs)
-optim_wrapper = dict(_delete_=True, type='OptimWrapper',
+optim_wrapper = dict(_delete_=True, type='NonFiniteSkipOptimWrapper',
                      optimizer=dict(type='AdamW', lr=4e-4, weight_decay=1e-4),
                      clip_grad=dict(max_norm=0.1, norm_type=2),
                      paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))

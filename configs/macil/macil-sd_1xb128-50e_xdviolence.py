@@ -49,6 +49,7 @@ custom_hooks = [
     dict(type='SelfDistillEMAHook', base_m=0.91, final_m=1.0, period=50, skip=('fc_a',),
          key_map={'att_mmil.fc': 'fc'}),
     dict(type='RNGStateHook'),
+    dict(type='NonFiniteGuardHook'),
 ]
 # two networks, two optimizers: each submodule gets its own DDP wrapper, and the
 # unused reference blocks (kept for the released key layout) need find_unused_parameters

@@ -1,8 +1,10 @@
 """Core pieces for mmengine users; imported only once mmengine is imported.
 
 * registers the core losses in mmengine's root ``MODELS`` (mmdet's and
-  mmseg's registries fall back to it), :class:`RNGStateHook` in ``HOOKS`` and
-  ``SubmoduleOptimWrapperConstructor`` (one optimizer per submodule);
+  mmseg's registries fall back to it), :class:`RNGStateHook` and
+  :class:`NonFiniteGuardHook` in ``HOOKS``, :class:`NonFiniteSkipOptimWrapper`
+  in ``OPTIM_WRAPPERS`` and ``SubmoduleOptimWrapperConstructor`` (one
+  optimizer per submodule);
 * allow-lists mmengine's ``HistoryBuffer`` (with only its statistics methods
   reachable through ``getattr``) and numpy types, so that ``--resume`` and
   mmengine's own ``load_checkpoint`` load training checkpoints under
@@ -24,6 +26,8 @@ from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 from .checkpoint import allow_getattr, allow_types, atomic_write_bytes, register_numpy_types
 from .hooks import RNGStateHook
 from .losses import InfoNCELoss, TemperatureKLLoss
+# registers itself (importing it here cannot cycle, even when it imports mmengine first)
+from . import nonfinite_mmengine  # noqa: F401
 from .optim import SubmoduleOptimWrapperConstructor
 
 __all__ = ['AtomicLocalBackend']

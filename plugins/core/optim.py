@@ -7,7 +7,8 @@
     param_scheduler = dict(av=[...], teacher=[...])   # schedulers per optimizer
 
 Each key names a submodule of the model (``model.av``); its value is an
-ordinary optim-wrapper config built by mmengine's default constructor on that
+ordinary optim-wrapper config (a top-level ``type`` is the default wrapper
+type of every entry, e.g. ``'NonFiniteSkipOptimWrapper'``) built by mmengine's default constructor on that
 submodule's parameters. The model's ``train_step`` receives the dict of
 wrappers. This module does not import mmengine; the mmengine adapter registers
 the class in ``OPTIM_WRAPPER_CONSTRUCTORS``.
@@ -23,7 +24,8 @@ class SubmoduleOptimWrapperConstructor:
     """Build ``OptimWrapperDict(name=wrapper of model.<name>)``.
 
     Args:
-        optim_wrapper_cfg (dict): ``submodule name -> optim-wrapper config``.
+        optim_wrapper_cfg (dict): ``submodule name -> optim-wrapper config``;
+            an optional ``type`` is the wrapper type of entries without one.
         paramwise_cfg (dict, optional): Applied to every submodule.
 
     Raises:
@@ -35,6 +37,9 @@ class SubmoduleOptimWrapperConstructor:
         if not optim_wrapper_cfg:
             raise ValueError('SubmoduleOptimWrapperConstructor needs one entry per submodule')
         self.cfgs = dict(optim_wrapper_cfg)
+        self.default_type = self.cfgs.pop('type', 'OptimWrapper')
+        if not self.cfgs:
+            raise ValueError('SubmoduleOptimWrapperConstructor needs one entry per submodule')
         self.paramwise_cfg = paramwise_cfg
 
     def __call__(self, model: nn.Module):
@@ -49,6 +54,6 @@ class SubmoduleOptimWrapperConstructor:
                 raise ValueError(f'optim_wrapper names submodule {name!r}, which the model '
                                  f'lacks; its submodules are {children}')
             cfg = dict(cfg)
-            cfg.setdefault('type', 'OptimWrapper')
+            cfg.setdefault('type', self.default_type)
             wrappers[name] = DefaultOptimWrapperConstructor(cfg, self.paramwise_cfg)(sub)
         return OptimWrapperDict(**wrappers)

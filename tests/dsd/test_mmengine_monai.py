@@ -132,3 +132,21 @@ def test_lean_mode_through_the_model():
     la, lb = a(x, y, mode='loss'), b(x, y, mode='loss')
     assert lb['loss_dsd'].item() == pytest.approx(la['loss_dsd'].item(), rel=1e-6)
     assert set(la) == set(lb) and set(SLOTS[:1]) <= {k[7:] for k in la if k.startswith('dsd_ds')}
+
+
+def test_a_nan_voxel_is_skipped_and_named(monkeypatch):
+    import plugins.core.nonfinite_mmengine as guard
+    from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
+    from tests.guard_check import check_guard
+    messages = []
+    monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))
+    model = _model(dict(preset='dynunet', temperature=3.0))
+    wrapper = NonFiniteSkipOptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    torch.manual_seed(2)
+    x = torch.randn(1, 1, 32, 32, 32)
+    y = torch.randint(0, C, (1, 1, 32, 32, 32))
+    bad = x.clone()
+    bad[0, 0, 3, 4, 5] = float('nan')
+    key = check_guard(model, wrapper, dict(inputs=bad, data_samples=y),
+                      dict(inputs=x, data_samples=y), messages)
+    assert key == 'loss_dsd' or key.startswith('dsd_')

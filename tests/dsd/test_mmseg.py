@@ -161,3 +161,25 @@ def test_lean_mode_with_the_padded_ignore_label_matches_straightforward():
         if k.startswith(('loss', 'dsd_')):
             assert b[k].item() == pytest.approx(a[k].item(), rel=1e-5, abs=1e-7), k
     torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-5 * ga.abs().max().item())
+
+
+def test_a_nan_pixel_is_skipped_with_the_config_guard(monkeypatch):
+    from mmengine.optim import build_optim_wrapper
+
+    import plugins.core.nonfinite_mmengine as guard
+    from tests.guard_check import check_guard
+    messages = []
+    monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))
+    cfg = _cfg()
+    net = _build(cfg.model)
+    wrapper = build_optim_wrapper(net, cfg.optim_wrapper)  # the config's guard
+    torch.manual_seed(1)
+    labels = torch.randint(0, C, (2, 64, 64))
+
+    def batch(nan):
+        imgs = [torch.rand(3, 64, 64) * 255 for _ in range(2)]
+        if nan:
+            imgs[1][2, 10, 20] = float('nan')
+        return dict(inputs=imgs, data_samples=_samples(labels))
+    key = check_guard(net, wrapper, batch(True), batch(False), messages)
+    assert key == 'loss_dsd' or key.startswith('dsd_')

@@ -176,21 +176,24 @@ def test_degenerate_and_outside_boxes_give_finite_losses(golsd_model):
     golsd_model.zero_grad()
 
 
-def test_non_finite_logits_are_zeroed_and_logged(golsd_model, caplog):
+def test_non_finite_logits_are_zeroed_only_on_request(golsd_model):
     golsd_model.train()
     torch.manual_seed(0)
     out, data = _head_inputs(golsd_model, [2, 1])
     head_inputs = dict(out)
     head_inputs['all_layers_corners'] = out['all_layers_corners'].clone()
     head_inputs['all_layers_corners'][1, 0, -1, 0] = float('nan')  # one matching query
-    losses = golsd_model.bbox_head.loss(**head_inputs, batch_data_samples=data)
-    assert all(torch.isfinite(v).all() for v in losses.values())
-    golsd_model.bbox_head.nan_to_num = False
+    assert golsd_model.bbox_head.nan_to_num is False  # default: real values reach the log
+    raw = golsd_model.bbox_head.loss(**head_inputs, batch_data_samples=data)
+    bad = {k for k, v in raw.items() if not torch.isfinite(v).all()}
+    assert bad and 'loss_cls' not in bad  # the box terms of layer 1 onwards, not classification
+    golsd_model.bbox_head.nan_to_num = True  # the reference's behaviour
     try:
-        raw = golsd_model.bbox_head.loss(**head_inputs, batch_data_samples=data)
+        losses = golsd_model.bbox_head.loss(**head_inputs, batch_data_samples=data)
     finally:
-        golsd_model.bbox_head.nan_to_num = True
-    assert not all(torch.isfinite(v).all() for v in raw.values())
+        golsd_model.bbox_head.nan_to_num = False
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    assert {k for k, v in losses.items() if float(v) == 0.0} >= bad
 
 
 def test_export_drops_training_only_tensors_and_inference_is_unchanged(tmp_path):
@@ -381,3 +384,24 @@ def test_go_union_size_is_logged_not_summed(golsd_model):
     summed = sum(v for k, v in losses.items() if 'loss' in k)
     assert total.item() == pytest.approx(summed.item(), rel=1e-6)
     assert _loss(golsd_model, [0, 0])['go_queries_per_gt'].item() == 0.0
+
+
+def test_a_nan_pixel_is_skipped_with_the_config_guard(monkeypatch):
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+
+    import plugins.core.nonfinite_mmengine as guard
+    from tests.guard_check import check_guard
+    messages = []
+    monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))
+    model = build(GOLSD_DEMO, seed=4)
+    wrapper = build_optim_wrapper(model, Config.fromfile(GOLSD_DEMO).optim_wrapper)
+    torch.manual_seed(5)
+
+    def batch(nan):
+        imgs = [torch.rand(3, 96, 96) * 255 for _ in range(2)]
+        if nan:
+            imgs[0][1, 40, 50] = float('nan')
+        return dict(inputs=imgs, data_samples=samples([2, 1]))
+    key = check_guard(model, wrapper, batch(True), batch(False), messages)
+    assert key != 'loss'

@@ -126,3 +126,20 @@ def test_optim_constructor_names_missing_submodules():
     model = _model(teacher=False)
     with pytest.raises(ValueError, match="submodule 'teacher'"):
         SubmoduleOptimWrapperConstructor({'teacher': dict(optimizer=dict(type='Adam'))})(model)
+
+
+def test_a_nan_feature_skips_both_steps_and_names_the_loss(monkeypatch):
+    from plugins.core.optim import SubmoduleOptimWrapperConstructor
+    import plugins.core.nonfinite_mmengine as guard
+    from tests.guard_check import check_guard
+    messages = []
+    monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))
+    model = _model()
+    model.lambda_b = model.lambda_n = 1.0
+    wrappers = SubmoduleOptimWrapperConstructor(dict(
+        type='NonFiniteSkipOptimWrapper', av=dict(optimizer=dict(type='Adam', lr=1e-3)),
+        teacher=dict(optimizer=dict(type='Adam', lr=1e-3))))(model)
+    bad = _batch()
+    bad['visual'][0, 3, 7] = float('nan')
+    key = check_guard(model, wrappers, bad, _batch(), messages)
+    assert key != 'loss'  # a named term, not only the total

@@ -60,3 +60,22 @@ def test_model_loss_and_frozen_teacher(root):
     assert not model.teacher.encoder.training
     assert all(p.grad is None for p in model.teacher.encoder.parameters())
     assert model.training_only_modules == ('teacher',)
+
+
+def test_a_nan_lidar_feature_is_skipped_and_named(root, monkeypatch):
+    import plugins.core.nonfinite_mmengine as guard
+    from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
+    from plugins.slidr.mmengine import SLidRPretrainer, slidr_collate
+    from tests.guard_check import check_guard
+    messages = []
+    monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))
+    ds = _dataset(root)
+    torch.manual_seed(0)
+    model = SLidRPretrainer(student=dict(layers=(1,) * 8, planes=(8, 8, 16, 16, 16, 8, 8, 8),
+                                         init_dim=8), dim=8)
+    params = [p for p in model.parameters() if p.requires_grad]
+    wrapper = NonFiniteSkipOptimWrapper(torch.optim.SGD(params, lr=0.1, momentum=0.9))
+    clean = slidr_collate([ds[0]])
+    bad = slidr_collate([ds[0]])
+    bad['feats'][0, 0] = float('nan')
+    assert check_guard(model, wrapper, bad, clean, messages) == 'loss'

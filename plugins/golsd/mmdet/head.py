@@ -107,7 +107,10 @@ class GOLSDHeadMixin:
         loss_fgl (dict): ``loss_weight`` of FGL (0.15).
         loss_ddf (dict): ``loss_weight`` of DDF (1.5).
         nan_to_num (bool): Replace non-finite loss values by 0 and log it, as
-            the reference does.
+            the reference does. Off by default: the gradients of such a loss
+            are NaN all the same, so a zeroed value only hides the divergence.
+            The core's ``NonFiniteSkipOptimWrapper`` skips the step instead
+            and the log shows the real (NaN) values.
         lqe (dict, optional): Add the location-quality term to every decoder
             layer's class logits (``k`` 4, ``hidden`` 64); off by default. The
             DDF teacher logits then include it.
@@ -115,7 +118,7 @@ class GOLSDHeadMixin:
 
     def __init__(self, *args, golsd: Optional[Dict] = None,
                  loss_fgl: Optional[Dict] = None, loss_ddf: Optional[Dict] = None,
-                 nan_to_num: bool = True, lqe: Optional[Dict] = None, **kwargs) -> None:
+                 nan_to_num: bool = False, lqe: Optional[Dict] = None, **kwargs) -> None:
         self.golsd = fdr_config(golsd)
         self.lqe_cfg = dict(lqe) if lqe is not None else None
         self.fgl_weight = float((loss_fgl or {}).get('loss_weight', 0.15))
