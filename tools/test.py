@@ -3,6 +3,11 @@
 Examples:
     python tools/test.py CONFIG CHECKPOINT
     python tools/test.py CONFIG CHECKPOINT --out results.pkl --work-dir work_dirs/eval
+    python tools/test.py CONFIG CHECKPOINT --non-strict   # partial weights on purpose
+
+The checkpoint must hold exactly the model's tensors (training-only parts such as
+GO-LSD's denoising embedding may be missing); otherwise the run stops before
+evaluating, naming the missing, unexpected and mis-shaped keys.
     torchrun --nproc_per_node 2 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 """
 from __future__ import annotations
@@ -24,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='folder for the evaluation logs')
     parser.add_argument('--out', help='dump the raw predictions to this .pkl file')
+    parser.add_argument('--non-strict', action='store_true',
+                        help='evaluate even if the checkpoint does not hold exactly the '
+                        "model's tensors (missing ones keep their initial values)")
     add_common_args(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -32,8 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
+    from plugins.core.checkpoint import check_checkpoint_file
+    check_checkpoint_file(args.checkpoint)  # missing / damaged: stop before building
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.work_dir is None:
         cfg.work_dir = osp.join(cfg.work_dir, 'test')
@@ -47,6 +55,11 @@ def main(argv=None) -> dict:
         cfg.test_evaluator = (list(evaluator) + [dump] if isinstance(evaluator, (list, tuple))
                               else [evaluator, dump])
     runner = build_runner(cfg)
+    if not args.non_strict:
+        from plugins.core.checkpoint import check_state_dict_matches, load_checkpoint
+        model = getattr(runner.model, "module", runner.model)  # DDP
+        check_state_dict_matches(model, load_checkpoint(args.checkpoint),
+                                 f'checkpoint {args.checkpoint!r}')
     try:
         return runner.test()
     finally:

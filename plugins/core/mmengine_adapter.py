@@ -10,7 +10,9 @@
   mmengine's own ``load_checkpoint`` load training checkpoints under
   ``torch.load(weights_only=True)``, the default since torch 2.6;
 * makes local checkpoint writes atomic by replacing mmengine's ``local`` file
-  backend with one whose ``put`` writes a temporary file and renames it.
+  backend with one whose ``put`` writes a temporary file and renames it;
+* (``checkpoint_mmengine``) checks every local checkpoint load and keeps the
+  previous checkpoint until a new one is complete (``CheckpointHook``).
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 from .checkpoint import allow_getattr, allow_types, atomic_write_bytes, register_numpy_types
 from .hooks import RNGStateHook
 from .losses import InfoNCELoss, TemperatureKLLoss
-# registers itself (importing it here cannot cycle, even when it imports mmengine first)
-from . import nonfinite_mmengine  # noqa: F401
+# these register themselves (importing them here cannot cycle, even when one of
+# them is what imports mmengine first)
+from . import checkpoint_mmengine, nonfinite_mmengine  # noqa: F401
 from .optim import SubmoduleOptimWrapperConstructor
 
 __all__ = ['AtomicLocalBackend']

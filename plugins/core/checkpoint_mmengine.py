@@ -1,0 +1,98 @@
+"""Checkpoints through mmengine: the project's checks on every local load, and
+a checkpoint hook that never leaves a run without a checkpoint.
+
+Imported (and registered) once mmengine is imported:
+
+* local paths given to mmengine's ``CheckpointLoader`` (``--resume``,
+  ``load_from``, ``tools/test.py``, ``mmengine.runner.load_checkpoint``) go
+  through :func:`plugins.core.checkpoint.load_checkpoint`: damaged, foreign
+  and unsafe files raise the project's errors naming the file, not torch's
+  advice to pass ``weights_only=False``;
+* ``CheckpointHook`` (the name every config uses) becomes
+  :class:`SafeCheckpointHook`: with ``max_keep_ckpts`` the oldest checkpoint
+  is removed only after the new one and ``last_checkpoint`` are written
+  (mmengine removes it first, so a kill during the save could leave none),
+  ``last_checkpoint`` is written atomically, and partial files of writes
+  killed earlier are removed when training starts.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any, List
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook
+from mmengine.registry import HOOKS
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from .checkpoint import atomic_write_bytes, load_checkpoint, remove_stale_partials
+
+__all__ = ['SafeCheckpointHook', 'load_local_checkpoint']
+
+
+def load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
+    """mmengine's loader for local paths, with the project's checks."""
+    return load_checkpoint(osp.expanduser(filename), map_location=map_location)
+
+
+class _DeferRemoval:
+    """A file backend proxy that records removals instead of doing them."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+        self.removed: List[str] = []
+
+    def remove(self, path) -> None:
+        self.removed.append(path)
+
+    def rmtree(self, path) -> None:
+        self.removed.append(path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+class SafeCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook``; the previous checkpoint outlives a crash.
+
+    Same arguments and behaviour as the host's, except that (1) with
+    ``max_keep_ckpts`` the checkpoint to drop is deleted after the new one is
+    complete, (2) ``last_checkpoint`` is replaced atomically, and (3) at the
+    start of training, partial files of killed writes in the output folder
+    are removed.
+    """
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if is_main_process() and osp.isdir(str(self.out_dir)):
+            remove_stale_partials(str(self.out_dir))
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        backend = self.file_backend
+        deferred = _DeferRemoval(backend)
+        self.file_backend = deferred
+        try:
+            super()._save_checkpoint_with_step(runner, step, meta)
+        finally:
+            self.file_backend = backend
+        if not is_main_process():
+            return
+        # the host wrote last_checkpoint with open(..., 'w'); make it whole
+        atomic_write_bytes(str(self.last_ckpt).encode(), osp.join(runner.work_dir,
+                                                                  'last_checkpoint'))
+        for path in deferred.removed:
+            if backend.isfile(path):
+                backend.remove(path)
+            elif backend.isdir(path):
+                backend.rmtree(path)
+
+
+def _register() -> None:
+    CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+    if HOOKS.get('CheckpointHook') is not SafeCheckpointHook:
+        HOOKS.register_module(name='CheckpointHook', module=SafeCheckpointHook, force=True)
+    if 'SafeCheckpointHook' not in HOOKS.module_dict:
+        HOOKS.register_module(module=SafeCheckpointHook)
+
+
+_register()
