@@ -21,7 +21,9 @@ model = dict(
 dataset = dict(type='MSDDataset', task_dir=task_dir, num_val=2, roi_size=roi_size)
 train_dataloader = dict(
     batch_size=1, num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # per-sample seeds (run seed, epoch, index) for MONAI's random crops and flips:
+    # a resumed run repeats them exactly
+    sampler=dict(type='SampleSeedSampler', shuffle=True),
     collate_fn=dict(type='msd_collate'),
     dataset=dict(dataset, split='train', num_samples=2))
 val_dataloader = dict(

@@ -18,7 +18,9 @@ metainfo = dict(classes=('background', 'disk', 'bar'),
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='RandomFlip', prob=0.5),
+    # per-sample seeds (run seed, round, index): a resumed run augments exactly as
+    # an uninterrupted one, whatever mmengine's loader fast-forward draws
+    dict(type='SampleSeeded', transforms=[dict(type='RandomFlip', prob=0.5)]),
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
@@ -30,7 +32,7 @@ dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo,
                img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False)
 train_dataloader = dict(
     batch_size=4, num_workers=0, persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    sampler=dict(type='SampleSeedInfiniteSampler', shuffle=True),
     dataset=dict(_delete_=True, **dataset, pipeline=train_pipeline,
                  data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train')))
 val_dataloader = dict(

@@ -12,7 +12,9 @@
 * makes local checkpoint writes atomic by replacing mmengine's ``local`` file
   backend with one whose ``put`` writes a temporary file and renames it;
 * (``checkpoint_mmengine``) checks every local checkpoint load and keeps the
-  previous checkpoint until a new one is complete (``CheckpointHook``).
+  previous checkpoint until a new one is complete (``CheckpointHook``);
+* (``sample_seed_mmengine``) samplers and a pipeline wrapper that give every
+  sample its own seed, for exact resume.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from .hooks import RNGStateHook
 from .losses import InfoNCELoss, TemperatureKLLoss
 # these register themselves (importing them here cannot cycle, even when one of
 # them is what imports mmengine first)
-from . import checkpoint_mmengine, nonfinite_mmengine  # noqa: F401
+from . import checkpoint_mmengine, nonfinite_mmengine, sample_seed_mmengine  # noqa: F401
 from .optim import SubmoduleOptimWrapperConstructor
 
 __all__ = ['AtomicLocalBackend']

@@ -10,6 +10,7 @@ import torch
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
+from ...core.sample_seed import DrawIndex, sample_seed
 from ..msd import read_msd_datalist
 
 __all__ = ['MSDDataset', 'msd_collate', 'split_cases']
@@ -117,11 +118,15 @@ class MSDDataset(Dataset):
         data = self._loaded(idx)
         if self._augment is None:
             return self._pack(data)
-        if self._seeded_in != os.getpid():
-            # MONAI's random transforms share an entropy-seeded generator unless
-            # given one: draw their seed from numpy's global generator, which the
-            # Runner seeds (and its worker_init_fn per data-loader worker), so a
-            # seeded run repeats its crops and flips
+        if isinstance(idx, DrawIndex):
+            # a per-sample seed from (run seed, epoch, index): the same crops and
+            # flips whatever ran before, so a resumed run repeats them exactly
+            self._augment.set_random_state(seed=sample_seed(idx.seed, idx.draw, int(idx)))
+        elif self._seeded_in != os.getpid():
+            # a plain sampler: MONAI's random transforms share an entropy-seeded
+            # generator unless given one; draw its seed from numpy's global
+            # generator, which the Runner seeds (and its worker_init_fn per
+            # worker), so a seeded run repeats, though a resumed one does not
             self._augment.set_random_state(seed=int(np.random.randint(2**31 - 1)))
             self._seeded_in = os.getpid()
         out = self._augment({k: v.clone() for k, v in data.items()})
