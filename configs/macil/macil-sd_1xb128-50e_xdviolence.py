@@ -13,7 +13,7 @@ model = dict(
 
 train_dataloader = dict(
     batch_size=128, num_workers=4, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='SampleSeedSampler', shuffle=True),  # per-sample seeds: exact resume
     collate_fn=dict(type='default_collate'),
     dataset=dict(type='XDViolenceDataset', data_root=data_root, split='train', max_len=200))
 # one test video (5 crops, full length) per sample; the order is the test list's

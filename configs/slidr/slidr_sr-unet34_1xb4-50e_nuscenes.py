@@ -14,7 +14,7 @@ model = dict(type='SLidRPretrainer', dim=64, superpixel_size=150, temperature=0.
                           momentum=0.05))
 train_dataloader = dict(
     batch_size=4, num_workers=4, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='SampleSeedSampler', shuffle=True),  # per-sample seeds: exact resume
     collate_fn=dict(type='slidr_collate'),
     dataset=dict(type='NuScenesSLidRDataset', data_root=data_root, version='v1.0-trainval',
                  split='train', superpixel_root='superpixels/slic_150', superpixel_size=150,

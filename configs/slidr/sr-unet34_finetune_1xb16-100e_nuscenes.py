@@ -13,7 +13,7 @@ model = dict(type='SLidRSegmentor', num_classes=17, pretrained=None, linear_prob
 dataset = dict(type='NuScenesLidarSegDataset', data_root=data_root, version='v1.0-trainval')
 train_dataloader = dict(
     batch_size=16, num_workers=4, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='SampleSeedSampler', shuffle=True),  # per-sample seeds: exact resume
     collate_fn=dict(type='lidarseg_collate'),
     dataset=dict(dataset, split='train', label_every=1, augment=True))
 val_dataloader = dict(

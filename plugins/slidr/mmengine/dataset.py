@@ -9,6 +9,8 @@ import torch
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
+from ...core.sample_seed import DrawIndex
+
 from ..augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
 from ..functional import cylindrical_voxelize, project_points
 from ..nuscenes_synth import CAMERAS
@@ -97,8 +99,12 @@ class NuScenesSLidRDataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         import cv2
-        rng = np.random.default_rng([self.seed, idx, self._epoch_draw]) if self.augment \
-            else np.random.default_rng([self.seed, idx])
+        if not self.augment:
+            rng = np.random.default_rng([self.seed, idx])
+        elif isinstance(idx, DrawIndex):  # (run seed, epoch, index): exact on resume
+            rng = np.random.default_rng([self.seed, idx.seed % 2**63, idx.draw, int(idx)])
+        else:  # a plain sampler: this process's draw count stands in for the epoch
+            rng = np.random.default_rng([self.seed, idx, self._epoch_draw])
         self._epoch_draw += 1
         sample = self.nusc.get('sample', self.samples[idx])
         lidar = self.nusc.get('sample_data', sample['data']['LIDAR_TOP'])

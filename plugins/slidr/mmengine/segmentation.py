@@ -13,6 +13,7 @@ from mmengine.registry import DATASETS, FUNCTIONS, METRICS, MODELS
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ...core.sample_seed import DrawIndex
 from ..augment import rotate_flip_cloud
 from ..functional import (confusion_matrix, cylindrical_voxelize, iou_from_confusion,
                           lovasz_softmax)
@@ -24,7 +25,8 @@ __all__ = ['NuScenesLidarSegDataset', 'SemanticKITTIDataset', 'lidarseg_collate'
 
 
 class _SeededAugment:
-    """A fresh augmentation stream per draw (seed, index, draw count)."""
+    """A fresh augmentation stream per draw: (seed, run seed, epoch, index) from a
+    ``DrawIndex``, else (seed, index, this process's draw count)."""
 
     augment: bool
     seed: int
@@ -34,6 +36,9 @@ class _SeededAugment:
         if not self.augment:
             return None
         self._draw += 1
+        if isinstance(idx, DrawIndex):  # (run seed, epoch, index): exact on resume
+            return np.random.default_rng([self.seed, idx.seed % 2**63, idx.draw, int(idx)])
+        # a plain sampler: this process's draw count stands in for the epoch
         return np.random.default_rng([self.seed, idx, self._draw])
 
 
