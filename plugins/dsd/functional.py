@@ -12,6 +12,8 @@ terms, ``dec1`` through DiceCE and the teacher side of KL.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
@@ -162,9 +164,15 @@ def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 
 
     Raises:
         KeyError: If a slot is missing.
-        ValueError: On mismatched shapes, bad labels or a bad temperature.
+        ValueError: On mismatched shapes, bad labels, a bad temperature or a
+            negative or non-finite ``alpha``. An empty batch (``B = 0``) gives
+            graph-connected zeros.
     """
     t = check_temperature(temperature)
+    alpha = float(alpha)
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f'alpha (the weight of the KD terms) must be finite and ≥ 0, '
+                         f'got {alpha}')
     need = SLOTS if encoder_kd else SLOTS[:5]
     missing = [s for s in need if s not in logits]
     if missing:
@@ -180,6 +188,13 @@ def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 
                              f'class logits')
     ids = check_labels(labels, ref.shape[1], tuple(ref.shape[2:]), ref.shape[0],
                        ignore_index)
+    pairs = [(s, DECODER_TEACHER) for s in DECODER_STUDENTS]
+    if encoder_kd:
+        pairs += [(s, ENCODER_TEACHER) for s in ENCODER_STUDENTS]
+    if ref.shape[0] == 0:  # an empty batch: graph-connected zeros, not NaN
+        zero = sum(logits[s].sum() for s in need) * 0
+        names = [f'ds_{s}' for s in DS_SLOTS] + [f'kd_{s}' for s, _ in pairs]
+        return zero, {k: (zero.detach() if detach_terms else zero) for k in names}
     mask = _valid_mask(ids, ignore_index)
     terms: Dict[str, Tensor] = {}
     total = None
@@ -189,9 +204,6 @@ def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 
         terms[f'ds_{s}'] = term
         total = term if total is None else total + term
     kd = None
-    pairs = [(s, DECODER_TEACHER) for s in DECODER_STUDENTS]
-    if encoder_kd:
-        pairs += [(s, ENCODER_TEACHER) for s in ENCODER_STUDENTS]
     for student, teacher in pairs:
         term = kl_pix(logits[student], logits[teacher], t, detach_teacher, mask)
         terms[f'kd_{student}'] = term

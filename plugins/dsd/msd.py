@@ -13,6 +13,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..core.options import read_json
+
 __all__ = ['make_msd_synthetic', 'read_msd_datalist', 'evaluate_dice_hd95']
 
 _REQUIRED = ('name', 'labels', 'modality', 'training', 'numTraining')
@@ -85,13 +87,13 @@ def read_msd_datalist(task_dir: str, split: str = 'training') -> List[Dict[str, 
 
     Raises:
         FileNotFoundError: If ``dataset.json`` or a listed file is missing.
-        ValueError: On a malformed ``dataset.json`` (names the missing keys).
+        ValueError: On a malformed or truncated ``dataset.json`` (names the
+            file, and the missing keys).
     """
     path = os.path.join(task_dir, 'dataset.json')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{task_dir} has no dataset.json (MSD layout expected)')
-    with open(path) as f:
-        meta = json.load(f)
+    meta = read_json(path, 'MSD datalist')
     missing = [k for k in _REQUIRED if k not in meta]
     if missing:
         raise ValueError(f'{path} lacks the MSD keys {missing}')

@@ -164,7 +164,9 @@ def two_bin_targets(phi: Tensor, project: Tensor) -> Tuple[Tensor, Tensor, Tenso
         project (Tensor): ``W``, ``(R+1,)``.
 
     Returns:
-        tuple: ``(n_left (*) long, w_left (*), w_right (*))``.
+        tuple: ``(n_left (*) long, w_left (*), w_right (*))``. A NaN ``φ``
+        gives NaN weights (so the loss is NaN and the step is skipped), never
+        a silent target on bin 0.
     """
     w = project.to(phi.dtype)
     r = w.numel() - 1
@@ -178,6 +180,7 @@ def two_bin_targets(phi: Tensor, project: Tensor) -> Tuple[Tensor, Tensor, Tenso
     w_right = d_left / (d_left + d_right)
     w_right = torch.where(below, torch.zeros_like(w_right), w_right)
     w_right = torch.where(above, torch.ones_like(w_right), w_right)
+    w_right = torch.where(torch.isnan(phi), phi, w_right)
     return idx, 1.0 - w_right, w_right
 
 
@@ -256,7 +259,8 @@ def go_union(matches: Sequence[Tuple[Tensor, Tensor, Tensor]]) -> Tuple[Tensor, 
 
 
 def fgl_loss(corners: Tensor, target_left: Tensor, weight_left: Tensor,
-             weight_right: Tensor, iou: Tensor, avg_factor: float) -> Tensor:
+             weight_right: Tensor, iou: Tensor, avg_factor: float,
+             check: bool = True) -> Tensor:
     """Fine-Grained Localization loss of one layer (§3.2).
 
     ``(1/N) Σ_{pairs} Σ_k u · [ω_← CE(Z_k, n_←) + ω_→ CE(Z_k, n_← + 1)]``,
@@ -270,15 +274,26 @@ def fgl_loss(corners: Tensor, target_left: Tensor, weight_left: Tensor,
         weight_right (Tensor): ``(M, 4)``, ``ω_→``.
         iou (Tensor): ``(M,)`` IoU weights (detached here).
         avg_factor (float): ``N`` (e.g. ``N_GO``), clamped at ≥ 1.
+        check (bool): Check that ``0 ≤ n_← ≤ R − 1`` (one device sync). The
+            head skips it: its targets come from :func:`two_bin_targets`.
 
     Returns:
         Tensor: Scalar in float32 or float64; a graph-connected 0 when
         ``M = 0``.
+
+    Raises:
+        ValueError: On a row-count mismatch, or (``check``) a target bin
+            outside ``[0, R − 1]``.
     """
     m = target_left.shape[0]
     n_bins = corners.shape[-1] // 4
     if corners.shape[0] != m:
         raise ValueError(f'{corners.shape[0]} corner rows for {m} targets')
+    if check and m and target_left.numel():
+        lo, hi = int(target_left.min()), int(target_left.max())
+        if lo < 0 or hi > n_bins - 2:
+            raise ValueError(f'fgl_loss: target_left must lie in [0, {n_bins - 2}] '
+                             f'(R = {n_bins - 1} bins per edge), got values in [{lo}, {hi}]')
     if m == 0:
         return corners.sum() * 0
     z = _edges(corners, n_bins).float() if corners.dtype in (

@@ -183,6 +183,12 @@ class MACILAudioVisual(nn.Module):
             raise ValueError(f'visual (B, T, {self.fc_v.in_features}) and audio '
                              f'(B, T, {self.fc_a.in_features}) must share B and T; got '
                              f'{tuple(visual.shape)} and {tuple(audio.shape)}')
+        for name, x, lin in (('visual', visual, self.fc_v), ('audio', audio, self.fc_a)):
+            if x.shape[-1] != lin.in_features:
+                raise ValueError(f'{name} features have {x.shape[-1]} dims, the network '
+                                 f'expects {lin.in_features} ({name}_dim); got '
+                                 f'{tuple(x.shape)}. Check the feature files or set '
+                                 f'{name}_dim in the model config')
         mask = padding_mask(visual, lengths) if self.mask_padding else None
         h_v, h_a = self.fc_v(visual), self.fc_a(audio)
         z_v = self.cma.layer(h_v, h_a, mask)

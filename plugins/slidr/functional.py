@@ -145,12 +145,20 @@ def cylindrical_voxelize(xyz: Tensor, size: float = 0.1,
         ``representative (V,)`` the first point of each voxel.
 
     Raises:
-        ValueError: On a non-(N, 3) input or non-positive sizes.
+        ValueError: On a non-(N, 3) input, non-positive sizes, or non-finite
+            coordinates (the cell of a NaN or inf point is undefined; the
+            message counts them and names the first row).
     """
     if xyz.dim() != 2 or xyz.shape[1] < 3:
         raise ValueError(f'xyz must be (N, 3), got {tuple(xyz.shape)}')
     if size <= 0 or angle_deg <= 0:
         raise ValueError(f'voxel size and angle must be > 0, got {size}, {angle_deg}')
+    finite = torch.isfinite(xyz[:, :3]).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise ValueError(f'{bad.numel()} of {xyz.shape[0]} points have non-finite '
+                         f'coordinates, e.g. row {int(bad[0])}: {xyz[bad[0], :3].tolist()}; '
+                         f'drop them before voxelizing')
     x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     rho = torch.sqrt(x * x + y * y) / size
     phi = torch.rad2deg(torch.atan2(y, x)) / angle_deg
@@ -182,11 +190,16 @@ def superpixel_slots(superpixels: Tensor, stride: int = 150,
         tuple: ``(slots (n, H, W) long, number of slots)``.
 
     Raises:
+        TypeError: On floating-point ids (truncating them would merge
+            superpixels); cast label maps to an integer type when reading them.
         ValueError: On negative ids, a bad mode, or an overflow in ``'error'``
             mode (names the image and its largest id).
     """
     if superpixels.dim() != 3:
         raise ValueError(f'superpixels must be (n, H, W), got {tuple(superpixels.shape)}')
+    if superpixels.is_floating_point() or superpixels.is_complex():
+        raise TypeError(f'superpixel ids must be integers, got {superpixels.dtype}: '
+                        f'float ids would be truncated and merge superpixels')
     ids = superpixels.long()
     n = ids.shape[0]
     if n == 0:
@@ -325,12 +338,20 @@ def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: Optional[int] = 
 
     Returns:
         Tensor: A scalar (0 with a graph when no row is left).
+
+    Raises:
+        ValueError: If a kept label is outside ``[0, C)``.
     """
     if ignore_index is not None:
         keep = labels != ignore_index
         probs, labels = probs[keep], labels[keep]
     if labels.numel() == 0:
         return probs.sum() * 0.0
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= probs.shape[1]:
+        raise ValueError(f'lovasz_softmax: labels must lie in [0, {probs.shape[1]}) for '
+                         f'{probs.shape[1]} classes (or equal ignore_index={ignore_index}), '
+                         f'got values in [{lo}, {hi}]')
     losses = []
     for c in torch.unique(labels).tolist():
         fg = (labels == c).to(probs.dtype)
@@ -347,7 +368,23 @@ def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: Optional[int] = 
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """``(C, C)`` counts, rows = ground truth, columns = prediction."""
+    """``(C, C)`` counts, rows = ground truth, columns = prediction.
+
+    Args:
+        pred (Tensor): ``(N,)`` predicted class ids in ``[0, C)``.
+        target (Tensor): ``(N,)`` true class ids in ``[0, C)``.
+        num_classes (int): ``C``.
+
+    Raises:
+        ValueError: On different lengths or ids outside ``[0, C)`` (they would
+            be counted in another cell).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f'pred {tuple(pred.shape)} and target {tuple(target.shape)} differ')
+    for name, ids in (('pred', pred), ('target', target)):
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
+            raise ValueError(f'confusion_matrix: {name} ids must lie in [0, {num_classes}), '
+                             f'got values in [{int(ids.min())}, {int(ids.max())}]')
     index = target.long() * num_classes + pred.long()
     return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes)
 

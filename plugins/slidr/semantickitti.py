@@ -68,19 +68,30 @@ def read_calib(path: str) -> Dict[str, np.ndarray]:
 
     Raises:
         FileNotFoundError: If the file is missing.
+        ValueError: If a value is not a number or ``P2``/``Tr`` lacks numbers
+            (names the file and line).
         KeyError: If ``P2`` or ``Tr`` is absent (names the file).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'calibration {path} does not exist')
     out = {}
+    sizes = {}
     with open(path) as f:
-        for line in f:
+        for lineno, line in enumerate(f, 1):
             if ':' not in line:
                 continue
             key, values = line.split(':', 1)
-            numbers = np.array([float(v) for v in values.split()])
+            try:
+                numbers = np.array([float(v) for v in values.split()])
+            except ValueError:
+                raise ValueError(f'{path}, line {lineno}: {key.strip()} holds a value that is '
+                                 f'not a number ({values.strip()[:60]!r})') from None
+            sizes[key.strip()] = numbers.size
             if numbers.size == 12:
                 out[key.strip()] = numbers.reshape(3, 4)
+    short = [f'{k} has {sizes[k]} numbers' for k in ('P2', 'Tr') if k in sizes and k not in out]
+    if short:
+        raise ValueError(f'{path}: {", ".join(short)}, expected 12 (3x4); a truncated file?')
     missing = [k for k in ('P2', 'Tr') if k not in out]
     if missing:
         raise KeyError(f'{path} lacks {missing}')

@@ -102,7 +102,10 @@ def check_key_range(coords: Tensor) -> None:
     Raises:
         ValueError: Naming the ranges when their product reaches 2⁶².
     """
-    spans = (coords.max(0).values - coords.min(0).values + 3).tolist()
+    # in Python integers: int64 arithmetic on a wrapped coordinate (the floor of
+    # a NaN or inf) would wrap again and pass
+    highs, lows = torch.stack([coords.max(0).values, coords.min(0).values]).tolist()
+    spans = [hi - lo + 3 for hi, lo in zip(highs, lows)]
     if math.prod(spans) >= 2 ** 62:
         raise ValueError(f'voxel coordinates span {spans[1:]} cells per axis over {spans[0] - 2} '
                          f'scans, too many to pack into int64 keys; use coarser voxels or '
@@ -366,9 +369,18 @@ class UpConv3d(_Kernel2):
 
 
 class SparseBatchNorm(nn.BatchNorm1d):
-    """Batch norm over the voxel rows."""
+    """Batch norm over the voxel rows.
+
+    Raises:
+        ValueError: In training with fewer than 2 voxels at this level.
+    """
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:  # type: ignore[override]
+        if self.training and x.feats.shape[0] < 2:
+            raise ValueError(f'{x.feats.shape[0]} voxel(s) reach a batch norm of '
+                             f'{self.num_features} channels in training; it needs at least 2. '
+                             f'The scan is too small or too sparse for the network\'s '
+                             f'downsampling: use more points, smaller voxels or a larger batch')
         return x.replace(super().forward(x.feats))
 
 

@@ -109,10 +109,30 @@ class MSDDataset(Dataset):
     def _loaded(self, idx: int) -> dict:
         if idx in self._cache:
             return self._cache[idx]
-        data = self._load(dict(self.items[idx]))
+        item = self.items[idx]
+        data = self._load(dict(item))
+        self._check_shapes(item, data)
         if self.cache:
             self._cache[idx] = data
         return data
+
+    def _check_shapes(self, item: dict, data: dict) -> None:
+        """Image and label must cover the same voxels, with the task's dimensions.
+
+        Raises:
+            ValueError: Naming the files and their shapes.
+        """
+        dims = len(self.roi_size)
+        image = tuple(data['image'].shape)
+        if len(image) != dims + 1:
+            raise ValueError(f"{item['image']}: a {len(image) - 1}-D image (shape {image[1:]}) "
+                             f'in a {dims}-D task (roi_size {self.roi_size})')
+        if 'label' in data:
+            label = tuple(data['label'].shape)
+            if label[1:] != image[1:]:
+                raise ValueError(f"{item['label']}: label shape {label[1:]} differs from the "
+                                 f"image's {image[1:]} ({item['image']}); they must cover the "
+                                 f'same voxels')
 
     def __getitem__(self, idx: int):
         data = self._loaded(idx)

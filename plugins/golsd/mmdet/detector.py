@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .decoder import GOLSDDeformableDetrTransformerDecoder, GOLSDDinoTransformerDecoder
 from .fdr import fdr_config
+from .inputs import check_ground_truth
 
 __all__ = ['GOLSDDINO', 'GOLSDDeformableDETR']
 
@@ -22,8 +23,16 @@ def _pass_settings(golsd: Optional[Dict], kwargs: dict) -> Dict:
     return cfg
 
 
+class _CheckedLoss:
+    """Checks the ground truth once per batch before the host's loss."""
+
+    def loss(self, batch_inputs: Tensor, batch_data_samples):
+        check_ground_truth(batch_data_samples, self.bbox_head.num_classes)
+        return super().loss(batch_inputs, batch_data_samples)
+
+
 @MODELS.register_module()
-class GOLSDDINO(DINO):
+class GOLSDDINO(_CheckedLoss, DINO):
     """DINO with FDR boxes and GO-LSD self-distillation.
 
     Args:
@@ -71,7 +80,7 @@ class GOLSDDINO(DINO):
 
 
 @MODELS.register_module()
-class GOLSDDeformableDETR(DeformableDETR):
+class GOLSDDeformableDETR(_CheckedLoss, DeformableDETR):
     """Deformable-DETR with box refinement, FDR boxes and GO-LSD.
 
     ``with_box_refine=True`` is required; ``as_two_stage=True`` is

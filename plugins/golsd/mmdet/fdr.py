@@ -7,6 +7,7 @@ import torch
 from mmdet.models.layers import inverse_sigmoid
 from torch import Tensor, nn
 
+from ...core.options import merge_options
 from ..functional import decode_corners, distribution_integral, weighting_function
 
 __all__ = ['FDRRefiner', 'fdr_config']
@@ -20,12 +21,7 @@ def fdr_config(golsd: Optional[Dict] = None) -> Dict:
     Raises:
         ValueError: On an unknown key.
     """
-    cfg = dict(_DEFAULTS)
-    unknown = set(golsd or {}) - set(cfg)
-    if unknown:
-        raise ValueError(f'unknown golsd settings {sorted(unknown)}; known: '
-                         f'{sorted(cfg)}')
-    cfg.update(golsd or {})
+    cfg = merge_options(_DEFAULTS, golsd, 'golsd')
     return cfg
 
 

@@ -23,6 +23,7 @@ from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from ...core.options import check_keys, merge_options
 from ..functional import (aligned_iou, box_to_distance, cxcywh_to_xyxy, ddf_loss,
                           fgl_loss, go_union, lqe_statistics, two_bin_targets,
                           weighting_function)
@@ -121,8 +122,11 @@ class GOLSDHeadMixin:
                  nan_to_num: bool = False, lqe: Optional[Dict] = None, **kwargs) -> None:
         self.golsd = fdr_config(golsd)
         self.lqe_cfg = dict(lqe) if lqe is not None else None
-        self.fgl_weight = float((loss_fgl or {}).get('loss_weight', 0.15))
-        self.ddf_weight = float((loss_ddf or {}).get('loss_weight', 1.5))
+        check_keys(lqe, ('k', 'hidden'), 'bbox_head.lqe')
+        self.fgl_weight = float(merge_options(dict(loss_weight=0.15), loss_fgl,
+                                              'bbox_head.loss_fgl')['loss_weight'])
+        self.ddf_weight = float(merge_options(dict(loss_weight=1.5), loss_ddf,
+                                              'bbox_head.loss_ddf')['loss_weight'])
         self.nan_to_num = nan_to_num
         super().__init__(*args, **kwargs)
         if isinstance(self.loss_cls, FocalLoss):
@@ -309,7 +313,7 @@ class GOLSDHeadMixin:
                         u = aligned_iou(cxcywh_to_xyxy(boxes[i][b, q].detach().float()),
                                         gt.xyxy[gt.rows(b, g)].float())
                     tl, wl, wr = targets
-                    fgl = fgl_loss(corners[i][b, q], tl, wl, wr, u, avg)
+                    fgl = fgl_loss(corners[i][b, q], tl, wl, wr, u, avg, check=False)
                 else:
                     u = corners.new_zeros(0)
                     fgl = corners[i].sum() * 0

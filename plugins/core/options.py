@@ -1,0 +1,69 @@
+"""Option dicts from configs: unknown keys are errors that suggest the right one."""
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any, Dict, Iterable, Mapping, Optional
+
+__all__ = ['check_keys', 'merge_options', 'read_json']
+
+
+def check_keys(options: Optional[Mapping[str, Any]], known: Iterable[str], what: str) -> None:
+    """Raise on keys of ``options`` that are not in ``known``.
+
+    Args:
+        options (Mapping | None): The user's dict (``None`` passes).
+        known (Iterable[str]): The accepted keys.
+        what (str): How the error names the dict, e.g. ``'bbox_head.loss_fgl'``.
+
+    Raises:
+        TypeError: If ``options`` is not a mapping.
+        ValueError: Naming each unknown key, the closest known one when there
+            is a close one (``'loss_wieght'`` → ``'loss_weight'``), and the
+            known keys.
+    """
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        raise TypeError(f'{what} must be a dict, got {type(options).__name__}')
+    known = sorted(known)
+    unknown = [k for k in options if k not in known]
+    if not unknown:
+        return
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        parts.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
+    raise ValueError(f'unknown key{"s" if len(unknown) > 1 else ""} in {what}: '
+                     f'{", ".join(parts)}; known: {known}')
+
+
+def merge_options(defaults: Mapping[str, Any], options: Optional[Mapping[str, Any]],
+                  what: str) -> Dict[str, Any]:
+    """``defaults`` updated with ``options``, after :func:`check_keys`."""
+    check_keys(options, defaults, what)
+    out = dict(defaults)
+    out.update(options or {})
+    return out
+
+
+def read_json(path: str, what: str = 'file') -> Any:
+    """``json.load`` with errors that name the file.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: On invalid or truncated JSON (file, line, column, and
+            whether the text ends early).
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{what} {path} does not exist') from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        ends_early = err.msg.startswith('Unterminated') or err.pos >= len(text.rstrip()) - 1
+        early = ' (the text ends early: a truncated file?)' if ends_early else ''
+        raise ValueError(f'{what} {path} is not valid JSON: {err.msg} (line {err.lineno}, '
+                         f'column {err.colno}){early}') from None
