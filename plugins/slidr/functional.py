@@ -105,12 +105,15 @@ def project_to_image(points_cam: np.ndarray, intrinsic, width: int, height: int,
                          f'record has an empty intrinsic)')
     if width < 2 or height < 2:
         raise ValueError(f'bad image size {width}x{height}')
-    p = np.asarray(points_cam)
-    depth = p[:, 2]
-    uvw = (k.astype(p.dtype) @ p.T)
+    # in float64 whatever the points' precision, as the devkit's view_points:
+    # a float32 product moves a few points per million across a pixel boundary
+    p = np.asarray(points_cam).astype(np.float64)
+    uvw = k @ p.T
+    depth = uvw[2]
     with np.errstate(divide='ignore', invalid='ignore'):
         u = uvw[0] / depth
         v = uvw[1] / depth
+    depth = p[:, 2]
     keep = (depth > min_depth) & (u > 0) & (u < width - 1) & (v > 0) & (v < height - 1)
     index = np.nonzero(keep)[0]
     return index, np.round(v[keep]).astype(np.int64), np.round(u[keep]).astype(np.int64)
@@ -222,6 +225,12 @@ def superpixel_slots(superpixels: Tensor, stride: int = 150,
     raise ValueError(f"on_overflow must be 'error' or 'offsets', got {on_overflow!r}")
 
 
+def _accumulation_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half-precision inputs (sums of many bf16 rows lose digits),
+    else the input's own dtype."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def pool_points(features: Tensor, pair_rows: Tensor, pair_slots: Tensor,
                 num_slots: int) -> Tuple[Tensor, Tensor]:
     """``k_σ = Σ_{pairings j in σ} f_{v_j} / (m_σ + 1e-6)``, counted per pairing.
@@ -233,7 +242,8 @@ def pool_points(features: Tensor, pair_rows: Tensor, pair_slots: Tensor,
         num_slots (int): Number of slots.
 
     Returns:
-        tuple: ``k (num_slots, D)``, ``m (num_slots,)`` pairing counts.
+        tuple: ``k (num_slots, D)``, ``m (num_slots,)`` pairing counts; summed
+        and returned in float32 for float16/bfloat16 features.
 
     Raises:
         ValueError: On mismatched pairings or out-of-range indices.
@@ -246,9 +256,10 @@ def pool_points(features: Tensor, pair_rows: Tensor, pair_slots: Tensor,
             raise ValueError(f'pairings reference 3D rows outside [0, {features.shape[0]})')
         if int(pair_slots.min()) < 0 or int(pair_slots.max()) >= num_slots:
             raise ValueError(f'pairings reference slots outside [0, {num_slots})')
-    pooled = features.new_zeros(num_slots, features.shape[1])
-    pooled = pooled.index_add(0, pair_slots, features[pair_rows])
-    counts = torch.bincount(pair_slots, minlength=num_slots).to(features.dtype)
+    acc = _accumulation_dtype(features)
+    pooled = features.new_zeros(num_slots, features.shape[1], dtype=acc)
+    pooled = pooled.index_add(0, pair_slots, features[pair_rows].to(acc))
+    counts = torch.bincount(pair_slots, minlength=num_slots).to(acc)
     return pooled / (counts[:, None] + _EPS), counts
 
 
@@ -261,7 +272,8 @@ def pool_pixels(pixel_features: Tensor, slots: Tensor, num_slots: int) -> Tuple[
         num_slots (int): Number of slots.
 
     Returns:
-        tuple: ``q (num_slots, D)``, ``a (num_slots,)`` pixel counts.
+        tuple: ``q (num_slots, D)``, ``a (num_slots,)`` pixel counts; summed
+        and returned in float32 for float16/bfloat16 features.
 
     Raises:
         ValueError: If the slot map does not match the feature maps.
@@ -270,10 +282,11 @@ def pool_pixels(pixel_features: Tensor, slots: Tensor, num_slots: int) -> Tuple[
     if tuple(slots.shape) != (n, h, w):
         raise ValueError(f'slot map {tuple(slots.shape)} does not match pixel features '
                          f'{tuple(pixel_features.shape)} (expected ({n}, {h}, {w}))')
-    flat = pixel_features.permute(0, 2, 3, 1).reshape(-1, d)
+    acc = _accumulation_dtype(pixel_features)
+    flat = pixel_features.permute(0, 2, 3, 1).reshape(-1, d).to(acc)
     index = slots.reshape(-1)
-    pooled = pixel_features.new_zeros(num_slots, d).index_add(0, index, flat)
-    counts = torch.bincount(index, minlength=num_slots).to(pixel_features.dtype)
+    pooled = pixel_features.new_zeros(num_slots, d, dtype=acc).index_add(0, index, flat)
+    counts = torch.bincount(index, minlength=num_slots).to(acc)
     return pooled / (counts[:, None] + _EPS), counts
 
 

@@ -225,3 +225,17 @@ def test_drop_cuboid_reindexes_pairings_and_reverts():
     assert out[0].tolist() == [[0, 3, 4], [1, 5, 6]]
     keep, out = drop_cuboid(xyz, pairs, Fixed(), min_pairs=3)  # would leave 2 < 3: reverted
     assert keep.all() and out[0] is pairs[0]
+
+
+def test_pooling_sums_half_precision_features_in_float32():
+    from plugins.slidr.functional import pool_pixels, pool_points
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 8, 64, 96, generator=g).bfloat16()
+    slots = torch.randint(0, 10, (2, 64, 96), generator=g)
+    q, a = pool_pixels(feats, slots, 10)
+    ref, _ = pool_pixels(feats.double(), slots, 10)
+    assert q.dtype == a.dtype == torch.float32
+    assert ((q.double() - ref).abs() / ref.abs().clamp_min(1e-3)).max() < 1e-5
+    rows = torch.randint(0, 500, (4000,), generator=g)
+    k, m = pool_points(torch.randn(500, 8, generator=g).half(), rows, rows % 7, 7)
+    assert k.dtype == m.dtype == torch.float32 and float(m.sum()) == 4000
