@@ -17,6 +17,7 @@ __version__ = '0.1.0'
 HOST_ADAPTERS = {
     'mmengine': ['plugins.core.mmengine_adapter', 'plugins.dsd.mmengine',
                  'plugins.macil.mmengine', 'plugins.slidr.mmengine'],
+    'mmdet.datasets': ['plugins.core.mmdet_adapter'],
     'mmdet.models': ['plugins.golsd.mmdet'],
     'mmseg.models': ['plugins.dsd.mmseg'],
 }

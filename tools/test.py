@@ -60,8 +60,9 @@ def main(argv=None) -> dict:
         model = getattr(runner.model, "module", runner.model)  # DDP
         check_state_dict_matches(model, load_checkpoint(args.checkpoint),
                                  f'checkpoint {args.checkpoint!r}')
+    from plugins.core.runner_setup import run_explained
     try:
-        return runner.test()
+        return run_explained(cfg, runner.test)
     finally:
         from plugins.core.runner_setup import finish_distributed
         finish_distributed()

@@ -63,8 +63,9 @@ def main(argv=None) -> None:
         cfg.resume = True
         cfg.load_from = args.resume
     runner = build_runner(cfg)
+    from plugins.core.runner_setup import run_explained
     try:
-        runner.train()
+        run_explained(cfg, runner.train)
     finally:
         from plugins.core.runner_setup import finish_distributed
         finish_distributed()

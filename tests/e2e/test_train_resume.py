@@ -109,3 +109,56 @@ def test_export_tool_strips_training_state(uninterrupted, tmp_path):
     full = _weights(src)
     assert keys == set(full) - {'bbox_head.retina_reg.weight', 'bbox_head.retina_reg.bias'}
     assert exported['meta']['epoch'] == EPOCHS
+
+
+def _broken_coco(coco_root, tmp_path, edit):
+    import json
+    import shutil
+    root = str(tmp_path / 'coco')
+    shutil.copytree(coco_root, root)
+    path = os.path.join(root, 'annotations', 'instances_train.json')
+    with open(path) as f:
+        data = json.load(f)
+    text = edit(data)
+    with open(path, 'w') as f:
+        f.write(text if isinstance(text, str) else json.dumps(data))
+    return root, path
+
+
+@pytest.mark.parametrize('fault,words', [
+    ("category", "has category_id 99, which is not among the file's categories"),
+    ('truncated', 'is not valid JSON'),
+])
+def test_a_broken_annotation_file_is_named(coco_root, tmp_path, fault, words):
+    import json
+
+    def edit(data):
+        if fault == 'category':
+            data['annotations'][3]['category_id'] = 99
+            return None
+        text = json.dumps(data)
+        return text[: len(text) // 2]
+    root, path = _broken_coco(coco_root, tmp_path, edit)
+    proc = subprocess.run([python(), 'tools/train.py', DET_CONFIG, '--work-dir',
+                           str(tmp_path / 'w'), '--cfg-options', *det_options(root, 1)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert 'instances_train.json' in last and words in last, proc.stderr[-3000:]
+
+
+def test_resume_from_a_damaged_checkpoint_names_it(coco_root, uninterrupted, tmp_path):
+    src = os.path.join(uninterrupted, 'epoch_1.pth')
+    bad = str(tmp_path / 'cut.pth')
+    with open(src, 'rb') as f:
+        data = f.read()
+    with open(bad, 'wb') as f:
+        f.write(data[: len(data) // 3])
+    proc = subprocess.run([python(), 'tools/train.py', DET_CONFIG, '--work-dir',
+                           str(tmp_path / 'w'), '--resume', bad, '--cfg-options',
+                           *det_options(coco_root, EPOCHS)], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('plugins.core.checkpoint.TruncatedCheckpointError') and 'cut.pth' in last
+    assert 'weights_only' not in proc.stderr
