@@ -185,6 +185,27 @@ def _calib(tmp, text):
 P = ' '.join(['1'] * 12)
 
 
+def _coco(tmp, text_or_data, name):
+    import json
+
+    import plugins.core.mmdet_adapter  # noqa: F401
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    path = os.path.join(tmp, name)
+    with open(path, 'w') as f:
+        f.write(text_or_data if isinstance(text_or_data, str) else json.dumps(text_or_data))
+    return DATASETS.build(dict(type='CocoDataset', ann_file=path, data_root=str(tmp),
+                               metainfo=dict(classes=('square',)), pipeline=[],
+                               test_mode=True))
+
+
+COCO = dict(images=[dict(id=1, file_name='a.png', width=8, height=8)],
+            categories=[dict(id=1, name='square')],
+            annotations=[dict(id=5, image_id=1, category_id=7, bbox=[1, 1, 3, 3], area=9,
+                              iscrowd=0)])
+
+
 # --------------------------------------------------------------------- MACIL
 def _av(visual_dim=1024, audio_dim=128, b=(2, 2)):
     from plugins.macil import MACILAudioVisual
@@ -335,6 +356,11 @@ CASES = [
     ('slidr/calib not a number', lambda c: _calib(c.tmp, f'P2: {P}\nTr: 1 2 x\n'),
      (ValueError, r'calib_.*\.txt, line 2: Tr holds a value that is not a number')),
     ('slidr/calib missing P2', lambda c: _calib(c.tmp, f'Tr: {P}\n'), (KeyError, r"lacks \['P2'\]")),
+    ('coco/unknown category', lambda c: _coco(c.tmp, COCO, 'cat.json'),
+     (ValueError, r"cat.json: annotation 5 of image 'a.png' has category_id 7, which is not "
+                  r"among the file's categories \[1\]")),
+    ('coco/truncated json', lambda c: _coco(c.tmp, '{"images": [{"id": 1, "file_na', 'cut.json'),
+     (ValueError, r'annotation file .*cut.json is not valid JSON')),
     # MACIL
     ('macil/visual dims', lambda c: _av(visual_dim=512),
      (ValueError, r'visual features have 512 dims, the network expects 1024')),
