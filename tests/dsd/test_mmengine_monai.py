@@ -60,8 +60,10 @@ def test_predict_mode_is_the_stock_network_with_sliding_windows():
 
 
 def test_bad_options_are_named():
-    with pytest.raises(ValueError, match='dsd options must include preset'):
+    with pytest.raises(ValueError, match='model.dsd must include preset'):
         _model(dict(temperature=3.0))
+    with pytest.raises(ValueError, match="'presett' \\(did you mean 'preset'\\?\\)"):
+        _model(dict(presett='dynunet'))
     with pytest.raises(ValueError, match="not found in monai.networks.nets"):
         from plugins.dsd.mmengine import build_monai_network
         build_monai_network(dict(type='NoSuchNet'))

@@ -117,7 +117,7 @@ def test_config_errors_are_named():
         _build(with_aux)
     bad = copy.deepcopy(cfg.model)
     bad.dsd = dict(temprature=3.0)
-    with pytest.raises(ValueError, match=r"unknown dsd options \['temprature'\]"):
+    with pytest.raises(ValueError, match=r"unknown key in model.dsd: 'temprature' \(did you mean 'temperature'\?\)"):
         _build(bad)
 
 

@@ -17,6 +17,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ...core.options import check_keys
 from ..attach import DSDLoss, DSDTaps
 from ..functional import check_labels, dice_ce
 
@@ -84,10 +85,10 @@ class MonaiSegmentor(BaseModel):
         self.overlap = overlap
         self.dsd_taps: Optional[DSDTaps] = None
         if dsd is not None:
-            unknown = sorted(set(dsd) - set(_DSD_KEYS))
-            if unknown or 'preset' not in dsd:
-                raise ValueError(f'dsd options must include preset and come from '
-                                 f'{list(_DSD_KEYS)}; got {sorted(dsd)}')
+            check_keys(dsd, _DSD_KEYS, 'model.dsd')
+            if 'preset' not in dsd:
+                raise ValueError(f'model.dsd must include preset (one of the DSD presets); '
+                                 f'got {sorted(dsd)}')
             opts = dict(dsd)
             taps_kw = {k: opts.pop(k) for k in ('preset', 'mode', 'probe_size') if k in opts}
             if taps_kw.get('probe_size') is None and 'unetr' == taps_kw['preset']:

@@ -21,6 +21,7 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ...core.options import merge_options
 from ..attach import DSDLoss, DSDTaps
 
 __all__ = ['DSDEncoderDecoder']
@@ -51,11 +52,7 @@ class DSDEncoderDecoder(EncoderDecoder):
 
     def __init__(self, *args, dsd: Optional[dict] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        cfg = dict(self._DEFAULTS)
-        unknown = sorted(set(dsd or {}) - set(cfg))
-        if unknown:
-            raise ValueError(f'unknown dsd options {unknown}; expected {sorted(cfg)}')
-        cfg.update(dsd or {})
+        cfg = merge_options(self._DEFAULTS, dsd, 'model.dsd')
         if self.with_auxiliary_head:
             raise ValueError('DSDEncoderDecoder supervises the decoder taps itself; set '
                              'auxiliary_head=None in the config (the base FCN-UNet '
