@@ -35,7 +35,7 @@ __all__ = [
     'UnsafeCheckpointError', 'CheckpointFileError', 'EmptyCheckpointError',
     'TruncatedCheckpointError', 'CorruptCheckpointError', 'NotACheckpointError',
     'check_checkpoint_file', 'remove_stale_partials', 'check_state_dict_matches',
-    'CheckpointMismatchError', 'allow_types', 'allow_getattr', 'register_numpy_types',
+    'CheckpointMismatchError', 'unmatched_patterns', 'allow_types', 'allow_getattr', 'register_numpy_types',
     'load_checkpoint', 'save_checkpoint', 'atomic_write_bytes',
     'export_state_dict', 'training_only_prefixes'
 ]
@@ -367,9 +367,18 @@ def training_only_prefixes(model: nn.Module) -> List[str]:
 
 
 def _matches(key: str, pattern: str) -> bool:
+    """A glob over the whole key, or a module path: ``dsd_heads`` matches
+    ``dsd_heads.*`` and, nested, ``backbone.dsd_heads.*`` (whole path
+    segments only: ``a`` never matches ``ab.*``)."""
     if any(ch in pattern for ch in '*?['):
         return fnmatch.fnmatchcase(key, pattern)
-    return key == pattern or key.startswith(pattern + '.')
+    return (key == pattern or key.startswith(pattern + '.') or key.endswith('.' + pattern)
+            or ('.' + pattern + '.') in key)
+
+
+def unmatched_patterns(keys: Sequence[str], patterns: Sequence[str]) -> List[str]:
+    """The patterns (as for :func:`export_state_dict`) that match none of ``keys``."""
+    return [p for p in patterns if not any(_matches(k, p) for k in keys)]
 
 
 def export_state_dict(
@@ -383,8 +392,8 @@ def export_state_dict(
     Args:
         source (nn.Module | Mapping): A model, a state dict, or a checkpoint
             dict holding ``state_dict``.
-        drop (Sequence[str]): Module prefixes (``'teacher'`` drops
-            ``teacher.*``) or glob patterns to remove. For a model, the
+        drop (Sequence[str]): Module paths (``'teacher'`` drops ``teacher.*``
+            and nested ``*.teacher.*``) or glob patterns to remove. For a model, the
             prefixes its modules declare (:func:`training_only_prefixes`) are
             added.
         strip_prefix (str, optional): Remove this leading module path from the
