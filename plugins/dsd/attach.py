@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Dict, Optional
 
+import torch
 from torch import Tensor, nn
 
 from plugins.core.taps import Taps, TapSpec
@@ -23,7 +24,7 @@ from .heads import DSDHead, kaiming_init_
 from .lean import dsd_loss_lean
 from .presets import PRESETS, TAP_SLOTS, probe_taps
 
-__all__ = ['DSDTaps', 'DSDLoss']
+__all__ = ['DSDTaps', 'DSDLoss', 'HeadsNotTrainedError']
 
 
 def _probe_size(network: nn.Module, preset_name: str, divisor: int) -> int:
@@ -34,6 +35,56 @@ def _probe_size(network: nn.Module, preset_name: str, divisor: int) -> int:
             raise ValueError('cannot read img_size from this UNETR; pass probe_size=img_size')
         return int(feat[0]) * int(patch[0] if isinstance(patch, (tuple, list)) else patch)
     return 2 * divisor
+
+
+class HeadsNotTrainedError(RuntimeError):
+    """The DSD heads stay unchanged while the network trains."""
+
+
+class _HeadWatch:
+    """Catches DSD heads that the optimizer does not hold.
+
+    An optimizer built from ``network.parameters()`` before DSD was attached
+    trains the network but never the heads, silently. During the first
+    training forwards this compares one network tensor and the heads with
+    their values at the first forward (a few device syncs, then never again):
+    once the network has changed, the heads must have changed too.
+    """
+
+    def __init__(self, network: nn.Module, heads: nn.Module, max_checks: int = 20) -> None:
+        self.heads = [p for p in heads.parameters() if p.requires_grad]
+        own = {id(p) for p in heads.parameters()}
+        self.body = next((p for p in network.parameters()
+                          if p.requires_grad and id(p) not in own), None)
+        self.first = None
+        self.left = max_checks
+
+    def check(self) -> bool:
+        """True once settled (heads changed, or nothing to watch).
+
+        Raises:
+            HeadsNotTrainedError: If the network changed and no head did.
+        """
+        if not self.heads or self.body is None:
+            return True
+        with torch.no_grad():
+            if self.first is None:
+                self.first = (self.body.detach().clone(),
+                              [p.detach().clone() for p in self.heads])
+                return False
+            body, heads = self.first
+            if torch.equal(body, self.body):
+                self.left -= 1
+                return self.left <= 0  # the network is not training (yet): keep watching
+            if any(not torch.equal(h, p) for h, p in zip(heads, self.heads)):
+                return True
+        raise HeadsNotTrainedError(
+            'the DSD heads did not change while the network trained: the optimizer does not '
+            'hold them (it was built from network.parameters() before DSD was attached). '
+            'Build the optimizer after DSDTaps / attach_dsd, e.g. in a MONAI bundle '
+            '"params": "$@dsd.network.parameters()", or add '
+            'network.dsd_heads.parameters() to it; freeze them with requires_grad=False '
+            'if this is intended')
 
 
 class DSDTaps:
@@ -113,10 +164,13 @@ class DSDTaps:
                  for slot in TAP_SLOTS}
         self.taps = Taps(network, specs, keep='last')
         self._root = network.register_forward_pre_hook(self._start)
+        self._watch = _HeadWatch(network, heads)
 
     def _start(self, module: nn.Module, args) -> None:
         self.taps.clear()
         self.taps.enabled = module.training
+        if module.training and self._watch is not None and self._watch.check():
+            self._watch = None  # settled: the heads train
         if module.training and args and isinstance(args[0], Tensor):
             spatial = tuple(args[0].shape[2:])
             div = self.divisor
