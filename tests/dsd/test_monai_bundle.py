@@ -67,7 +67,9 @@ def _bundle(params: str) -> dict:
         'optimizer': {'_target_': 'torch.optim.AdamW', 'params': params, 'lr': 1e-2},
         'data': ("$[{'image': torch.randn(1, 32, 32, 32), "
                  "'label': torch.randint(0, 3, (1, 32, 32, 32)).float()} for _ in range(3)]"),
+        'terms': {'_target_': 'plugins.dsd.monai.DSDTermsHandler', 'loss': '@loss'},
         'trainer': {'_target_': 'SupervisedTrainer', 'device': '@device', 'max_epochs': 1,
+                    'train_handlers': ['@terms'],
                     'train_data_loader': {'_target_': 'DataLoader', 'dataset': '@data',
                                           'batch_size': 1},
                     'network': '@network_def', 'optimizer': '@optimizer',
@@ -102,6 +104,9 @@ def test_monai_bundle_run_trains_the_heads_or_says_why_not(tmp_path, params):
         return
     after = net.dsd_heads.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in before)
+    metrics = workflow.parser.get_parsed_content('trainer').state.metrics
+    assert len([k for k in metrics if k.startswith('dsd_')]) == 11
+    assert all(math.isfinite(v) for k, v in metrics.items() if k.startswith('dsd_'))
 
 
 def test_an_optimizer_built_before_dsd_fails_at_the_second_step():

@@ -1,0 +1,4 @@
+"""MONAI (ignite) adapters of DSD."""
+from .handlers import DSDTermsHandler
+
+__all__ = ['DSDTermsHandler']
