@@ -56,6 +56,16 @@ def _golsd_model(**head):
     return MODELS.build(cfg.model)
 
 
+def _registry_typo(tmp):
+    from mmengine.config import Config
+
+    from plugins.core.runner_setup import build_runner
+    cfg = Config.fromfile('configs/golsd/dino-tiny_r18_golsd_1xb8-12e_demo-coco.py')
+    cfg.model.type = 'GOLSDDIN0'
+    cfg.work_dir = str(tmp / 'registry_typo')
+    return build_runner(cfg)
+
+
 def _gt(labels, boxes, path='img_7.png'):
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
@@ -261,6 +271,10 @@ CASES = [
      (ValueError, r"bbox_head.loss_ddf: 'weight'")),
     ('golsd/lqe unknown', lambda c: _golsd_model(lqe=dict(k=4, hiden=64)),
      (ValueError, r"'hiden' \(did you mean 'hidden'\?\)")),
+    ('golsd/head type mismatch', lambda c: _golsd_model(type='DINOHead'),
+     (ValueError, r"GOLSDDINO needs bbox_head type 'GOLSDDINOHead', got 'DINOHead'")),
+    ('golsd/type typo', lambda c: _registry_typo(c.tmp),
+     (KeyError, r"type 'GOLSDDIN0' is not a registered model: did you mean 'GOLSDDINO'")),
     ('golsd/label >= num_classes', lambda c: _check_gt([5], [[1., 1., 4., 4.]]),
      (ValueError, r'image 1 \(img_7.png\): ground truth 0 has label 5, outside \[0, 2\)')),
     ('golsd/label -1', lambda c: _check_gt([0, -1], [[1., 1., 4., 4.], [2., 2., 3., 3.]]),

@@ -106,12 +106,52 @@ def enable_amp(cfg) -> None:
 
 
 def build_runner(cfg):
-    """Build the Runner named by ``runner_type`` (default mmengine's)."""
+    """Build the Runner named by ``runner_type`` (default mmengine's).
+
+    Raises:
+        KeyError: For a type name no registry knows, with the closest
+            registered names (a typo in a config's ``type``).
+    """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return RUNNERS.build(cfg)
+    try:
+        if 'runner_type' not in cfg:
+            return Runner.from_cfg(cfg)
+        return RUNNERS.build(cfg)
+    except KeyError as err:
+        better = suggest_registered(err)
+        if better is None:
+            raise
+        raise better from err
+
+
+def _registry_names(registry) -> set:
+    names = set(registry.module_dict)
+    for child in registry._children.values():
+        names |= _registry_names(child)
+    return names
+
+
+def suggest_registered(err: KeyError) -> Optional[KeyError]:
+    """A registry's "X is not in the ... registry" error with the closest
+    registered names of that kind (any scope), or ``None`` for other errors."""
+    import difflib
+    import re
+
+    import mmengine.registry as registries
+    match = re.search(r'(\S+) is not in the (?:(\w+)::)?(\w+) registry', str(err.args[0]
+                                                                          if err.args else err))
+    if not match:
+        return None
+    name, kind = match.group(1).strip('`\''), match.group(3)
+    names = set()
+    for value in vars(registries).values():
+        if isinstance(value, registries.Registry) and value.name == kind:
+            names |= _registry_names(value)
+    close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.6)
+    hint = (f'did you mean {", ".join(repr(c) for c in close)}?' if close else
+            'no registered name is close; check the spelling and custom_imports')
+    return KeyError(f'type {name!r} is not a registered {kind}: {hint}')
 
 
 def finish_distributed() -> None:

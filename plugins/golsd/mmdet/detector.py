@@ -15,10 +15,21 @@ from .inputs import check_ground_truth
 __all__ = ['GOLSDDINO', 'GOLSDDeformableDETR']
 
 
-def _pass_settings(golsd: Optional[Dict], kwargs: dict) -> Dict:
+def _pass_settings(golsd: Optional[Dict], kwargs: dict, detector: str, head_type: str) -> Dict:
+    """Check the head type and hand the settings to it.
+
+    Raises:
+        ValueError: If the head is not the GO-LSD head of this detector.
+    """
     cfg = fdr_config(golsd)
     head = kwargs.get('bbox_head')
     if head is not None:
+        got = head.get('type')
+        if got not in (head_type, None) and not (isinstance(got, type)
+                                                  and got.__name__ == head_type):
+            raise ValueError(f"{detector} needs bbox_head type '{head_type}', got {got!r}: "
+                             f"set model.bbox_head.type='{head_type}' (the GO-LSD detector "
+                             f"and head go together)")
         head['golsd'] = dict(cfg)
     return cfg
 
@@ -51,7 +62,7 @@ class GOLSDDINO(_CheckedLoss, DINO):
     training_only_modules = ('dn_query_generator',)
 
     def __init__(self, *args, golsd: Optional[Dict] = None, **kwargs) -> None:
-        self.golsd = _pass_settings(golsd, kwargs)
+        self.golsd = _pass_settings(golsd, kwargs, 'GOLSDDINO', 'GOLSDDINOHead')
         super().__init__(*args, **kwargs)
 
     def _init_layers(self) -> None:
@@ -98,7 +109,8 @@ class GOLSDDeformableDETR(_CheckedLoss, DeformableDETR):
         if not kwargs.get('with_box_refine', False):
             raise ValueError('GOLSDDeformableDETR needs with_box_refine=True: FDR '
                              'refines boxes layer by layer with one branch per layer')
-        self.golsd = _pass_settings(golsd, kwargs)
+        self.golsd = _pass_settings(golsd, kwargs, 'GOLSDDeformableDETR',
+                                    'GOLSDDeformableDETRHead')
         super().__init__(*args, **kwargs)
 
     def _init_layers(self) -> None:
