@@ -3,6 +3,8 @@
     python tools/golsd_experiments.py                              # plain vs golsd, seeds 0 1 2
     python tools/golsd_experiments.py --rows golsd-focal fdr-only --seeds 0
     python tools/golsd_experiments.py --rows plain golsd --epochs 36 --lr-step 30
+    python tools/golsd_experiments.py --rows plain golsd --epochs 36 --seeds 0 1 2 3 4 \
+        --collect work_dirs/a work_dirs/b --out work_dirs/merged   # runs made in parallel
 
 Every row is the small DINO of ``configs/golsd/`` (ResNet-18 from the demo's
 detection stage, frozen; trained first if missing) with one change, trained by
@@ -133,8 +135,9 @@ def summary_table(results: Dict[str, List[dict]], epochs: int) -> str:
         m = [r['metrics'] for r in runs]
         mean = {k: statistics.mean(x.get(f'coco/bbox_{k}', float('nan')) for x in m)
                 for k in ('mAP', 'mAP_50', 'mAP_75')}
+        train_s = statistics.mean(r['train_s'] for r in runs)
         rows.append([ROWS[row][0], epochs * ITERS_PER_EPOCH, len(runs),
-                     f"{statistics.mean(r['train_s'] for r in runs):.0f}", mean['mAP'],
+                     '–' if train_s != train_s else f'{train_s:.0f}', mean['mAP'],
                      mean['mAP_50'], mean['mAP_75'],
                      ' / '.join(f"{x.get('coco/bbox_mAP', float('nan')):.3f}" for x in m)])
     return demo.markdown_table(['model', 'steps', 'seeds', 'train time per run (s)',
@@ -186,6 +189,34 @@ def plot_map_curves(results: Dict[str, List[dict]], out_png: str, title: str) ->
     return out_png
 
 
+def collect_runs(outs: Sequence[str], rows: Sequence[str], seeds: Sequence[int],
+                 epochs: int) -> Dict[str, List[dict]]:
+    """The results of runs already made (e.g. in parallel, into several
+    ``--out`` folders), as :func:`run_rows` returns them; train times are not
+    recorded there (NaN).
+
+    Raises:
+        FileNotFoundError: Naming the run that no folder holds.
+    """
+    from plugins.core.report import find_scalars, read_scalars
+    results: Dict[str, List[dict]] = {}
+    for row in rows:
+        for seed in seeds:
+            name = f'golsd_{row}_e{epochs}_s{seed}'
+            found = [o for o in outs if osp.isfile(osp.join(o, 'logs', f'{name}_test.log'))]
+            if not found:
+                raise FileNotFoundError(f'no folder of {list(outs)} holds the run {name} '
+                                        f'(logs/{name}_test.log)')
+            with open(osp.join(found[0], 'logs', f'{name}_test.log')) as f:
+                metrics = demo.parse_metrics(f.read())
+            work_dir = osp.join(found[0], name)
+            results.setdefault(row, []).append(dict(
+                metrics=metrics, rows=read_scalars(find_scalars(work_dir)),
+                train_s=float('nan'), seed=seed, work_dir=work_dir,
+                ckpt=osp.join(work_dir, f'epoch_{epochs}.pth')))
+    return results
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--rows', nargs='+', default=['plain', 'golsd'], choices=sorted(ROWS))
@@ -196,12 +227,18 @@ def main(argv=None) -> str:
     parser.add_argument('--val-every', type=int, default=3, help='epochs between evaluations')
     parser.add_argument('--out', default='work_dirs/golsd_experiments')
     parser.add_argument('--data', default='data/demo')
+    parser.add_argument('--collect', nargs='+', default=None, metavar='DIR',
+                        help='train nothing: tabulate and plot the runs already in these '
+                        '--out folders (e.g. rows run in parallel)')
     args = parser.parse_args(argv)
     lr_step = args.lr_step or (10 if args.epochs == 12 else round(args.epochs * 5 / 6))
     os.chdir(demo.ROOT)
     os.makedirs(args.out, exist_ok=True)
-    ctx = demo.DemoContext(args.out, args.data, quick=False)
-    results = run_rows(ctx, args.rows, args.seeds, args.epochs, lr_step, args.val_every)
+    if args.collect:
+        results = collect_runs(args.collect, args.rows, args.seeds, args.epochs)
+    else:
+        ctx = demo.DemoContext(args.out, args.data, quick=False)
+        results = run_rows(ctx, args.rows, args.seeds, args.epochs, lr_step, args.val_every)
     table = summary_table(results, args.epochs)
     png = plot_map_curves(results, osp.join(args.out, 'golsd_map.png'),
                           f'{args.epochs} epochs, LR x0.1 at epoch {lr_step}')

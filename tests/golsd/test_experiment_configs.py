@@ -44,3 +44,28 @@ def test_row_config_carries_the_backbone_and_every_override(tmp_path):
         assert model.bbox_head.loss_cls.type == cls, row
         if cls == 'FocalLoss':  # the VFL keys are gone (_delete_)
             assert 'iou_weighted' not in model.bbox_head.loss_cls
+
+
+def test_collect_runs_reads_runs_from_several_folders(tmp_path):
+    import json
+
+    import pytest
+    gx = _tool()
+    for folder, row, seed, value in (('a', 'plain', 0, 0.5), ('b', 'plain', 1, 0.7),
+                                     ('b', 'golsd', 0, 0.6), ('a', 'golsd', 1, 0.8)):
+        name = f'golsd_{row}_e3_s{seed}'
+        (tmp_path / folder / 'logs').mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / 'logs' / f'{name}_test.log').write_text(
+            f'Epoch(test) [3/3]    coco/bbox_mAP: {value:.4f}  coco/bbox_mAP_50: 0.9000\n')
+        vis = tmp_path / folder / name / '20260101_000000' / 'vis_data'
+        vis.mkdir(parents=True)
+        (vis / 'scalars.json').write_text(json.dumps({'coco/bbox_mAP': value, 'step': 3}) + '\n')
+    outs = [str(tmp_path / 'a'), str(tmp_path / 'b')]
+    results = gx.collect_runs(outs, ['plain', 'golsd'], [0, 1], 3)
+    assert [r['metrics']['coco/bbox_mAP'] for r in results['plain']] == [0.5, 0.7]
+    assert [r['seed'] for r in results['golsd']] == [0, 1]
+    assert gx.map_curve(results['golsd'][1]['rows']) == ([36], [0.8])
+    table = gx.summary_table(results, 3)
+    assert '| 36 | 2 | – | 0.600 |' in table and '0.600 / 0.800' in table
+    with pytest.raises(FileNotFoundError, match='golsd_plain_e3_s2'):
+        gx.collect_runs(outs, ['plain'], [2], 3)
