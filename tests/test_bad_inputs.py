@@ -375,7 +375,16 @@ CASES = [
                   r"among the file's categories \[1\]")),
     ('coco/truncated json', lambda c: _coco(c.tmp, '{"images": [{"id": 1, "file_na', 'cut.json'),
      (ValueError, r'annotation file .*cut.json is not valid JSON')),
+    ('slidr/student option typo', lambda c: __import__('plugins.slidr.mmengine', fromlist=['x'])
+     .SLidRPretrainer(student=dict(layres=(1,) * 8)),
+     (ValueError, r"model.student: 'layres' \(did you mean 'layers'\?\)")),
+    ('slidr/backbone option typo', lambda c: __import__('plugins.slidr.mmengine', fromlist=['x'])
+     .SLidRSegmentor(backbone=dict(init_dims=8)),
+     (ValueError, r"model.backbone: 'init_dims' \(did you mean 'init_dim'\?\)")),
     # MACIL
+    ('macil/network option typo', lambda c: __import__('plugins.macil.mmengine', fromlist=['x'])
+     .MACILSD(network=dict(visual_dims=512)),
+     (ValueError, r"model.network: 'visual_dims' \(did you mean 'visual_dim'\?\)")),
     ('macil/visual dims', lambda c: _av(visual_dim=512),
      (ValueError, r'visual features have 512 dims, the network expects 1024')),
     ('macil/audio dims', lambda c: _av(audio_dim=64),

@@ -5,7 +5,7 @@ import difflib
 import json
 from typing import Any, Dict, Iterable, Mapping, Optional
 
-__all__ = ['check_keys', 'merge_options', 'read_json']
+__all__ = ['check_keys', 'check_kwargs', 'merge_options', 'read_json']
 
 
 def check_keys(options: Optional[Mapping[str, Any]], known: Iterable[str], what: str) -> None:
@@ -36,6 +36,22 @@ def check_keys(options: Optional[Mapping[str, Any]], known: Iterable[str], what:
         parts.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
     raise ValueError(f'unknown key{"s" if len(unknown) > 1 else ""} in {what}: '
                      f'{", ".join(parts)}; known: {known}')
+
+
+def check_kwargs(options: Optional[Mapping[str, Any]], target: Any, what: str,
+                 exclude: Iterable[str] = ()) -> None:
+    """:func:`check_keys` against the keyword arguments ``target`` accepts.
+
+    Args:
+        target: A class or function; its signature lists the known keys.
+        exclude (Iterable[str]): Arguments set by the caller, not the user.
+    """
+    import inspect
+    params = inspect.signature(target).parameters
+    known = [n for n, p in params.items()
+             if n != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+             and n not in set(exclude)]
+    check_keys(options, known, what)
 
 
 def merge_options(defaults: Mapping[str, Any], options: Optional[Mapping[str, Any]],

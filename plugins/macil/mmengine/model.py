@@ -12,6 +12,7 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import MODELS
 from torch import Tensor
 
+from ...core.options import check_kwargs
 from ..functional import sequence_lengths, weighted_total
 from ..modules import MACILAudioVisual, MACILVisualTeacher
 
@@ -63,6 +64,7 @@ class MACILSD(BaseModel):
                  network: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        check_kwargs(network, MACILAudioVisual, 'model.network')
         net = dict(network or {})
         self.av = MACILAudioVisual(**net)
         net.pop('audio_dim', None)

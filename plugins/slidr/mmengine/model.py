@@ -8,6 +8,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor
 
+from ...core.options import check_kwargs
 from ..functional import pool_pixels, pool_points, superpixel_nce, superpixel_slots
 from ..image_teacher import FrozenImageTeacher
 from ..sparse import SparseUNet
@@ -39,6 +40,7 @@ class SLidRPretrainer(BaseModel):
                  teacher_weights: Optional[str] = None, data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        check_kwargs(student, SparseUNet, 'model.student')
         cfg = dict(student or {})
         cfg.setdefault('out_channels', dim)
         if cfg['out_channels'] != dim:

@@ -13,6 +13,7 @@ from mmengine.registry import DATASETS, FUNCTIONS, METRICS, MODELS
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ...core.options import check_kwargs
 from ...core.sample_seed import DrawIndex
 from ..augment import rotate_flip_cloud
 from ..functional import (confusion_matrix, cylindrical_voxelize, iou_from_confusion,
@@ -201,6 +202,7 @@ class SLidRSegmentor(BaseModel):
                  linear_probe: bool = False, lovasz: bool = True, ignore_index: int = 0,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        check_kwargs(backbone, SparseUNet, 'model.backbone', exclude=('out_channels', 'normalize'))
         self.backbone = SparseUNet(**dict(backbone, out_channels=num_classes, normalize=False))
         self.num_classes = num_classes
         self.ignore_index = ignore_index
