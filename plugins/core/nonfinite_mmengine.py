@@ -8,7 +8,8 @@ Two pieces, both in every plugin config::
 * :class:`NonFiniteSkipOptimWrapper` checks the loss and every gradient before
   the optimizer step (one fused reduction, one device sync). If anything is
   NaN or inf the step is skipped: the gradients are dropped, the optimizer
-  (moments, step counts) is untouched, the model's buffers (BatchNorm running
+  (moments, step counts) is untouched (on every rank, if any rank saw it),
+  the model's buffers (BatchNorm running
   statistics, which a NaN input poisons during the forward) are put back as
   they were before the forward, and after ``max_consecutive_skips`` skips in a
   row training stops with :class:`NonFiniteTrainingError`.
@@ -99,6 +100,8 @@ class NonFiniteSkipOptimWrapper(OptimWrapper):
         self._loss_ok = None
         if loss_ok is not None:
             ok = ok.to(loss_ok.device) & loss_ok
+        local_ok = ok
+        ok = _all_ranks(ok, self._params())
         buffers, self._buffers = self._buffers, None
         if bool(ok):
             self.last_skip = None
@@ -108,12 +111,28 @@ class NonFiniteSkipOptimWrapper(OptimWrapper):
         with torch.no_grad():
             for buf, saved in buffers or []:
                 buf.copy_(saved)
-        self.last_skip = self._reason(loss_ok is None or bool(loss_ok))
+        self.last_skip = (self._reason(loss_ok is None or bool(loss_ok))
+                          if not bool(local_ok) else
+                          'a non-finite loss or gradient on another rank')
         if not self.quiet:
             print_log(f'step skipped: {self.last_skip} ({self.skips.total + 1} skipped so '
                       f'far, {self.skips.consecutive + 1} in a row)', logger='current',
                       level=logging.WARNING)
         self.skips.skip(self.last_skip)  # may raise NonFiniteTrainingError
+
+
+def _all_ranks(ok: Tensor, params: List[nn.Parameter]) -> Tensor:
+    """Under DDP, skip on every rank when any rank must: a rank that stepped
+    alone would leave the replicas' weights different."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return ok
+    device = params[0].device if params else ok.device
+    if dist.get_backend() == 'nccl' and device.type != 'cuda':
+        device = torch.device('cuda', torch.cuda.current_device())
+    flag = ok.to(device=device, dtype=torch.float32).reshape(1)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return flag[0] > 0
 
 
 def _guarded(runner) -> List[Tuple[Optional[str], NonFiniteSkipOptimWrapper]]:

@@ -230,3 +230,35 @@ def test_runner_skips_the_nan_batch_and_keeps_the_schedule(tmp_path, monkeypatch
     assert lr == reference.param_groups[0]['lr'] != 0.1
     lines = [m for m in messages if 'Epoch(train)' in m]
     assert 'loss_mse: nan' in lines[2] and 'loss_mse: nan' not in lines[3]  # real, then clean
+
+
+def _two_rank_worker(rank, port, out):
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+                            world_size=2)
+    try:
+        model = _Toy()
+        wrapper = _wrapper(model)
+        before = model.fc.weight.detach().clone()
+
+        def loss(m):
+            value = m(torch.ones(4, 3) * (rank + 1)).mean()
+            # rank 0 only: a NaN in a term without gradient (finite gradients)
+            return value + (torch.tensor(NAN) if rank == 0 else torch.tensor(0.0))
+        _step(model, wrapper, loss)
+        out[rank] = (wrapper.last_skip, torch.equal(before, model.fc.weight))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_skips_when_one_rank_has_a_non_finite_loss():
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_two_rank_worker, args=(port, out), nprocs=2, join=True)
+    assert out[0] == ('non-finite loss', True)
+    assert out[1] == ('a non-finite loss or gradient on another rank', True)
