@@ -55,8 +55,9 @@ def main(argv=None) -> None:
                              f'auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
+        from plugins.core.runner_setup import latest_checkpoint
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = latest_checkpoint(cfg.work_dir)  # None: start from scratch
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume: no checkpoint {args.resume!r}')

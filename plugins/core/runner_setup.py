@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 import torch
 
 __all__ = ['load_config', 'build_runner', 'enable_amp', 'setup_cpu_distributed',
-           'add_common_args', 'explain_dataset_error', 'run_explained']
+           'add_common_args', 'explain_dataset_error', 'run_explained', 'latest_checkpoint']
 
 
 class _DictAction(argparse.Action):
@@ -241,3 +241,32 @@ def run_explained(cfg, step) -> Any:
         if better is None:
             raise
         raise better from err
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` should continue from.
+
+    ``last_checkpoint`` when it names an existing file; otherwise the newest
+    ``epoch_N.pth`` / ``iter_N.pth`` in ``work_dir`` (a run killed between
+    writing a checkpoint and updating ``last_checkpoint`` would else start
+    again from scratch). Only complete files exist under those names: saves
+    are atomic.
+
+    Returns:
+        str | None: The path, or ``None`` when the folder holds no checkpoint.
+    """
+    import re
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named):
+            return named
+    if not osp.isdir(work_dir):
+        return None
+    found = []
+    for name in os.listdir(work_dir):
+        match = re.fullmatch(r'(epoch|iter)_(\d+)\.pth', name)
+        if match:
+            found.append((int(match.group(2)), osp.join(work_dir, name)))
+    return max(found)[1] if found else None

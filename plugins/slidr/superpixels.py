@@ -42,7 +42,8 @@ def slic_reference(image: np.ndarray, n_segments: int = 150, compactness: float 
 
 
 def slic_fast(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0,
-              sigma: float = 3.0, factor: int = 2, preprocess: str = 'opencv') -> np.ndarray:
+              sigma: float = 3.0, factor: int = 2, preprocess: str = 'opencv',
+              parallel: Optional[bool] = None) -> np.ndarray:
     """SLIC on a ``factor``× smaller image, labels up-sampled (nearest), uint8.
 
     The clustering is scikit-image's algorithm compiled with numba
@@ -51,6 +52,11 @@ def slic_fast(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0
     float32, ``'skimage'`` with scikit-image (then ``factor=1`` reproduces
     :func:`slic_reference` label for label). Without numba it falls back to
     scikit-image's SLIC on the small image, with a warning.
+
+    ``parallel`` is passed to :func:`~plugins.slidr.slic.slic_labels`
+    (``None``: row-parallel in the main process). Training data uses
+    ``False``: under CPU load the row-parallel engine was seen to give labels
+    that differ between runs, which breaks seeded repeatability.
 
     Raises:
         ValueError: As :func:`slic_reference`, or on ``factor < 1``.
@@ -65,7 +71,7 @@ def slic_fast(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0
         image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
     if numba_available():
         labels = slic_labels(small, n_segments=n_segments, compactness=compactness,
-                             sigma=sigma / factor, preprocess=preprocess)
+                             sigma=sigma / factor, preprocess=preprocess, parallel=parallel)
     else:
         global _WARNED_NO_NUMBA
         if not _WARNED_NO_NUMBA:

@@ -314,3 +314,17 @@ def test_the_host_hook_alone_would_have_lost_the_checkpoint(tmp_path):
         with pytest.raises(Crash):
             hook._save_checkpoint_with_step(runner, 2, {})
         assert [os.path.basename(p) for p in removed_before_save] == expected, cls
+
+
+def test_resume_finds_the_newest_checkpoint_without_last_checkpoint(tmp_path):
+    from plugins.core.runner_setup import latest_checkpoint
+    assert latest_checkpoint(str(tmp_path / 'nothing')) is None
+    assert latest_checkpoint(str(tmp_path)) is None
+    for name in ('epoch_2.pth', 'epoch_10.pth', 'epoch_9.pth', 'best_coco.pth', 'x.pth'):
+        (tmp_path / name).write_bytes(b'x')
+    # killed after writing epoch_10.pth, before updating last_checkpoint
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_10.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_9.pth'))
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_9.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'gone.pth'))
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_10.pth')

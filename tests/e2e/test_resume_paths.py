@@ -129,7 +129,8 @@ def test_killed_run_resumes_bit_identically(name, data, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(work, last)), 'finished before it was killed'
 
-    run(cmd + ['--resume'], env=env)
+    out = run(cmd + ['--resume'], env=env)
+    assert 'resumed epoch' in out, out[-2000:]  # continued, not started again
     weights_a, optim_a = _state(os.path.join(straight, last))
     weights_b, optim_b = _state(os.path.join(work, last))
     differ = _differences(weights_a, weights_b)
