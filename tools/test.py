@@ -4,11 +4,11 @@ Examples:
     python tools/test.py CONFIG CHECKPOINT
     python tools/test.py CONFIG CHECKPOINT --out results.pkl --work-dir work_dirs/eval
     python tools/test.py CONFIG CHECKPOINT --non-strict   # partial weights on purpose
+    torchrun --nproc_per_node 2 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
 The checkpoint must hold exactly the model's tensors (training-only parts such as
 GO-LSD's denoising embedding may be missing); otherwise the run stops before
 evaluating, naming the missing, unexpected and mis-shaped keys.
-    torchrun --nproc_per_node 2 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from plugins.core.checkpoint import check_checkpoint_file
-    check_checkpoint_file(args.checkpoint)  # missing / damaged: stop before building
+    from plugins.core.checkpoint import check_state_dict_matches, load_checkpoint
+    ckpt = load_checkpoint(args.checkpoint)  # missing / damaged / unsafe: stop before building
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.work_dir is None:
         cfg.work_dir = osp.join(cfg.work_dir, 'test')
@@ -56,13 +56,11 @@ def main(argv=None) -> dict:
                               else [evaluator, dump])
     runner = build_runner(cfg)
     if not args.non_strict:
-        from plugins.core.checkpoint import check_state_dict_matches, load_checkpoint
-        model = getattr(runner.model, "module", runner.model)  # DDP
-        check_state_dict_matches(model, load_checkpoint(args.checkpoint),
-                                 f'checkpoint {args.checkpoint!r}')
-    from plugins.core.runner_setup import run_explained
+        model = getattr(runner.model, 'module', runner.model)  # DDP
+        check_state_dict_matches(model, ckpt, f'checkpoint {args.checkpoint!r}')
+    del ckpt  # the runner loads its weights itself
     try:
-        return run_explained(cfg, runner.test)
+        return runner.test()
     finally:
         from plugins.core.runner_setup import finish_distributed
         finish_distributed()

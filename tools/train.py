@@ -64,9 +64,8 @@ def main(argv=None) -> None:
         cfg.resume = True
         cfg.load_from = args.resume
     runner = build_runner(cfg)
-    from plugins.core.runner_setup import run_explained
     try:
-        run_explained(cfg, runner.train)
+        runner.train()
     finally:
         from plugins.core.runner_setup import finish_distributed
         finish_distributed()

@@ -284,17 +284,21 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
-def remove_stale_partials(folder: PathLike) -> List[str]:
+def remove_stale_partials(folder: PathLike, name: Optional[str] = None) -> List[str]:
     """Delete the temporary files that killed atomic writes left in ``folder``.
 
     Only call it where no other process is writing (the checkpoint hook does
     so on the main process when training starts).
 
+    Args:
+        name (str, optional): Only the partial files of this target file.
+
     Returns:
         list[str]: The removed paths.
     """
+    pattern = '.*' if name is None else glob.escape('.' + name + '.') + '*'
     removed = []
-    for tmp in glob.glob(os.path.join(glob.escape(os.fspath(folder)), '.*' + _PARTIAL)):
+    for tmp in glob.glob(os.path.join(glob.escape(os.fspath(folder)), pattern + _PARTIAL)):
         try:
             os.unlink(tmp)
             removed.append(tmp)
@@ -314,13 +318,9 @@ def atomic_write_bytes(data: bytes, path: PathLike) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    prefix = '.' + os.path.basename(path) + '.'
-    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + '*' + _PARTIAL)):
-        try:
-            os.unlink(stale)
-        except OSError:
-            pass
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=_PARTIAL, dir=folder)
+    name = os.path.basename(path)
+    remove_stale_partials(folder, name)
+    fd, tmp = tempfile.mkstemp(prefix='.' + name + '.', suffix=_PARTIAL, dir=folder)
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)

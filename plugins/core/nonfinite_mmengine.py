@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import logging
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -62,8 +62,12 @@ class NonFiniteSkipOptimWrapper(OptimWrapper):
         self.skips = SkipCounter(max_consecutive_skips)
         #: why the last :meth:`step` was skipped (``None``: it was not)
         self.last_skip: Optional[str] = None
-        #: set by :class:`NonFiniteGuardHook`, which logs the skip itself
+        #: set by :class:`NonFiniteGuardHook`, which logs the skip itself and
+        #: restores these iteration-based schedulers after a skipped step
         self.quiet = False
+        self.schedulers: list = []
+        #: scheduler states and param-group settings at the last skipped step
+        self.skip_state: Optional[Tuple[list, list]] = None
         self._loss_ok: Optional[Tensor] = None
         self._model_ref: Optional[weakref.ref] = None
         self._buffers: Optional[List[Tuple[Tensor, Tensor]]] = None
@@ -95,13 +99,14 @@ class NonFiniteSkipOptimWrapper(OptimWrapper):
 
     def step(self, **kwargs) -> None:
         """Clip and step, or skip when the loss or a gradient is non-finite."""
-        ok = all_finite([p.grad for p in self._params()])
+        params = self._params()
+        ok = all_finite([p.grad for p in params])
         loss_ok = self._loss_ok
         self._loss_ok = None
         if loss_ok is not None:
             ok = ok.to(loss_ok.device) & loss_ok
         local_ok = ok
-        ok = _all_ranks(ok, self._params())
+        ok = _all_ranks(ok, params)
         buffers, self._buffers = self._buffers, None
         if bool(ok):
             self.last_skip = None
@@ -111,6 +116,11 @@ class NonFiniteSkipOptimWrapper(OptimWrapper):
         with torch.no_grad():
             for buf, saved in buffers or []:
                 buf.copy_(saved)
+        # the schedulers step after this (ParamSchedulerHook); the guard hook
+        # puts them and the learning rates back to this state
+        self.skip_state = ([copy.deepcopy(s.state_dict()) for s in self.schedulers],
+                           [copy.deepcopy({k: v for k, v in g.items() if k != 'params'})
+                            for g in self.optimizer.param_groups])
         self.last_skip = (self._reason(loss_ok is None or bool(loss_ok))
                           if not bool(local_ok) else
                           'a non-finite loss or gradient on another rank')
@@ -192,7 +202,6 @@ class NonFiniteGuardHook(Hook):
     priority = 80
 
     def __init__(self) -> None:
-        self._snapshot: Dict[Optional[str], Tuple[list, list]] = {}
         #: ``(iteration, first non-finite loss key or None, reason)`` of the
         #: last 100 skipped steps
         self.skipped: List[Tuple[int, Optional[str], str]] = []
@@ -206,18 +215,11 @@ class NonFiniteGuardHook(Hook):
                 f'NonFiniteGuardHook needs optim_wrapper type NonFiniteSkipOptimWrapper, '
                 f'got {type(runner.optim_wrapper).__name__}: set '
                 f"optim_wrapper=dict(type='NonFiniteSkipOptimWrapper', ...)")
-        for _, wrapper in guarded:
+        for name, wrapper in guarded:
             wrapper.quiet = True
+            wrapper.schedulers = _schedulers(runner, name)
         # a resumed run continues the count saved in its checkpoint
         self.total = int(runner.message_hub.get_info('skipped_steps', 0) or 0)
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
-        self._snapshot = {}
-        for name, wrapper in _guarded(runner):
-            scheds = [copy.deepcopy(s.state_dict()) for s in _schedulers(runner, name)]
-            groups = [copy.deepcopy({k: v for k, v in g.items() if k != 'params'})
-                      for g in wrapper.optimizer.param_groups]
-            self._snapshot[name] = (scheds, groups)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: Optional[dict] = None) -> None:
@@ -234,14 +236,13 @@ class NonFiniteGuardHook(Hook):
                       level=logging.WARNING)
             runner.message_hub.update_info('skipped_steps', self.total)
             self.skipped = (self.skipped + [(runner.iter, key, wrapper.last_skip)])[-100:]
-            snapshot = self._snapshot.get(name)
-            if snapshot is not None:
-                scheds, groups = snapshot
-                for sched, state in zip(_schedulers(runner, name), scheds):
-                    sched.load_state_dict(copy.deepcopy(state))
+            if wrapper.skip_state is not None:
+                scheds, groups = wrapper.skip_state
+                for sched, state in zip(wrapper.schedulers, scheds):
+                    sched.load_state_dict(state)
                 for group, saved in zip(wrapper.optimizer.param_groups, groups):
-                    group.update(copy.deepcopy(saved))
-            wrapper.last_skip = None
+                    group.update(saved)
+            wrapper.last_skip = wrapper.skip_state = None
             _drop_from_windows(runner, outputs)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 import torch
 
 __all__ = ['load_config', 'build_runner', 'enable_amp', 'setup_cpu_distributed',
-           'add_common_args', 'explain_dataset_error', 'run_explained', 'latest_checkpoint']
+           'add_common_args', 'latest_checkpoint']
 
 
 class _DictAction(argparse.Action):
@@ -163,84 +163,6 @@ def finish_distributed() -> None:
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def _annotation_files(cfg) -> list:
-    """``(config key, path)`` of every JSON ``ann_file`` the dataloaders name."""
-    out = []
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg.get(key) or {}
-        stack = [loader.get('dataset') or {}]
-        while stack:
-            ds = stack.pop()
-            if not isinstance(ds, dict):
-                continue
-            stack.extend(v for k, v in ds.items() if k in ('dataset', 'datasets')
-                         for v in (v if isinstance(v, (list, tuple)) else [v]))
-            ann = ds.get('ann_file')
-            if isinstance(ann, str) and ann.endswith('.json'):
-                root = ds.get('data_root') or ''
-                out.append((key, ann if osp.isabs(ann) else osp.join(root, ann)))
-    return out
-
-
-def _coco_problem(data: Any) -> Optional[str]:
-    if not isinstance(data, dict):
-        return f'holds a {type(data).__name__}, not a COCO dict'
-    missing = [k for k in ('images', 'annotations', 'categories') if k not in data]
-    if missing:
-        return f'lacks the COCO keys {missing}'
-    categories = {c.get('id') for c in data['categories'] if isinstance(c, dict)}
-    images = {i.get('id') for i in data['images'] if isinstance(i, dict)}
-    for n, ann in enumerate(data['annotations']):
-        if ann.get('category_id') not in categories:
-            return (f'annotation {n} (id {ann.get("id")}) has category_id '
-                    f'{ann.get("category_id")}, which is not among the categories '
-                    f'{sorted(categories)}')
-        if ann.get('image_id') not in images:
-            return (f'annotation {n} (id {ann.get("id")}) refers to image_id '
-                    f'{ann.get("image_id")}, which is not among the images')
-    return None
-
-
-def explain_dataset_error(cfg, err: BaseException) -> Optional[Exception]:
-    """After a failure, look for a broken annotation file the config names.
-
-    Runs only once something went wrong (the files are not read twice on the
-    normal path). Checks each JSON ``ann_file`` of the dataloaders: readable
-    and complete, and for COCO files that every annotation's category and
-    image exist.
-
-    Returns:
-        Exception | None: A ``ValueError`` naming the file and the problem,
-        or ``None`` when the files look fine (the original error stands).
-    """
-    from .options import read_json
-    for key, path in _annotation_files(cfg):
-        if not osp.isfile(path):
-            continue
-        try:
-            data = read_json(path, f'{key} annotation file')
-        except ValueError as bad:
-            return ValueError(f'{bad} (while handling {type(err).__name__}: {err})')
-        problem = _coco_problem(data) if isinstance(data, dict) and 'annotations' in data \
-            else None
-        if problem:
-            return ValueError(f'{key} annotation file {path} {problem} (while handling '
-                              f'{type(err).__name__}: {err})')
-    return None
-
-
-def run_explained(cfg, step) -> Any:
-    """``step()`` (the runner's train or test); a failure caused by a broken
-    annotation file is re-raised as an error that names the file."""
-    try:
-        return step()
-    except Exception as err:  # noqa: BLE001  (re-raised unchanged unless explained)
-        better = explain_dataset_error(cfg, err)
-        if better is None:
-            raise
-        raise better from err
 
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
 
-__all__ = ['DrawIndex', 'sample_seed', 'seeded_sample']
+__all__ = ['DrawIndex', 'draw_entropy', 'sample_seed', 'seeded_sample']
 
 
 class DrawIndex(int):
@@ -55,6 +55,16 @@ class DrawIndex(int):
         return f'DrawIndex({int(self)}, draw={self.draw}, seed={self.seed})'
 
 
+def _entropy(seed: int, draw: int, index: int) -> List[int]:
+    return [int(seed) % 2**63, int(draw), int(index)]
+
+
+def draw_entropy(index: DrawIndex) -> List[int]:
+    """``[run seed, draw, index]`` as non-negative integers, for numpy's seeding
+    (``np.random.default_rng([own_seed, *draw_entropy(i)])``)."""
+    return _entropy(index.seed, index.draw, int(index))
+
+
 def sample_seed(seed: int, draw: int, index: int) -> int:
     """A 32-bit seed for one sample in one pass of one run.
 
@@ -64,8 +74,7 @@ def sample_seed(seed: int, draw: int, index: int) -> int:
     Returns:
         int: In ``[0, 2**32)``.
     """
-    entropy = [int(seed) % 2**63, int(draw), int(index)]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    return int(np.random.SeedSequence(_entropy(seed, draw, index)).generate_state(1)[0])
 
 
 @contextlib.contextmanager

@@ -109,10 +109,9 @@ def project_to_image(points_cam: np.ndarray, intrinsic, width: int, height: int,
     # a float32 product moves a few points per million across a pixel boundary
     p = np.asarray(points_cam).astype(np.float64)
     uvw = k @ p.T
-    depth = uvw[2]
     with np.errstate(divide='ignore', invalid='ignore'):
-        u = uvw[0] / depth
-        v = uvw[1] / depth
+        u = uvw[0] / uvw[2]
+        v = uvw[1] / uvw[2]
     depth = p[:, 2]
     keep = (depth > min_depth) & (u > 0) & (u < width - 1) & (v > 0) & (v < height - 1)
     index = np.nonzero(keep)[0]
@@ -360,13 +359,13 @@ def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: Optional[int] = 
         probs, labels = probs[keep], labels[keep]
     if labels.numel() == 0:
         return probs.sum() * 0.0
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= probs.shape[1]:
+    present = torch.unique(labels).tolist()  # sorted; the one host read
+    if present[0] < 0 or present[-1] >= probs.shape[1]:
         raise ValueError(f'lovasz_softmax: labels must lie in [0, {probs.shape[1]}) for '
                          f'{probs.shape[1]} classes (or equal ignore_index={ignore_index}), '
-                         f'got values in [{lo}, {hi}]')
+                         f'got values in [{present[0]}, {present[-1]}]')
     losses = []
-    for c in torch.unique(labels).tolist():
+    for c in present:
         fg = (labels == c).to(probs.dtype)
         errors = (fg - probs[:, c]).abs()
         errors, order = torch.sort(errors, descending=True)
@@ -395,9 +394,12 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     if pred.shape != target.shape:
         raise ValueError(f'pred {tuple(pred.shape)} and target {tuple(target.shape)} differ')
     for name, ids in (('pred', pred), ('target', target)):
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
+        if not ids.numel():
+            continue
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= num_classes:
             raise ValueError(f'confusion_matrix: {name} ids must lie in [0, {num_classes}), '
-                             f'got values in [{int(ids.min())}, {int(ids.max())}]')
+                             f'got values in [{lo}, {hi}]')
     index = target.long() * num_classes + pred.long()
     return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes)
 

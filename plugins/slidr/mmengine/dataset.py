@@ -9,7 +9,7 @@ import torch
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
-from ...core.sample_seed import DrawIndex
+from ...core.sample_seed import DrawIndex, draw_entropy
 
 from ..augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
 from ..functional import cylindrical_voxelize, project_points
@@ -102,7 +102,7 @@ class NuScenesSLidRDataset(Dataset):
         if not self.augment:
             rng = np.random.default_rng([self.seed, idx])
         elif isinstance(idx, DrawIndex):  # (run seed, epoch, index): exact on resume
-            rng = np.random.default_rng([self.seed, idx.seed % 2**63, idx.draw, int(idx)])
+            rng = np.random.default_rng([self.seed, *draw_entropy(idx)])
         else:  # a plain sampler: this process's draw count stands in for the epoch
             rng = np.random.default_rng([self.seed, idx, self._epoch_draw])
         self._epoch_draw += 1

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ...core.options import check_kwargs
-from ...core.sample_seed import DrawIndex
+from ...core.sample_seed import DrawIndex, draw_entropy
 from ..augment import rotate_flip_cloud
 from ..functional import (confusion_matrix, cylindrical_voxelize, iou_from_confusion,
                           lovasz_softmax)
@@ -38,7 +38,7 @@ class _SeededAugment:
             return None
         self._draw += 1
         if isinstance(idx, DrawIndex):  # (run seed, epoch, index): exact on resume
-            return np.random.default_rng([self.seed, idx.seed % 2**63, idx.draw, int(idx)])
+            return np.random.default_rng([self.seed, *draw_entropy(idx)])
         # a plain sampler: this process's draw count stands in for the epoch
         return np.random.default_rng([self.seed, idx, self._draw])
 
