@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import os.path as osp
 import sys
@@ -70,7 +71,7 @@ def evaluate(config: str, checkpoints: Sequence[str]) -> List[np.ndarray]:
     label_to_cat = sorted(gt.getCatIds())
     out = []
     for ckpt in checkpoints:
-        model = MODELS.build(cfg.model)
+        model = MODELS.build(copy.deepcopy(cfg.model))
         load_checkpoint(model, ckpt, map_location='cpu', strict=False, logger='silent')
         model.eval()
         dets = []
