@@ -49,14 +49,33 @@ ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
 }
 
 
-def backbone_override(ctx: 'demo.DemoContext') -> dict:
-    """``model`` override starting the backbone from the detection stage (run if missing)."""
+#: ``--backbone`` choices: how the ResNet-18 of every row starts and trains
+BACKBONES = ('frozen', 'finetune', 'scratch')
+
+
+def backbone_override(ctx: 'demo.DemoContext', mode: str = 'frozen') -> dict:
+    """``model`` override for the backbone of every row.
+
+    ``frozen`` starts from the detection stage's weights (run if missing) and
+    freezes them (the demo's protocol); ``finetune`` starts there and trains
+    them at a tenth of the learning rate, as DINO and D-FINE train pretrained
+    backbones; ``scratch`` trains the base config's randomly initialised one.
+
+    Raises:
+        ValueError: On an unknown ``mode``.
+    """
+    if mode not in BACKBONES:
+        raise ValueError(f'backbone mode must be one of {BACKBONES}, got {mode!r}')
+    if mode == 'scratch':
+        return {}
     ckpt = osp.join(ctx.out, 'detection', f'epoch_{2 if ctx.quick else 8}.pth')
     if not osp.isfile(ckpt):
         demo.stage_detection(ctx)
-    return dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', prefix='backbone.',
-                                            checkpoint=osp.abspath(ckpt)),
-                              frozen_stages=4, norm_eval=True))
+    init = dict(init_cfg=dict(_delete_=True, type='Pretrained', prefix='backbone.',
+                              checkpoint=osp.abspath(ckpt)))
+    if mode == 'frozen':
+        return dict(backbone=dict(init, frozen_stages=4, norm_eval=True))
+    return dict(backbone=dict(init, frozen_stages=-1, norm_eval=True))
 
 
 def merge_overrides(overrides: Sequence[dict]) -> dict:
@@ -96,7 +115,7 @@ def map_curve(rows: Sequence[dict]) -> Tuple[List[int], List[float]]:
 
 
 def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int], epochs: int,
-             lr_step: int, val_every: int) -> Dict[str, List[dict]]:
+             lr_step: int, val_every: int, backbone: str = 'frozen') -> Dict[str, List[dict]]:
     """Train and evaluate every row with every seed.
 
     Returns:
@@ -111,14 +130,16 @@ def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int],
     if unknown:
         raise KeyError(f'unknown rows {unknown}; known: {sorted(ROWS)}')
     data_root = demo.coco_data(ctx)
-    backbone = backbone_override(ctx)
+    model_override = backbone_override(ctx, backbone)
     options = demo.coco_options(data_root, epochs) + [
         f'train_cfg.val_interval={min(val_every, epochs)}',
         f'param_scheduler.0.end={epochs}', f'param_scheduler.0.milestones=[{lr_step}]']
+    if backbone == 'finetune':
+        options.append('optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult=0.1')
     results: Dict[str, List[dict]] = {}
     for row in rows:
         _, base, overrides = ROWS[row]
-        config = write_config(ctx, f'golsd_{row}', base, (backbone,) + overrides)
+        config = write_config(ctx, f'golsd_{row}', base, (model_override,) + overrides)
         for seed in seeds:
             run = demo.train_and_eval(ctx, f'golsd_{row}_e{epochs}_s{seed}', config,
                                       options + [f'randomness.seed={seed}'], epochs,
@@ -227,6 +248,9 @@ def main(argv=None) -> str:
     parser.add_argument('--val-every', type=int, default=3, help='epochs between evaluations')
     parser.add_argument('--out', default='work_dirs/golsd_experiments')
     parser.add_argument('--data', default='data/demo')
+    parser.add_argument('--backbone', default='frozen', choices=BACKBONES,
+                        help='frozen detection-stage weights (the demo), the same weights '
+                        'trained at LR x0.1, or a trained-from-scratch ResNet-18')
     parser.add_argument('--collect', nargs='+', default=None, metavar='DIR',
                         help='train nothing: tabulate and plot the runs already in these '
                         '--out folders (e.g. rows run in parallel)')
@@ -238,7 +262,8 @@ def main(argv=None) -> str:
         results = collect_runs(args.collect, args.rows, args.seeds, args.epochs)
     else:
         ctx = demo.DemoContext(args.out, args.data, quick=False)
-        results = run_rows(ctx, args.rows, args.seeds, args.epochs, lr_step, args.val_every)
+        results = run_rows(ctx, args.rows, args.seeds, args.epochs, lr_step, args.val_every,
+                           args.backbone)
     table = summary_table(results, args.epochs)
     png = plot_map_curves(results, osp.join(args.out, 'golsd_map.png'),
                           f'{args.epochs} epochs, LR x0.1 at epoch {lr_step}')
