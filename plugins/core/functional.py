@@ -6,13 +6,14 @@ maths is: the class (or bin) axis is an argument.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['temperature_kl', 'info_nce', 'check_temperature']
+__all__ = ['temperature_kl', 'temperature_kl_last', 'tempered_teacher', 'fused_kl_forward',
+           'fused_kl_backward', 'info_nce', 'check_temperature']
 
 
 def check_temperature(temperature: float, name: str = 'temperature') -> float:
@@ -48,7 +49,9 @@ def temperature_kl(student: Tensor,
     Args:
         student (Tensor): Student logits, shape ``(N, C, *)`` with the class
             axis at ``dim``.
-        teacher (Tensor): Teacher logits, same shape as ``student``.
+        teacher (Tensor): Teacher logits, the shape of ``student`` or with size
+            1 on non-class axes, broadcast over them (its softmax is then
+            computed once for all students).
         temperature (float): ``T > 0``.
         dim (int): Class (or bin) axis.
         class_reduction (str): ``'sum'`` (the KL proper) or ``'mean'`` over the
@@ -63,9 +66,15 @@ def temperature_kl(student: Tensor,
         ValueError: On mismatched shapes, a bad temperature or
             ``class_reduction``, or an out-of-range ``dim``.
     """
-    if student.shape != teacher.shape:
+    if student.shape != teacher.shape and not (
+            teacher.dim() == student.dim()
+            and all(t in (1, s) for s, t in zip(student.shape, teacher.shape))
+            and (not -student.dim() <= dim < student.dim()
+                 or teacher.shape[dim] == student.shape[dim])):
         raise ValueError(f'student logits {tuple(student.shape)} and teacher '
-                         f'logits {tuple(teacher.shape)} differ in shape')
+                         f'logits {tuple(teacher.shape)} differ in shape (the teacher may '
+                         'only have size 1 where the student has more, e.g. one teacher '
+                         'for several students)')
     if class_reduction not in ('sum', 'mean'):
         raise ValueError(f"class_reduction must be 'sum' or 'mean', got "
                          f'{class_reduction!r}')
@@ -86,6 +95,111 @@ def temperature_kl(student: Tensor,
                         torch.zeros((), dtype=p_t.dtype, device=p_t.device))
     kl = terms.sum(dim) if class_reduction == 'sum' else terms.mean(dim)
     return kl * (t * t)
+
+
+def tempered_teacher(teacher: Tensor, temperature: float) -> Tuple[Tensor, Tensor]:
+    """``(p_t, Σ p_t log p_t)`` of detached teacher logits over the last axis
+    (terms with ``p_t = 0`` are exactly 0), for :func:`fused_kl_forward`."""
+    log_p_t = F.log_softmax(teacher.detach() / temperature, dim=-1)
+    p_t = log_p_t.exp()
+    neg_entropy = torch.where(p_t > 0, p_t * log_p_t,
+                              torch.zeros((), dtype=p_t.dtype, device=p_t.device)).sum(-1)
+    return p_t, neg_entropy
+
+
+def fused_kl_forward(student: Tensor, p_t: Tensor, neg_entropy: Tensor,
+                     temperature: float) -> Tuple[Tensor, Tensor]:
+    """``(KL, softmax(z/T))`` without autograd: ``T² (Σ p_t log p_t + logsumexp(z/T)
+    − Σ p_t z/T)`` over the last axis; the softmax is what the gradient needs
+    (:func:`fused_kl_backward`).
+
+    Args:
+        student (Tensor): ``(*, C)`` finite logits ``z``.
+        p_t, neg_entropy (Tensor): From :func:`tempered_teacher`, broadcastable.
+        temperature (float): ``T``.
+
+    Returns:
+        tuple: ``(kl (*), q (*, C))``.
+    """
+    t = float(temperature)
+    m = student.amax(-1, keepdim=True)
+    q = torch.sub(student, m).div_(t).exp_()  # one buffer, in place
+    z = q.sum(-1, keepdim=True)
+    q.div_(z)
+    lse = z.squeeze(-1).log_().add_(m.squeeze(-1), alpha=1 / t)
+    dot = torch.linalg.vecdot(student, p_t.expand_as(student)).div_(t)
+    return (neg_entropy + lse - dot).mul_(t * t), q
+
+
+def fused_kl_backward(q: Tensor, p_t: Tensor, grad: Tensor, temperature: float,
+                      out: Tensor) -> Tensor:
+    """Write ``T (q − p_t) · grad`` (the gradient of :func:`fused_kl_forward`'s KL
+    with respect to the student logits) into ``out``, shaped as ``q``."""
+    torch.sub(q, p_t, out=out)
+    return out.mul_((grad * float(temperature)).unsqueeze(-1))
+
+
+class _FusedKL(torch.autograd.Function):
+    """KL of ``logits[:n]`` against a fixed teacher; zero gradient on ``logits[n:]``."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, n: int, p_t: Tensor, neg_entropy: Tensor,
+                t: float) -> Tensor:
+        kl, q = fused_kl_forward(logits[:n], p_t, neg_entropy, t)
+        ctx.save_for_backward(q, p_t)
+        ctx.t, ctx.shape = t, logits.shape
+        return kl
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, p_t = ctx.saved_tensors
+        n = q.shape[0]
+        out = grad.new_empty(ctx.shape)
+        fused_kl_backward(q, p_t, grad, ctx.t, out[:n])
+        out[n:].zero_()
+        return out, None, None, None, None
+
+
+def temperature_kl_last(student: Tensor, teacher: Tensor, temperature: float = 1.0,
+                        num_students: Optional[int] = None) -> Tensor:
+    """:func:`temperature_kl` over the last axis with a detached teacher, fused.
+
+    The same value (up to float rounding) as ``temperature_kl(student,
+    teacher, T, dim=-1, detach_teacher=True)``, computed as
+    ``T² (Σ p_t log p_t + logsumexp(z_s/T) − Σ p_t z_s/T)``: the teacher's
+    softmax and entropy are computed once (also when it is broadcast over
+    several students) and the student's log-softmax is never materialised;
+    the gradient is ``T (softmax(z_s/T) − p_t)``.
+
+    Args:
+        student (Tensor): ``(S, *, C)`` finite logits.
+        teacher (Tensor): ``(S, *, C)`` or broadcastable to it (size 1 on leading axes).
+        temperature (float): ``T > 0``.
+        num_students (int, optional): Use only ``student[:num_students]``
+            (e.g. all decoder layers but the last, which is the teacher)
+            without slicing the input, so that its gradient is written in
+            one buffer.
+
+    Returns:
+        Tensor: ``(S', *)`` in float32 or float64, ``S' = num_students or S``.
+
+    Raises:
+        ValueError: As :func:`temperature_kl`, or on ``num_students`` out of range.
+    """
+    n = student.shape[0] if num_students is None else int(num_students)
+    if not 0 < n <= student.shape[0]:
+        raise ValueError(f'num_students must be in [1, {student.shape[0]}], got {n}')
+    shape = (n, *student.shape[1:])
+    if tuple(teacher.shape) != shape and not (
+            teacher.dim() == student.dim() and teacher.shape[-1] == student.shape[-1]
+            and all(t in (1, s) for s, t in zip(shape, teacher.shape))):
+        raise ValueError(f'student logits {shape} and teacher '
+                         f'logits {tuple(teacher.shape)} differ in shape')
+    t = check_temperature(temperature)
+    if student.dtype in (torch.float16, torch.bfloat16):
+        student = student.float()
+    p_t, neg_entropy = tempered_teacher(teacher.to(student.dtype), t)
+    return _FusedKL.apply(student, n, p_t, neg_entropy, t)
 
 
 def info_nce(query: Tensor,

@@ -19,12 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plugins.core.functional import temperature_kl
+from plugins.core.functional import (check_temperature, fused_kl_forward, fused_kl_backward,
+                                     tempered_teacher, temperature_kl, temperature_kl_last)
 
 __all__ = [
     'weighting_function', 'distribution_integral', 'decode_corners', 'box_to_distance',
     'two_bin_targets', 'cxcywh_to_xyxy', 'aligned_iou', 'go_union', 'fgl_loss',
-    'ddf_loss', 'check_reg_max', 'stack_matches', 'lqe_statistics'
+    'ddf_loss', 'fgl_loss_layers', 'ddf_loss_layers', 'fdr_layer_losses', 'check_reg_max',
+    'stack_matches',
+    'lqe_statistics'
 ]
 
 
@@ -357,6 +360,220 @@ def ddf_loss(student: Tensor, teacher: Tensor, matched_mask: Tensor,
     if rm + ru == 0:
         return loss.sum() * 0
     return (rm * mu_m + ru * mu_u) / (rm + ru)
+
+
+def _fgl_from_ce(ce: Tensor, weight_left: Tensor, weight_right: Tensor, iou: Tensor,
+                 avg_factor: float) -> Tensor:
+    """``(L,)`` FGL from the two-bin cross-entropies ``ce (L, M, 4, 2)``."""
+    w = torch.stack([weight_left, weight_right], -1).to(ce.dtype)  # (M, 4, 2)
+    per_edge = (ce * w).sum(-1) * iou.detach().to(ce.dtype).unsqueeze(-1)  # (L, M, 4)
+    return per_edge.sum((1, 2)) / max(float(avg_factor), 1.0)
+
+
+def _two_bins(target_left: Tensor, shape) -> Tensor:
+    """``(L, M, 4, 2)`` indices ``n_←, n_← + 1`` for a gather over bins."""
+    tl = target_left.long().unsqueeze(-1)
+    return torch.cat([tl, tl + 1], -1).expand(*shape[:-1], 2)
+
+
+def _check_fgl_shapes(corners: Tensor, target_left: Tensor, iou: Tensor) -> None:
+    if corners.dim() != 3 or corners.shape[1] != target_left.shape[0]:
+        raise ValueError(f'corners must be (L, M, 4(R+1)) with M = {target_left.shape[0]} '
+                         f'targets, got {tuple(corners.shape)}')
+    if iou.shape != corners.shape[:2]:
+        raise ValueError(f'iou must be (L, M) = {tuple(corners.shape[:2])}, '
+                         f'got {tuple(iou.shape)}')
+
+
+def fgl_loss_layers(corners: Tensor, target_left: Tensor, weight_left: Tensor,
+                    weight_right: Tensor, iou: Tensor, avg_factor: float) -> Tensor:
+    """:func:`fgl_loss` of every decoder layer in one computation.
+
+    The layers share the matched pairs and their two-bin targets (they come
+    from the common anchor); each layer has its own logits and IoU weights.
+
+    Args:
+        corners (Tensor): ``(L, M, 4(R+1))`` logits of the matched queries per layer.
+        target_left, weight_left, weight_right (Tensor): ``(M, 4)``, as :func:`fgl_loss`.
+        iou (Tensor): ``(L, M)`` IoU weights per layer (detached here).
+        avg_factor (float): ``N``, clamped at ≥ 1.
+
+    Returns:
+        Tensor: ``(L,)``; entry ``i`` equals ``fgl_loss(corners[i], ..., iou[i], N)``
+        (graph-connected zeros when ``M = 0``).
+
+    Raises:
+        ValueError: On a row-count or layer-count mismatch.
+    """
+    _check_fgl_shapes(corners, target_left, iou)
+    if corners.shape[1] == 0:
+        return corners.sum((1, 2)) * 0
+    z = _edges(corners, corners.shape[-1] // 4)
+    if z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()
+    ce = -F.log_softmax(z, dim=-1).gather(-1, _two_bins(target_left, z.shape))
+    return _fgl_from_ce(ce, weight_left, weight_right, iou, avg_factor)
+
+
+def ddf_loss_layers(students: Tensor, teacher: Tensor, matched_mask: Tensor,
+                    weights: Tensor, temperature: float = 5.0,
+                    counts: Optional[Tuple[float, float]] = None,
+                    num_students: Optional[int] = None) -> Tensor:
+    """:func:`ddf_loss` of several student layers against one teacher at once.
+
+    The teacher's tempered softmax is computed once and broadcast; the
+    matched/unmatched means are masked sums, so the layers need no loop.
+
+    Args:
+        students (Tensor): ``(S, B, Q, 4(R+1))`` corner logits of the student layers.
+        teacher (Tensor): ``(B, Q, 4(R+1))``, the last layer (detached here).
+        matched_mask (Tensor): ``(B, Q)`` bool, shared by the students.
+        weights (Tensor): ``(S', B, Q)`` detached weights per student layer.
+        temperature (float): ``T``.
+        counts (tuple, optional): ``(N_m, N_u)``, as :func:`ddf_loss`.
+        num_students (int, optional): ``S'``: only ``students[:S']`` are
+            students (pass the whole stack with ``S' = L − 1``: its gradient
+            is then written in one buffer, without slicing).
+
+    Returns:
+        Tensor: ``(S',)``; entry ``i`` equals ``ddf_loss(students[i], teacher,
+        matched_mask, weights[i], T, counts)``.
+
+    Raises:
+        ValueError: On mismatched shapes.
+    """
+    n = students.shape[0] if num_students is None else int(num_students)
+    if students.dim() != 4 or students.shape[1:] != teacher.shape:
+        raise ValueError(f'students {tuple(students.shape)} must be (S, *teacher.shape) with '
+                         f'teacher {tuple(teacher.shape)}')
+    if matched_mask.shape != teacher.shape[:-1] or weights.shape != (n, *students.shape[1:-1]):
+        raise ValueError(f'matched_mask {tuple(matched_mask.shape)} must be '
+                         f'{tuple(teacher.shape[:-1])} and weights {tuple(weights.shape)} '
+                         f'{(n, *students.shape[1:-1])}')
+    if students.numel() == 0 or n == 0:
+        return students[:n].sum(tuple(range(1, students.dim()))) * 0
+    n_bins = students.shape[-1] // 4
+    kl = temperature_kl_last(_edges(students, n_bins), _edges(teacher, n_bins).unsqueeze(0),
+                             temperature, num_students=n)  # (S', B, Q, 4)
+    return _ddf_from_kl(kl, matched_mask, weights, counts)
+
+
+def _ddf_from_kl(kl: Tensor, matched_mask: Tensor, weights: Tensor,
+                 counts: Optional[Tuple[float, float]]) -> Tensor:
+    """``(S,)`` DDF from the per-distribution KL ``(S, B, Q, 4)``."""
+    loss = kl * weights.detach().to(kl.dtype).unsqueeze(-1)
+    mask = matched_mask.bool().unsqueeze(-1).expand(loss.shape[1:])  # (B, Q, 4)
+    n_m_here = int(mask.sum())
+    n_u_here = mask.numel() - n_m_here
+    zero = loss.new_zeros(())
+    sum_m = torch.where(mask, loss, zero).sum((1, 2, 3))
+    sum_u = torch.where(mask, zero, loss).sum((1, 2, 3))
+    mu_m = sum_m / n_m_here if n_m_here else sum_m * 0
+    mu_u = sum_u / n_u_here if n_u_here else sum_u * 0
+    n_m, n_u = (n_m_here, n_u_here) if counts is None else counts
+    rm, ru = math.sqrt(max(n_m, 0)), math.sqrt(max(n_u, 0))
+    if rm + ru == 0:
+        return loss.sum((1, 2, 3)) * 0
+    return (rm * mu_m + ru * mu_u) / (rm + ru)
+
+
+class _FDRStack(torch.autograd.Function):
+    """Both FDR terms' per-element pieces from one pass over the stacked logits.
+
+    Forward: the two-bin cross-entropies of the matched rows of every layer
+    ``(L, M, 4, 2)`` and the KL of layers ``0..L−2`` against the last
+    ``(L−1, B, Q, 4)``. Backward: one gradient buffer for the whole stack, the
+    KL part written in place and the rows' part added at their indices (no
+    zero-filled stack per use, no sum of full-size gradients).
+    """
+
+    @staticmethod
+    def forward(ctx, corners: Tensor, batch_idx: Tensor, query_idx: Tensor,
+                two_bins: Tensor, p_t: Tensor, neg_entropy: Tensor, t: float):
+        num_layers = corners.shape[0]
+        z = _edges(corners, corners.shape[-1] // 4)  # (L, B, Q, 4, R+1)
+        kl, q = fused_kl_forward(z[:num_layers - 1], p_t, neg_entropy, t)
+        logp_rows = F.log_softmax(z[:, batch_idx, query_idx], dim=-1)  # (L, M, 4, R+1)
+        ce = -logp_rows.gather(-1, two_bins)
+        ctx.save_for_backward(q, p_t, logp_rows, batch_idx, query_idx, two_bins)
+        ctx.t, ctx.shape = t, z.shape
+        return ce, kl
+
+    @staticmethod
+    def backward(ctx, grad_ce: Optional[Tensor], grad_kl: Optional[Tensor]):
+        q, p_t, logp_rows, b, qi, two_bins = ctx.saved_tensors
+        s = q.shape[0]
+        out = q.new_empty(ctx.shape)
+        if grad_kl is not None:
+            fused_kl_backward(q, p_t, grad_kl, ctx.t, out[:s])
+        else:
+            out[:s].zero_()
+        out[s:].zero_()
+        if grad_ce is not None and b.numel():
+            rows = logp_rows.exp().mul_(grad_ce.sum(-1, keepdim=True))
+            rows.scatter_add_(-1, two_bins, -grad_ce)
+            layers = torch.arange(out.shape[0], device=out.device).unsqueeze(1)
+            out.index_put_((layers, b.unsqueeze(0), qi.unsqueeze(0)), rows, accumulate=True)
+        return out.flatten(-2), None, None, None, None, None, None
+
+
+def fdr_layer_losses(corners: Tensor, boxes: Tensor, confidence: Tensor, batch_idx: Tensor,
+                     query_idx: Tensor, gt_xyxy: Tensor,
+                     targets: Tuple[Tensor, Tensor, Tensor], avg_factor: float,
+                     counts: Optional[Tuple[float, float]] = None,
+                     temperature: float = 5.0) -> Tuple[Tensor, Tensor]:
+    """FGL of every layer and DDF of layers ``0..L−2`` against the last, batched.
+
+    One pass over the stacked logits: the matched rows of all layers are
+    gathered once, the IoU weights of all layers come from one call, and the
+    teacher's softmax is computed once.
+
+    Args:
+        corners (Tensor): ``(L, B, Q, 4(R+1))`` corner logits of every layer.
+        boxes (Tensor): ``(L, B, Q, 4)`` cxcywh boxes decoded from them.
+        confidence (Tensor): ``(B, Q)`` the last layer's max class probability
+            (the DDF weight of unmatched queries).
+        batch_idx, query_idx (Tensor): ``(M,)`` the matched queries (e.g. the GO union).
+        gt_xyxy (Tensor): ``(M, 4)`` xyxy ground truth of the matched pairs.
+        targets (tuple): ``(n_←, ω_←, ω_→)`` of the matched pairs, each ``(M, 4)``.
+        avg_factor (float): FGL's ``N``.
+        counts (tuple, optional): DDF's ``(N_m, N_u)`` (default: this call's).
+        temperature (float): DDF's ``T``.
+
+    Returns:
+        tuple: ``(fgl (L,), ddf (L−1,))``; entry ``i`` equals :func:`fgl_loss` /
+        :func:`ddf_loss` of layer ``i`` with IoU weights from ``boxes[i]``.
+
+    Raises:
+        ValueError: On inconsistent shapes.
+    """
+    num_layers = corners.shape[0]
+    if boxes.shape[:-1] != corners.shape[:-1] or confidence.shape != corners.shape[1:3]:
+        raise ValueError(f'boxes {tuple(boxes.shape)} and confidence {tuple(confidence.shape)} '
+                         f'must match corners {tuple(corners.shape)} as (L, B, Q, 4) and (B, Q)')
+    with torch.no_grad():
+        iou = aligned_iou(cxcywh_to_xyxy(boxes[:, batch_idx, query_idx].detach().float()),
+                          gt_xyxy.float().unsqueeze(0))  # (L, M)
+    target_left, weight_left, weight_right = targets
+    matched = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
+    matched[batch_idx, query_idx] = True
+    weights = confidence.detach().expand(num_layers - 1, *confidence.shape).clone()
+    weights[:, batch_idx, query_idx] = iou[:-1].to(weights.dtype)
+    if num_layers < 2 or corners.dtype in (torch.float16, torch.bfloat16):
+        # unfused: one layer (no students), or half precision (computed in float32)
+        fgl = fgl_loss_layers(corners[:, batch_idx, query_idx], target_left, weight_left,
+                              weight_right, iou, avg_factor)
+        if num_layers < 2:
+            return fgl, corners.new_zeros(0)
+        return fgl, ddf_loss_layers(corners.float(), corners[-1].float(), matched, weights,
+                                    temperature, counts, num_students=num_layers - 1)
+    t = check_temperature(temperature)
+    n_bins = corners.shape[-1] // 4
+    p_t, neg_entropy = tempered_teacher(_edges(corners[-1], n_bins).unsqueeze(0), t)
+    two_bins = _two_bins(target_left, (num_layers, batch_idx.numel(), 4, n_bins))
+    ce, kl = _FDRStack.apply(corners, batch_idx, query_idx, two_bins, p_t, neg_entropy, t)
+    fgl = _fgl_from_ce(ce, weight_left, weight_right, iou, avg_factor)
+    return fgl, _ddf_from_kl(kl, matched, weights, counts)
 
 
 def stack_matches(per_image: List[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from plugins.core.functional import info_nce, temperature_kl
+from plugins.core.functional import info_nce, temperature_kl, temperature_kl_last
 from plugins.core.losses import InfoNCELoss, TemperatureKLLoss
 from plugins.core.reduction import weight_reduce
 
@@ -232,3 +232,41 @@ def test_losses_build_from_host_registries():
     loss = MODELS.build(dict(type='TemperatureKLLoss', temperature=4.0))
     assert isinstance(loss, TemperatureKLLoss) and loss.temperature == 4.0
     assert isinstance(DET_MODELS.build(dict(type='InfoNCELoss')), InfoNCELoss)
+
+
+def test_fused_last_axis_kl_equals_temperature_kl():
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(4, 6, 9, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(1, 6, 9, generator=gen, dtype=torch.float64)
+    t[0, 0, :3] = float('-inf')  # teacher bins of probability 0 contribute exactly 0
+    fused = temperature_kl_last(s, t, 3.0)
+    plain = temperature_kl(s, t.expand_as(s), 3.0, dim=-1)
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-12)
+    g_fused, = torch.autograd.grad(fused.pow(2).sum(), s)
+    g_plain, = torch.autograd.grad(plain.pow(2).sum(), s)
+    torch.testing.assert_close(g_fused, g_plain, rtol=0, atol=1e-12)
+
+
+def test_fused_kl_students_prefix_gets_the_gradient_and_the_rest_zero():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 5, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    kl = temperature_kl_last(logits, logits[-1:], 2.0, num_students=2)
+    assert kl.shape == (2, 5)
+    torch.testing.assert_close(kl, temperature_kl(logits[:2], logits[-1:].expand(2, 5, 7).detach(),
+                                                  2.0, dim=-1), rtol=0, atol=1e-12)
+    grad, = torch.autograd.grad(kl.sum(), logits)
+    assert grad[2].abs().max() == 0
+    # hand case: T (softmax(z/T) − p_t) for one student against a uniform teacher
+    z = torch.tensor([[0.0, math.log(3.0)]], dtype=torch.float64, requires_grad=True)
+    temperature_kl_last(z, torch.zeros(1, 2, dtype=torch.float64), 1.0).sum().backward()
+    torch.testing.assert_close(z.grad, torch.tensor([[0.25 - 0.5, 0.75 - 0.5]],
+                                                    dtype=torch.float64))
+
+
+def test_fused_kl_bad_inputs():
+    with pytest.raises(ValueError, match='differ in shape'):
+        temperature_kl_last(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match='num_students'):
+        temperature_kl_last(torch.zeros(2, 3), torch.zeros(2, 3), num_students=3)
+    with pytest.raises(ValueError, match='temperature'):
+        temperature_kl_last(torch.zeros(2, 3), torch.zeros(2, 3), 0.0)

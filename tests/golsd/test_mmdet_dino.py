@@ -63,8 +63,10 @@ def test_every_loss_key_on_every_batch_kind(golsd_model):
 def test_fgl_is_positive_and_ddf_zero_at_init(golsd_model):
     losses = _loss(golsd_model, [2, 1])
     assert losses['loss_fgl'].item() > 0 and losses['d0.loss_fgl'].item() > 0
-    # zero-initialised branches: every layer has the same uniform distribution
-    assert losses['d0.loss_ddf'].item() == pytest.approx(0, abs=1e-7)
+    # zero-initialised branches: every layer has the same uniform distribution.
+    # The fused KL is T² (Σ p log p + logsumexp − Σ p z/T): at equal
+    # distributions 0 up to float32 cancellation, T² · ε · log(R + 1) ≈ 3e-7.
+    assert losses['d0.loss_ddf'].item() == pytest.approx(0, abs=1e-6)
 
 
 def _perturbed(seed=1):

@@ -24,9 +24,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from ...core.options import check_keys, merge_options
-from ..functional import (aligned_iou, box_to_distance, cxcywh_to_xyxy, ddf_loss,
-                          fgl_loss, go_union, lqe_statistics, two_bin_targets,
-                          weighting_function)
+from ..functional import (aligned_iou, box_to_distance, cxcywh_to_xyxy, fdr_layer_losses,
+                          go_union, lqe_statistics, two_bin_targets, weighting_function)
 from .fdr import fdr_config
 
 __all__ = ['GOLSDHeadMixin', 'GOLSDDINOHead', 'GOLSDDeformableDETRHead', 'LocationQuality']
@@ -293,37 +292,23 @@ class GOLSDHeadMixin:
     def _fdr_losses(self, corners: Tensor, boxes: Tensor, cls_last: Tensor, match: Triple,
                     gt: _GT, targets, avg: float, counts: Optional[Tuple[int, int]],
                     dn: str = '') -> Dict[str, Tensor]:
-        """FGL for every layer and DDF for layers ``0..L−2`` of one part."""
+        """FGL for every layer and DDF for layers ``0..L−2`` of one part, all
+        layers in one batched computation (:func:`fdr_layer_losses`)."""
         b, q, g = match
         num_layers = corners.shape[0]
-        out: Dict[str, Tensor] = {}
         with torch.autocast(device_type=corners.device.type, enabled=False):
-            corners = corners.float()
-            teacher = corners[-1]
             conf = cls_last.detach().float().sigmoid().max(-1).values  # (B, Q)
-            matched = torch.zeros(conf.shape, dtype=torch.bool, device=conf.device)
-            matched[b, q] = True
-            if counts is None:
-                n_m = 4 * b.numel()
-                counts = (n_m, teacher.shape[0] * teacher.shape[1] * 4 - n_m)
-            for i in range(num_layers):
-                key = 'loss' if i == num_layers - 1 else f'd{i}.loss'
-                if b.numel():
-                    with torch.no_grad():
-                        u = aligned_iou(cxcywh_to_xyxy(boxes[i][b, q].detach().float()),
-                                        gt.xyxy[gt.rows(b, g)].float())
-                    tl, wl, wr = targets
-                    fgl = fgl_loss(corners[i][b, q], tl, wl, wr, u, avg, check=False)
-                else:
-                    u = corners.new_zeros(0)
-                    fgl = corners[i].sum() * 0
-                out[f'{key.replace("loss", dn + "loss")}_fgl'] = self.fgl_weight * fgl
-                if i < num_layers - 1:
-                    w = conf.clone()
-                    w[b, q] = u
-                    ddf = ddf_loss(corners[i], teacher, matched, w, self.golsd['T'],
-                                   counts=counts)
-                    out[f'{key.replace("loss", dn + "loss")}_ddf'] = self.ddf_weight * ddf
+            fgl, ddf = fdr_layer_losses(corners.float(), boxes, conf, b, q,
+                                        gt.xyxy[gt.rows(b, g)], targets, avg, counts,
+                                        self.golsd['T'])
+        out: Dict[str, Tensor] = {}
+        ddf_per_layer = ddf.unbind(0)
+        for i, value in enumerate(fgl.unbind(0)):
+            key = 'loss' if i == num_layers - 1 else f'd{i}.loss'
+            key = key.replace('loss', dn + 'loss')
+            out[f'{key}_fgl'] = self.fgl_weight * value
+            if i < num_layers - 1:
+                out[f'{key}_ddf'] = self.ddf_weight * ddf_per_layer[i]
         return out
 
     def _matching_losses(self, cls_m: Tensor, box_m: Tensor, cor_m: Tensor, anc_m: Tensor,
@@ -483,7 +468,8 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
         avg_box = _rank_mean(cls_all, match[0].numel())
         out: Dict[str, Tensor] = {}
         outputs = [(f'd{i}.dn_loss', cls_d[i], box_d[i]) for i in range(num_layers - 1)]
-        outputs += [('dn_loss', cls_d[-1], box_d[-1]), ('dn_pre_loss', cls_d[0], pre_boxes[:, :num_dn])]
+        outputs += [('dn_loss', cls_d[-1], box_d[-1]),
+                    ('dn_pre_loss', cls_d[0], pre_boxes[:, :num_dn])]
         for key, cls, boxes in outputs:
             # classification through the head's own loss switch (Focal, VFL, QFL)
             out[f'{key}_cls'] = self._cls_loss(cls, match, gt, boxes)
