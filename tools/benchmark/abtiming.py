@@ -53,7 +53,8 @@ def interleaved(candidates: Dict[str, Callable[[], object]], rounds: int, warmup
     return times
 
 
-def round_ratios(times: Dict[str, List[float]], baseline: str) -> Dict[str, Tuple[float, float, float]]:
+def round_ratios(times: Dict[str, List[float]],
+                 baseline: str) -> Dict[str, Tuple[float, float, float]]:
     """``name -> (median, min, max)`` of the per-round ratios to ``baseline``.
 
     Raises:
