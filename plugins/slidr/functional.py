@@ -257,9 +257,33 @@ def pool_points(features: Tensor, pair_rows: Tensor, pair_slots: Tensor,
             raise ValueError(f'pairings reference slots outside [0, {num_slots})')
     acc = _accumulation_dtype(features)
     pooled = features.new_zeros(num_slots, features.shape[1], dtype=acc)
-    pooled = pooled.index_add(0, pair_slots, features[pair_rows].to(acc))
+    pooled = pooled.index_add(0, pair_slots, features.index_select(0, pair_rows).to(acc))
     counts = torch.bincount(pair_slots, minlength=num_slots).to(acc)
     return pooled / (counts[:, None] + _EPS), counts
+
+
+class _LocalSlotSum(torch.autograd.Function):
+    """``part[i, :, s] = Σ_{p : local[i, p] = s} feats[i, :, p]`` per image, in the
+    ``(n, D, P)`` layout; the gradient is one gather per image into one buffer."""
+
+    @staticmethod
+    def forward(ctx, feats: Tensor, local: Tensor, span: int) -> Tensor:
+        n, d, _ = feats.shape
+        part = feats.new_zeros(n, d, span)
+        for i in range(n):
+            part[i].index_add_(1, local[i], feats[i])
+        ctx.save_for_backward(local)
+        ctx.shape = feats.shape
+        return part
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        local, = ctx.saved_tensors
+        grad = grad.contiguous()  # small: (n, D, span)
+        out = grad.new_empty(ctx.shape)
+        for i in range(out.shape[0]):
+            torch.index_select(grad[i], 1, local[i], out=out[i])
+        return out, None, None
 
 
 def pool_pixels(pixel_features: Tensor, slots: Tensor, num_slots: int) -> Tuple[Tensor, Tensor]:
@@ -282,10 +306,25 @@ def pool_pixels(pixel_features: Tensor, slots: Tensor, num_slots: int) -> Tuple[
         raise ValueError(f'slot map {tuple(slots.shape)} does not match pixel features '
                          f'{tuple(pixel_features.shape)} (expected ({n}, {h}, {w}))')
     acc = _accumulation_dtype(pixel_features)
-    flat = pixel_features.permute(0, 2, 3, 1).reshape(-1, d).to(acc)
-    index = slots.reshape(-1)
-    pooled = pixel_features.new_zeros(num_slots, d, dtype=acc).index_add(0, index, flat)
-    counts = torch.bincount(index, minlength=num_slots).to(acc)
+    index = slots.reshape(n, h * w)
+    counts = torch.bincount(index.reshape(-1), minlength=num_slots).to(acc)
+    pooled = pixel_features.new_zeros(num_slots, d, dtype=acc)
+    if n == 0 or h * w == 0:
+        return pooled, counts
+    # Pool in the features' own (n, D, H·W) layout: each image's slots form a
+    # short local range, summed by a scatter along the contiguous pixel axis
+    # (no channels-last copy of the map, forward or backward).
+    feats = pixel_features.reshape(n, d, h * w).to(acc)
+    lo, hi = index.amin(1), index.amax(1)
+    span = int((hi - lo).max()) + 1
+    if span > h * w:  # slot ranges wider than the image: a scatter buffer would be larger
+        flat = pixel_features.permute(0, 2, 3, 1).reshape(-1, d).to(acc)
+        pooled = pooled.index_add(0, index.reshape(-1), flat)
+        return pooled / (counts[:, None] + _EPS), counts
+    part = _LocalSlotSum.apply(feats, index - lo[:, None], span)  # (n, D, span)
+    rows = lo[:, None] + torch.arange(span, device=index.device)  # (n, span) global slots
+    valid = rows <= hi[:, None]
+    pooled = pooled.index_add(0, rows[valid], part.transpose(1, 2)[valid])
     return pooled / (counts[:, None] + _EPS), counts
 
 

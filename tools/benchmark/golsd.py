@@ -240,8 +240,8 @@ def fdr_loss_rows(batches, rounds: int, warmup: int, device: str) -> list:
         torch.testing.assert_close(values['plugin'], values['loop'], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(grads['plugin'], grads['loop'], rtol=1e-4, atol=1e-7)
 
-        def step(fn, x):
-            return lambda: fn(case, x).backward()
+        def step(fn, x):  # gradient returned, not accumulated (decoder outputs are no leaves)
+            return lambda: torch.autograd.grad(fn(case, x), x)
         times = interleaved({'loop': step(fdr_per_layer, leaf['loop']),
                              'plugin': step(fdr_batched, leaf['plugin'])}, rounds, warmup, device)
         med = medians(times)

@@ -29,6 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # abtiming
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -58,20 +59,23 @@ def superpixel_rows(images: int) -> list:
     return rows
 
 
-def pooling_case(device: str, seed: int = 0):
+def pooling_case(scenes: int, device: str, seed: int = 0):
+    """nuScenes-sized scenes: 6 cameras of 224×416, D = 64, 150 superpixels per
+    image, ~34k 3D rows and ~25k pairings per scene."""
     g = torch.Generator().manual_seed(seed)
-    n, d, h, w, s = 6, 64, 224, 416, 150
-    sp = torch.randint(0, 120, (n, h // 8, w // 8), generator=g)
+    n, d, h, w, s = 6 * scenes, 64, 224, 416, 150
+    sp = torch.randint(0, s, (n, h // 8, w // 8), generator=g)
     sp = sp.repeat_interleave(8, 1).repeat_interleave(8, 2)  # blocky superpixels
-    feats3d = F.normalize(torch.randn(35000, d, generator=g), dim=1)
+    rows3d, p = 34000 * scenes, 25000 * scenes
+    feats3d = F.normalize(torch.randn(rows3d, d, generator=g), dim=1)
     pix = F.normalize(torch.randn(n, d, h, w, generator=g), dim=1)
-    p = 1200 * n
-    pairs = (torch.randint(0, 35000, (p,), generator=g), torch.randint(0, n, (p,), generator=g),
+    pairs = (torch.randint(0, rows3d, (p,), generator=g), torch.randint(0, n, (p,), generator=g),
              torch.randint(0, h, (p,), generator=g), torch.randint(0, w, (p,), generator=g))
     return [t.to(device) for t in (sp, feats3d, pix, *pairs)], s
 
 
-def scatter_step(sp, f3, pix, rows, img, r, c, s):
+def plugin_step(sp, f3, pix, rows, img, r, c, s):
+    """The plugin's pooling (native layout) and superpixel NCE."""
     from plugins.slidr.functional import pool_pixels, pool_points, superpixel_nce, superpixel_slots
     slots, num = superpixel_slots(sp, s)
     k, _ = pool_points(f3, rows, slots[img, r, c], num)
@@ -79,47 +83,42 @@ def scatter_step(sp, f3, pix, rows, img, r, c, s):
     return superpixel_nce(k, q)[0]
 
 
-def onehot_step(sp, f3, pix, rows, img, r, c, s):
-    n, d, h, w = pix.shape
+def channels_last_step(sp, f3, pix, rows, img, r, c, s):
+    """Straightforward: pixels to channels-last rows, one index_add per side."""
+    from plugins.slidr.functional import superpixel_nce
+    n, d = pix.shape[:2]
     slots = sp + (torch.arange(n, device=sp.device) * s)[:, None, None]
     num = n * s
     pair_slots = slots[img, r, c]
-    one_p = torch.zeros(num, rows.numel(), device=f3.device)
-    one_p[pair_slots, torch.arange(rows.numel(), device=f3.device)] = 1.0
-    k = one_p @ f3[rows] / (one_p.sum(1, keepdim=True) + 1e-6)
+    k = f3.new_zeros(num, d).index_add(0, pair_slots, f3[rows])
+    k = k / (torch.bincount(pair_slots, minlength=num)[:, None] + 1e-6)
     flat = pix.permute(0, 2, 3, 1).reshape(-1, d)
-    idx = torch.stack([slots.reshape(-1), torch.arange(flat.shape[0], device=f3.device)])
-    one_q = torch.sparse_coo_tensor(idx, torch.ones(flat.shape[0], device=f3.device),
-                                    (num, flat.shape[0]), check_invariants=False)
-    q = torch.sparse.mm(one_q, flat) / (torch.sparse.sum(one_q, 1).to_dense()[:, None] + 1e-6)
-    kept = torch.nonzero(k[:, 0] != 0)[:, 0]
-    logits = k[kept] @ q[kept].t() / 0.07
-    return F.cross_entropy(logits, torch.arange(kept.numel(), device=f3.device))
+    q = flat.new_zeros(num, d).index_add(0, slots.reshape(-1), flat)
+    q = q / (torch.bincount(slots.reshape(-1), minlength=num)[:, None] + 1e-6)
+    return superpixel_nce(k, q)[0]
 
 
-def _sync(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
-def time_pooling(device: str, repeats: int) -> dict:
-    tensors, s = pooling_case(device)
+def time_pooling(scenes: int, device: str, rounds: int) -> dict:
+    """Check both give the same loss and gradients, then time them interleaved."""
+    from abtiming import interleaved, medians, round_ratios
+    tensors, s = pooling_case(scenes, device)
     sp, f3, pix, rows, img, r, c = tensors
-    out = {}
-    for name, fn in (('one-hot matrices', onehot_step), ('scatter (plugin)', scatter_step)):
-        times, value = [], None
-        for i in range(repeats + 1):
-            a = f3.clone().requires_grad_()
-            b = pix.clone().requires_grad_()
-            t0 = time.perf_counter()
-            loss = fn(sp, a, b, rows, img, r, c, s)
-            loss.backward()
-            _sync(device)
-            if i:
-                times.append(time.perf_counter() - t0)
-            value = float(loss.detach())
-        out[name] = (statistics.median(times), value)
-    return out
+    leaves = {k: (f3.clone().requires_grad_(), pix.clone().requires_grad_())
+              for k in ('channels-last', 'plugin')}
+    fns = {'channels-last': channels_last_step, 'plugin': plugin_step}
+    values = {}
+    for k, fn in fns.items():
+        loss = fn(sp, *leaves[k], rows, img, r, c, s)
+        values[k] = (loss.detach(), *torch.autograd.grad(loss, leaves[k]))
+    for a, b in zip(values['plugin'], values['channels-last']):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+    def step(k):  # gradients returned, not accumulated into .grad (as for non-leaf features)
+        return lambda: torch.autograd.grad(fns[k](sp, *leaves[k], rows, img, r, c, s), leaves[k])
+    times = interleaved({k: step(k) for k in fns}, rounds, 1, device)
+    return dict(scenes=scenes, ms={k: v * 1e3 for k, v in medians(times).items()},
+                ratio=round_ratios(times, 'channels-last')['plugin'],
+                loss=float(values['plugin'][0]), pairings=rows.numel())
 
 
 def lidar_scan_voxels(scans: int, steps: int = 1084, seed: int = 0) -> torch.Tensor:
@@ -230,14 +229,20 @@ def report_superpixels(images: int) -> list:
     return rows
 
 
-def report_pooling(device: str, repeats: int) -> dict:
-    pooled = time_pooling(device, repeats)
-    base = pooled['one-hot matrices'][0]
-    print(f'pooling + loss, fwd+bwd, device={device}, 6x224x416 images, 35k 3D rows, '
-          f'7.2k pairings (median of {repeats})')
-    for name, (t, value) in pooled.items():
-        print(f'  {name:18s} {t * 1000:8.1f} ms   ratio {t / base:.3f}   loss {value:.6f}')
-    return pooled
+def report_pooling(device: str, rounds: int, scenes=(1, 4, 8)) -> list:
+    from abtiming import format_ratio
+    print(f'pooling + superpixel NCE, fwd+bwd, device={device}: 6 images of 64x224x416, '
+          f'34k 3D rows and 25k pairings per scene; {rounds} interleaved rounds; losses and '
+          f'gradients checked equal')
+    print(f'{"scenes":>7s} {"channels-last (ms)":>19s} {"plugin (ms)":>12s}  plugin / '
+          f'channels-last')
+    rows = []
+    for n in scenes:
+        row = time_pooling(n, device, rounds)
+        print(f'{n:7d} {row["ms"]["channels-last"]:19.1f} {row["ms"]["plugin"]:12.1f}  '
+              f'{format_ratio(row["ratio"])}')
+        rows.append(row)
+    return rows
 
 
 def report_backbone(device: str, scans, repeats: int, autocast: bool) -> dict:
@@ -269,6 +274,8 @@ def main(argv=None) -> dict:
                         help='batch sizes (ray-cast scans, ~16.5k voxels each) for the 3D '
                              'backbone timing (default 1 2 on CPU, 1 2 4 8 16 on CUDA; '
                              'none given: skip it)')
+    parser.add_argument('--pool-scenes', type=int, nargs='+', default=[1, 4, 8],
+                        help='scenes per batch for the pooling timing')
     parser.add_argument('--autocast', action='store_true',
                         help='run the 3D backbone under bfloat16 autocast')
     parser.add_argument('--parts', nargs='+', default=['superpixels', 'pooling', 'backbone'],
@@ -280,7 +287,7 @@ def main(argv=None) -> dict:
     if 'superpixels' in args.parts:
         result['superpixels'] = report_superpixels(args.images)
     if 'pooling' in args.parts:
-        result['pooling'] = report_pooling(args.device, args.repeats)
+        result['pooling'] = report_pooling(args.device, args.repeats, args.pool_scenes)
     if 'backbone' in args.parts and args.scans:
         result.update(report_backbone(args.device, args.scans, args.repeats, args.autocast))
     return result
