@@ -5,9 +5,11 @@ image with its default options (Lab colour, 10 k-means iterations, ±2 grid
 steps search windows, connectivity enforcement with sizes 0.5–3× the grid
 cell): the same float64 operations in the same order, so the labels are
 identical (``tests/slidr/test_slic.py`` checks it). Only the engine
-differs: the assignment step runs in parallel over image rows (each pixel
-still visits the clusters in increasing order, so ties resolve as in the
-sequential loop) and the centre update and connectivity pass are compiled.
+differs: every step is compiled; on request (``parallel=True``) the
+assignment step runs in parallel over image rows (each pixel still visits
+the clusters in increasing order, so ties resolve as in the sequential loop).
+Serial is the default: on the 2-core machines measured it was as fast when
+the cores were idle and faster when they were shared (docs/slidr.md).
 
 The pre-processing (scaling to [0, 1], ``rgb2lab``, the Gaussian blur) calls
 scikit-image's own functions with the arguments ``slic`` uses.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
@@ -237,7 +239,7 @@ def _features_opencv(image: np.ndarray, sigma: float) -> np.ndarray:
 def slic_labels(image: np.ndarray, n_segments: int = 100, compactness: float = 10.0,
                 sigma: float = 0.0, max_num_iter: int = 10, min_size_factor: float = 0.5,
                 max_size_factor: float = 3.0, preprocess: str = 'skimage',
-                parallel: Optional[bool] = None) -> np.ndarray:
+                parallel: bool = False) -> np.ndarray:
     """SLIC of an RGB uint8 image. With ``preprocess='skimage'`` the labels
     equal ``skimage.segmentation.slic(image, n_segments, compactness,
     max_num_iter, sigma, start_label=0)``; ``'opencv'`` computes the Lab image
@@ -249,10 +251,11 @@ def slic_labels(image: np.ndarray, n_segments: int = 100, compactness: float = 1
         n_segments, compactness, sigma, max_num_iter, min_size_factor,
             max_size_factor: as in scikit-image.
         preprocess: ``'skimage'`` or ``'opencv'``.
-        parallel: rows of the assignment step on numba's threads; ``None``
-            means yes in the main process and no in child processes (data
-            loader or pool workers, where the processes are the parallelism
-            and numba's OpenMP layer is not fork-safe).
+        parallel: rows of the assignment step on numba's threads. Off by
+            default: measured no faster on two idle cores and slower when they
+            are shared; ignored in child processes (data loader or pool
+            workers, where the processes are the parallelism and numba's
+            OpenMP layer is not fork-safe).
 
     Returns:
         (H, W) int64 labels from 0.
@@ -291,8 +294,8 @@ def slic_labels(image: np.ndarray, n_segments: int = 100, compactness: float = 1
     step_y, step_x = int(win_steps[1]), int(win_steps[2])
     labels = np.full((height, width), -1, np.int64)
     distance = np.empty((height, width), np.float64)
-    if parallel is None:  # worker processes are the parallelism there
-        parallel = multiprocessing.parent_process() is None
+    # worker processes are the parallelism there
+    parallel = bool(parallel) and multiprocessing.parent_process() is None
     assign = _assign_parallel if parallel else _assign_serial
     for _ in range(max_num_iter):
         if not assign(features, segments, step_y, step_x, spatial_weight, labels, distance):

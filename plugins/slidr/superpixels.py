@@ -43,20 +43,20 @@ def slic_reference(image: np.ndarray, n_segments: int = 150, compactness: float 
 
 def slic_fast(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0,
               sigma: float = 3.0, factor: int = 2, preprocess: str = 'opencv',
-              parallel: Optional[bool] = None) -> np.ndarray:
+              parallel: bool = False) -> np.ndarray:
     """SLIC on a ``factor``× smaller image, labels up-sampled (nearest), uint8.
 
     The clustering is scikit-image's algorithm compiled with numba
-    (:func:`plugins.slidr.slic.slic_labels`, parallel over rows);
+    (:func:`plugins.slidr.slic.slic_labels`);
     ``preprocess='opencv'`` computes the Lab image and its blur with OpenCV in
     float32, ``'skimage'`` with scikit-image (then ``factor=1`` reproduces
     :func:`slic_reference` label for label). Without numba it falls back to
     scikit-image's SLIC on the small image, with a warning.
 
-    ``parallel`` is passed to :func:`~plugins.slidr.slic.slic_labels`
-    (``None``: row-parallel in the main process). Training data uses
-    ``False``: under CPU load the row-parallel engine was seen to give labels
-    that differ between runs, which breaks seeded repeatability.
+    ``parallel`` is passed to :func:`~plugins.slidr.slic.slic_labels`. Off by
+    default: the serial kernel was as fast on idle cores and faster on shared
+    ones (``tools/benchmark/slidr.py``), and under CPU load the row-parallel
+    engine was seen to give labels that differ between runs.
 
     Raises:
         ValueError: As :func:`slic_reference`, or on ``factor < 1``.

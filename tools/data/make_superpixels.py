@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     parser.add_argument('--segments', type=int, default=150)
     parser.add_argument('--factor', type=int, default=2, help='down-scaling of --method fast')
     parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
-                        help='processes (1: in this process, SLIC rows on all cores)')
+                        help='processes, one image each at a time (1: in this process)')
     parser.add_argument('--overwrite', action='store_true')
     args = parser.parse_args(argv)
     jobs = _jobs(args)
@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     counts, errors = [], []
     t0 = time.time()
-    # one process: SLIC's rows on numba's threads; several: one thread each
+    # one image per process at a time: processes are the parallelism
     pool = Pool(args.workers) if args.workers > 1 else None
     try:
         results = pool.imap_unordered(_work, todo) if pool else map(_work, todo)

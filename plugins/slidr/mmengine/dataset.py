@@ -87,7 +87,7 @@ class NuScenesSLidRDataset(Dataset):
             return load_labels(os.path.join(self.superpixel_root, f'{token}.png'),
                                self.superpixel_size)
         if token not in self._sp_cache:
-            labels = slic_fast(image, parallel=False)  # serial: repeatable under load
+            labels = slic_fast(image)  # serial (the default): repeatable under load
             if int(labels.max()) >= self.superpixel_size:
                 raise ValueError(f'superpixels of {token} reach id {int(labels.max())} >= '
                                  f'superpixel_size {self.superpixel_size}')
