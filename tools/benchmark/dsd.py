@@ -3,10 +3,11 @@
     python tools/benchmark/dsd.py                        # 3 classes 64³ b1, 8 classes 96³ b2
     python tools/benchmark/dsd.py --settings 8:2:96 --steps 3
 
-On a stock MONAI DynUNet (filters 32–320, the reference configuration). Step
-times are medians of steps alternating between the three modes in this
-process, and the time ratios the median (and range) of the ratios within each
-round of three; peak memory is measured per mode in a fresh child process (CPU: the
+On a stock MONAI DynUNet (filters 32–320, the reference configuration). The
+two DSD modes are first checked to give the same loss. Step times are medians
+of rounds running the three modes back to back, in reverse order every other
+round, and the time ratios the median (and range) of the ratios within each
+round; peak memory is measured per mode in a fresh child process (CPU: the
 peak resident set during one training step above the level before it, with
 the kernel's high-water mark reset and glibc's mmap threshold fixed so freed
 blocks go back to the system; CUDA: the allocator's peak). Ratios are against
@@ -21,10 +22,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # abtiming
 
 import torch  # noqa: E402
 
@@ -100,24 +101,19 @@ def measure_memory(mode: str, classes: int, batch: int, size: int, device: str) 
 
 
 def run_setting(classes: int, batch: int, size: int, steps: int, device: str) -> dict:
+    from abtiming import interleaved, medians, round_ratios
     steps_fn = {m: build_step(m, classes, batch, size, device) for m in MODES}
-    times = {m: [] for m in MODES}
-    for i in range(steps + 1):  # the first round warms up
-        for m in MODES:
-            t = time.perf_counter()
-            steps_fn[m]()
-            if i:
-                times[m].append(time.perf_counter() - t)
+    # same seed, same network and data: the two DSD modes must give the same loss
+    first = {m: steps_fn[m]() for m in MODES}
+    if abs(first['lean'] - first['straightforward']) > 1e-4 * max(1.0, abs(first['lean'])):
+        raise AssertionError(f'lean and straightforward DSD losses differ: {first}')
+    times = interleaved(steps_fn, steps, 0, device)  # the check above warmed every mode up
     del steps_fn
     gc.collect()
     mem = {m: measure_memory(m, classes, batch, size, device) for m in MODES}
-    step = {m: statistics.median(v) for m, v in times.items()}
-    # each round runs the three modes back to back: the ratio within a round
-    # cancels slow drifts of the machine's speed; report their median and range
-    ratios = {m: [t / p for t, p in zip(times[m], times['plain'])] for m in MODES}
-    ratio = {m: statistics.median(v) for m, v in ratios.items()}
-    spread = {m: (min(v), max(v)) for m, v in ratios.items()}
-    return dict(step=step, mem=mem, ratio=ratio, spread=spread)
+    summary = round_ratios(times, 'plain')
+    return dict(step=medians(times), mem=mem, ratio={m: v[0] for m, v in summary.items()},
+                spread={m: v[1:] for m, v in summary.items()}, loss=first)
 
 
 def main(argv=None) -> list:
