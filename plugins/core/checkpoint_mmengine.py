@@ -13,13 +13,17 @@ Imported (and registered) once mmengine is imported:
   is removed only after the new one and ``last_checkpoint`` are written
   (mmengine removes it first, so a kill during the save could leave none),
   ``last_checkpoint`` is written atomically, and partial files of writes
-  killed earlier are removed when training starts.
+  killed earlier are removed when training starts;
+* ``torchvision://`` weights (upstream configs' ImageNet backbones) without an
+  importable torchvision raise :class:`TorchvisionWeightsError`, which names
+  the alternatives, instead of a bare ``ModuleNotFoundError`` mid-run.
 """
 from __future__ import annotations
 
 import os.path as osp
 from typing import Any, List
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
@@ -87,8 +91,45 @@ class SafeCheckpointHook(CheckpointHook):
                 backend.rmtree(path)
 
 
+class TorchvisionWeightsError(ModuleNotFoundError):
+    """``torchvision://`` weights requested where torchvision cannot be imported."""
+
+
+def torchvision_weights_message(name: str, where: str = '') -> str:
+    """What to do instead of ``torchvision://<name>`` (``where``: the config key)."""
+    at = f' ({where})' if where else ''
+    return (f"'torchvision://{name}'{at} needs torchvision to find the weights' URL, and "
+            f'torchvision cannot be imported here (not installed, or not a build for the '
+            f'installed torch {torch.__version__}). Either download the file once and point the config at it, '
+            f"e.g. checkpoint='/path/to/resnet50-0676ba61.pth' (for resnet50: "
+            f'https://download.pytorch.org/models/resnet50-0676ba61.pth); or give an '
+            f"'https://...' URL of the weights directly; or start without them: "
+            f"--cfg-options model.backbone.init_cfg=None (training from scratch).")
+
+
+def torchvision_available() -> bool:
+    """Whether torchvision imports (its compiled ops must match the installed torch)."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # ModuleNotFoundError, or a torch/torchvision mismatch
+        return False
+    return True
+
+
+def _load_from_torchvision(filename: str, map_location: Any = None) -> Any:
+    if not torchvision_available():
+        raise TorchvisionWeightsError(torchvision_weights_message(filename.split('://', 1)[1]))
+    return _MMENGINE_TORCHVISION(filename, map_location)
+
+
+_MMENGINE_TORCHVISION = CheckpointLoader._schemes.get('torchvision://')
+
+
 def _register() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+    if _MMENGINE_TORCHVISION is not None and _MMENGINE_TORCHVISION is not _load_from_torchvision:
+        CheckpointLoader.register_scheme(prefixes=('torchvision://', 'modelzoo://'),
+                                         loader=_load_from_torchvision, force=True)
     if HOOKS.get('CheckpointHook') is not SafeCheckpointHook:
         HOOKS.register_module(name='CheckpointHook', module=SafeCheckpointHook, force=True)
     if 'SafeCheckpointHook' not in HOOKS.module_dict:

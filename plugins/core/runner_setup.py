@@ -84,7 +84,38 @@ def load_config(path: str,
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
     if launcher == 'pytorch' and not torch.cuda.is_available():
         setup_cpu_distributed(cfg)
+    check_torchvision_weights(cfg)
     return cfg
+
+
+def _strings(node: Any, key: str = ''):
+    """``(dotted key, value)`` of every string in a nested config."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, f'{key}.{k}' if key else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _strings(v, f'{key}.{i}')
+    elif isinstance(node, str):
+        yield key, node
+
+
+def check_torchvision_weights(cfg) -> None:
+    """Fail before any work when the config asks for ``torchvision://`` weights
+    and torchvision cannot be imported.
+
+    Raises:
+        TorchvisionWeightsError: Naming the config key and the alternatives.
+    """
+    wanted = [(k, v) for k, v in _strings(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg)
+              if v.startswith(('torchvision://', 'modelzoo://'))]
+    if not wanted:
+        return
+    from .checkpoint_mmengine import (TorchvisionWeightsError, torchvision_available,
+                                      torchvision_weights_message)
+    if not torchvision_available():
+        key, value = wanted[0]
+        raise TorchvisionWeightsError(torchvision_weights_message(value.split('://', 1)[1], key))
 
 
 def enable_amp(cfg) -> None:

@@ -1,0 +1,60 @@
+"""``torchvision://`` weights without an importable torchvision: a clear error
+naming the config key and the alternatives, before any work."""
+import glob
+import os.path as osp
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def test_config_with_torchvision_weights_fails_at_load_naming_the_key(monkeypatch):
+    from plugins.core import checkpoint_mmengine as cm
+    from plugins.core.runner_setup import load_config
+    monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
+    with pytest.raises(cm.TorchvisionWeightsError) as err:
+        load_config(osp.join(ROOT, 'configs/golsd/dino-4scale_r50_golsd_8xb2-12e_coco.py'))
+    text = str(err.value)
+    assert "'torchvision://resnet50' (model.backbone.init_cfg.checkpoint)" in text
+    assert 'model.backbone.init_cfg=None' in text and 'resnet50-0676ba61.pth' in text
+    assert isinstance(err.value, ModuleNotFoundError)  # what callers catching the old error see
+
+
+def test_config_loads_when_the_weights_are_a_local_file(monkeypatch, tmp_path):
+    from plugins.core import checkpoint_mmengine as cm
+    from plugins.core.runner_setup import load_config
+    monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
+    cfg = load_config(osp.join(ROOT, 'configs/golsd/dino-4scale_r50_golsd_8xb2-12e_coco.py'),
+                      {'model.backbone.init_cfg.checkpoint': str(tmp_path / 'r50.pth')})
+    assert cfg.model.backbone.init_cfg.checkpoint.endswith('r50.pth')
+
+
+def test_checkpoint_loader_scheme_gives_the_same_message(monkeypatch):
+    import plugins  # noqa: F401  (registers the scheme)
+    from mmengine.runner import CheckpointLoader
+
+    from plugins.core import checkpoint_mmengine as cm
+    monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
+    with pytest.raises(cm.TorchvisionWeightsError, match='torchvision://resnet18.*init_cfg=None'):
+        CheckpointLoader.load_checkpoint('torchvision://resnet18')
+
+
+def test_with_torchvision_the_host_loader_is_used(monkeypatch):
+    import plugins  # noqa: F401
+    from mmengine.runner import CheckpointLoader
+
+    from plugins.core import checkpoint_mmengine as cm
+    calls = []
+    monkeypatch.setattr(cm, 'torchvision_available', lambda: True)
+    monkeypatch.setattr(cm, '_MMENGINE_TORCHVISION', lambda f, m=None: calls.append(f) or {})
+    assert CheckpointLoader.load_checkpoint('torchvision://resnet50') == {}
+    assert calls == ['torchvision://resnet50']
+
+
+def test_demo_and_test_configs_never_need_torchvision():
+    from mmengine.config import Config
+    demo = [p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+            if 'demo' in osp.basename(p) or '_base_' in p]
+    assert len(demo) >= 6
+    for path in demo:
+        assert 'torchvision://' not in Config.fromfile(path).pretty_text, path
