@@ -3,11 +3,15 @@
     python tools/golsd_experiments.py                              # plain vs golsd, seeds 0 1 2
     python tools/golsd_experiments.py --rows golsd-focal fdr-only --seeds 0
     python tools/golsd_experiments.py --rows plain golsd --epochs 36 --lr-step 30
+    python tools/golsd_experiments.py --rows plain golsd --backbone frozen   # transformer only
     python tools/golsd_experiments.py --rows plain golsd --epochs 36 --seeds 0 1 2 3 4 \
         --collect work_dirs/a work_dirs/b --out work_dirs/merged   # runs made in parallel
 
-Every row is the small DINO of ``configs/golsd/`` (ResNet-18 from the demo's
-detection stage, frozen; trained first if missing) with one change, trained by
+Every row is the small DINO of ``configs/golsd/`` with one change. Its
+ResNet-18 is trained from scratch with the detector (``--backbone scratch``,
+the demo's protocol), or starts from the demo's detection stage (trained first
+if missing), frozen (``frozen``) or trained at a tenth of the learning rate
+(``finetune``). Each run is trained by
 ``tools/train.py`` and evaluated every ``--val-every`` epochs and at the end by
 ``tools/test.py``. The same seeds run for every row. It prints the mean and the
 per-seed bbox mAP and writes ``golsd_map.png`` (mAP against training steps)
@@ -115,7 +119,7 @@ def map_curve(rows: Sequence[dict]) -> Tuple[List[int], List[float]]:
 
 
 def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int], epochs: int,
-             lr_step: int, val_every: int, backbone: str = 'frozen') -> Dict[str, List[dict]]:
+             lr_step: int, val_every: int, backbone: str = 'scratch') -> Dict[str, List[dict]]:
     """Train and evaluate every row with every seed.
 
     Returns:
@@ -248,9 +252,10 @@ def main(argv=None) -> str:
     parser.add_argument('--val-every', type=int, default=3, help='epochs between evaluations')
     parser.add_argument('--out', default='work_dirs/golsd_experiments')
     parser.add_argument('--data', default='data/demo')
-    parser.add_argument('--backbone', default='frozen', choices=BACKBONES,
-                        help='frozen detection-stage weights (the demo), the same weights '
-                        'trained at LR x0.1, or a trained-from-scratch ResNet-18')
+    parser.add_argument('--backbone', default='scratch', choices=BACKBONES,
+                        help='a ResNet-18 trained from scratch with the detector (the demo), '
+                        'the detection stage\'s weights frozen, or those weights trained at '
+                        'LR x0.1')
     parser.add_argument('--collect', nargs='+', default=None, metavar='DIR',
                         help='train nothing: tabulate and plot the runs already in these '
                         '--out folders (e.g. rows run in parallel)')

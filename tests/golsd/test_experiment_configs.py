@@ -46,6 +46,26 @@ def test_row_config_carries_the_backbone_and_every_override(tmp_path):
             assert 'iou_weighted' not in model.bbox_head.loss_cls
 
 
+def test_backbone_modes(tmp_path):
+    import pytest
+    from mmengine.config import Config
+    gx = _tool()
+    ctx = gx.demo.DemoContext(str(tmp_path), str(tmp_path / 'data'), quick=False)
+    assert gx.backbone_override(ctx, 'scratch') == {}  # the base config's: random, trained
+    _, base, overrides = gx.ROWS['golsd']
+    model = Config.fromfile(gx.write_config(ctx, 'golsd', base, ({},) + overrides)).model
+    assert model.backbone.frozen_stages == -1 and model.backbone.init_cfg is None
+    ckpt = tmp_path / 'detection' / 'epoch_8.pth'
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b'')  # present: no detection stage is run
+    frozen = gx.backbone_override(ctx, 'frozen')['backbone']
+    tuned = gx.backbone_override(ctx, 'finetune')['backbone']
+    assert frozen['frozen_stages'] == 4 and tuned['frozen_stages'] == -1
+    assert frozen['init_cfg']['checkpoint'] == tuned['init_cfg']['checkpoint'] == str(ckpt)
+    with pytest.raises(ValueError, match='backbone mode'):
+        gx.backbone_override(ctx, 'imagenet')
+
+
 def test_collect_runs_reads_runs_from_several_folders(tmp_path):
     import json
 
