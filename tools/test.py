@@ -4,6 +4,7 @@ Examples:
     python tools/test.py CONFIG CHECKPOINT
     python tools/test.py CONFIG CHECKPOINT --out results.pkl --work-dir work_dirs/eval
     python tools/test.py CONFIG CHECKPOINT --non-strict   # partial weights on purpose
+    python tools/test.py CONFIG CHECKPOINT --show-dir work_dirs/vis   # draw the predictions
     torchrun --nproc_per_node 2 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
 The checkpoint must hold exactly the model's tensors (training-only parts such as
@@ -29,6 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='folder for the evaluation logs')
     parser.add_argument('--out', help='dump the raw predictions to this .pkl file')
+    parser.add_argument('--show-dir',
+                        help="draw every test image's predictions into this folder with the "
+                        "config's visualizer (mmdet DetLocalVisualizer, mmseg "
+                        'SegLocalVisualizer)')
     parser.add_argument('--non-strict', action='store_true',
                         help='evaluate even if the checkpoint does not hold exactly the '
                         "model's tensors (missing ones keep their initial values)")
@@ -47,6 +52,9 @@ def main(argv=None) -> dict:
         cfg.work_dir = osp.join(cfg.work_dir, 'test')
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.show_dir:
+        from plugins.core.runner_setup import enable_show_dir
+        enable_show_dir(cfg, args.show_dir)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must end with .pkl or .pickle, got {args.out!r}')

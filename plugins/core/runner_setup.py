@@ -118,6 +118,41 @@ def check_torchvision_weights(cfg) -> None:
         raise TorchvisionWeightsError(torchvision_weights_message(value.split('://', 1)[1], key))
 
 
+def enable_show_dir(cfg, show_dir: str) -> str:
+    """Make the config's visualisation hook draw every test image into ``show_dir``.
+
+    mmdet's ``DetVisualizationHook`` writes one picture per image to its
+    ``test_out_dir``; mmseg's ``SegVisualizationHook`` draws through the
+    visualizer's backends, saved under the visualizer's ``save_dir``.
+
+    Returns:
+        str: The absolute folder the pictures go to (mmseg: its
+        ``vis_data/vis_image`` sub-folder).
+
+    Raises:
+        ValueError: If the config has no ``default_hooks.visualization`` (e.g.
+            MONAI-based configs), naming what to add.
+    """
+    hooks = cfg.get('default_hooks') or {}
+    vis = hooks.get('visualization')
+    if vis is None:
+        raise ValueError("--show-dir needs a visualisation hook in the config's default_hooks "
+                         "(mmdet: visualization=dict(type='DetVisualizationHook'), mmseg: "
+                         "visualization=dict(type='SegVisualizationHook')) and a visualizer; "
+                         'this config has none')
+    folder = osp.abspath(show_dir)
+    vis['draw'] = True
+    if 'Det' in str(vis.get('type', '')):
+        vis['test_out_dir'] = folder  # absolute: the hook's join with work_dir keeps it
+        return folder
+    vis['interval'] = 1  # every image, not every 50th
+    if cfg.get('visualizer') is None:
+        raise ValueError('--show-dir needs a visualizer in the config')
+    cfg.visualizer['save_dir'] = folder
+    cfg.visualizer['vis_backends'] = [dict(type='LocalVisBackend')]
+    return osp.join(folder, 'vis_data', 'vis_image')
+
+
 def enable_amp(cfg) -> None:
     """Switch the optimizer wrapper to mmengine's ``AmpOptimWrapper``.
 
