@@ -11,7 +11,7 @@
 #   * mmcv 2.1.0 with compiled ops: a wheel from PLUGINS_FIND_LINKS when one is found
 #     and works with this torch, otherwise built from source (ops on, no build
 #     isolation, setuptools < 70), with progress;
-#   * the project with every host library, pinned by tools/constraints.txt;
+#   * the project with every host library and TensorBoard, pinned by tools/constraints.txt;
 #   * the system library libusb-1.0-0 that open3d loads (apt-get, when root).
 #
 # Environment:
@@ -111,7 +111,7 @@ if [ "$(cat "$STAMP_FILE" 2>/dev/null)" != "$want" ]; then
 
     # ------------------------------------------------------------- project
     say "installing the project and its host libraries"
-    "${PIP[@]}" install -c "$cons" "${find_links[@]}" -e "$ROOT[all,test]"
+    "${PIP[@]}" install -c "$cons" "${find_links[@]}" -e "$ROOT[all,test,tensorboard]"
 
     # ------------------------------------------------------------- system libs
     if ! err="$("$PY" -c 'import open3d' 2>&1)"; then

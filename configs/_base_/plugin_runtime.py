@@ -13,6 +13,11 @@ optim_wrapper = dict(type='NonFiniteSkipOptimWrapper')
 custom_hooks = [dict(type='RNGStateHook'), dict(type='NonFiniteGuardHook')]
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 log_processor = dict(by_epoch=True)
+# Logged scalars go to <work_dir>/<timestamp>/vis_data/scalars.json. For TensorBoard too
+# (the project's `tensorboard` extra, installed by tools/env.sh):
+#   --cfg-options "visualizer.vis_backends=[dict(type='LocalVisBackend'),dict(type='TensorboardVisBackend')]"
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='Visualizer', vis_backends=vis_backends, name='visualizer')
 log_level = 'INFO'
 load_from = None
 resume = False
