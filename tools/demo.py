@@ -173,7 +173,8 @@ def stage_detection(ctx: DemoContext) -> str:
         "mmdet's `CocoMetric` (pycocotools).", '', table, '',
         f'![losses]({osp.basename(curves)})', '',
         f'![predictions]({osp.basename(pictures)})',
-        '', 'Green: ground truth; red: predictions with score > 0.3.', ''])
+        '', "Drawn by mmdet's `DetLocalVisualizer` (images enlarged 3x): ground truth on the "
+        'left of each pair, predictions with score > 0.3 on the right.', ''])
 
 
 def stage_golsd(ctx: DemoContext) -> str:
@@ -228,16 +229,19 @@ GOLSD_EPOCHS = 12
 
 
 def draw_detections(config: str, ckpt: str, data_root: str, options: List[str],
-                    out_png: str, n: int = 6) -> str:
-    """Predictions of the trained detector on the first ``n`` val images."""
+                    out_png: str, n: int = 6, scale: int = 3, score_thr: float = 0.3) -> str:
+    """Ground truth (left) and predictions (right) of the first ``n`` val images,
+    drawn by mmdet's ``DetLocalVisualizer`` on ``scale``× enlarged images (so the
+    labels are legible), stacked in one picture."""
     import json
 
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     import mmcv
+    import numpy as np
+    import torch
     from mmdet.apis import inference_detector, init_detector
+    from mmdet.visualization import DetLocalVisualizer
     from mmengine.config import Config, DictAction
+    from mmengine.structures import InstanceData
 
     import plugins  # noqa: F401
 
@@ -247,29 +251,29 @@ def draw_detections(config: str, ckpt: str, data_root: str, options: List[str],
     cfg.merge_from_dict(ns.o)
     model = init_detector(cfg, ckpt, device='cpu')
     ann = json.load(open(osp.join(data_root, 'annotations', 'instances_val.json')))
-    classes = [c['name'] for c in ann['categories']]
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6))
-    for ax, info in zip(axes, ann['images'][:n]):
+    cat_to_label = {c['id']: i for i, c in enumerate(sorted(ann['categories'],
+                                                            key=lambda c: c['id']))}
+    vis = DetLocalVisualizer(name=f'demo_detections_{time.time_ns()}', line_width=2)
+    vis.dataset_meta = model.dataset_meta
+    rows = []
+    for info in ann['images'][:n]:
         path = osp.join(data_root, 'val', info['file_name'])
+        result = inference_detector(model, path)
+        gts = [a for a in ann['annotations'] if a['image_id'] == info['id']]
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in gts)],
+                             dtype=torch.float32).reshape(-1, 4)
+        result.gt_instances = InstanceData(
+            bboxes=boxes * scale,
+            labels=torch.tensor([cat_to_label[a['category_id']] for a in gts], dtype=torch.long))
+        result.pred_instances.bboxes = result.pred_instances.bboxes * scale
         img = mmcv.imread(path, channel_order='rgb')
-        ax.imshow(img)
-        for a in ann['annotations']:
-            if a['image_id'] == info['id']:
-                x, y, w, h = a['bbox']
-                ax.add_patch(plt.Rectangle((x, y), w, h, fill=False, ec='lime', lw=1.5))
-        pred = inference_detector(model, path).pred_instances
-        keep = pred.scores > 0.3
-        for box, label, score in zip(pred.bboxes[keep], pred.labels[keep],
-                                     pred.scores[keep]):
-            x1, y1, x2, y2 = box.tolist()
-            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False,
-                                       ec='red', lw=1.2))
-            ax.text(x1, y1 - 2, f'{classes[int(label)]} {float(score):.2f}',
-                    color='red', fontsize=6)
-        ax.axis('off')
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+        img = mmcv.imrescale(img, scale, interpolation='nearest')
+        vis.add_datasample('val', img, data_sample=result, draw_gt=True, draw_pred=True,
+                           show=False, pred_score_thr=score_thr)
+        rows.append(vis.get_image())
+    grid = np.concatenate([np.concatenate(rows[i:i + 2], axis=1) for i in range(0, len(rows), 2)
+                           if len(rows[i:i + 2]) == 2], axis=0) if len(rows) > 1 else rows[0]
+    mmcv.imwrite(grid[..., ::-1], out_png)
     return out_png
 
 
