@@ -277,6 +277,54 @@ def draw_detections(config: str, ckpt: str, data_root: str, options: List[str],
     return out_png
 
 
+def draw_segmentation_slices(runs: List[tuple], out_png: str) -> str:
+    """One test volume's most annotated axial slice: image, ground truth and the
+    prediction of each ``(label, config, checkpoint, options)`` run (the
+    model's own sliding-window ``predict``)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import torch
+    from matplotlib.colors import ListedColormap
+    from mmengine.config import Config, DictAction
+    from mmengine.registry import MODELS
+    from mmengine.runner import Runner, load_checkpoint
+
+    import plugins  # noqa: F401
+
+    panels, image, label = [], None, None
+    for name, config, ckpt, options in runs:
+        cfg = Config.fromfile(osp.join(ROOT, config))
+        ns = argparse.Namespace()
+        DictAction(['--o'], 'o')(None, ns, options)
+        cfg.merge_from_dict(ns.o)
+        model = MODELS.build(cfg.model)
+        load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
+        model.eval()
+        batch = next(iter(Runner.build_dataloader(cfg.test_dataloader)))
+        with torch.no_grad():
+            out = model.test_step(batch)[0]
+            data = model.data_preprocessor(batch, False)
+        if image is None:
+            image = data['inputs'][0, 0].float()
+            label = out['label'][0]
+        panels.append((name, out['pred'][0]))
+    z = int((label > 0).flatten(0, 1).sum(0).argmax())  # the most annotated axial slice
+    cmap = ListedColormap(['black', '#e6550d', '#31a354', '#3182bd', '#756bb1'])
+    cols = [('image', image[..., z], 'gray'), ('ground truth', label[..., z], cmap)]
+    cols += [(name, pred[..., z], cmap) for name, pred in panels]
+    fig, axes = plt.subplots(1, len(cols), figsize=(2.6 * len(cols), 2.9))
+    for ax, (title, img, cm) in zip(axes, cols):
+        kwargs = {} if cm == 'gray' else dict(vmin=0, vmax=cmap.N - 1, interpolation='nearest')
+        ax.imshow(img.T.numpy(), cmap=cm, origin='lower', **kwargs)
+        ax.set_title(title, fontsize=9)
+        ax.axis('off')
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
 def stage_dsd(ctx: DemoContext) -> str:
     """DSD vs the same network without it: 3D MONAI DynUNet (MSD format) on the
     mmengine Runner and in MONAI's SupervisedTrainer; 2D mmseg UNet."""
@@ -299,9 +347,10 @@ def stage_dsd(ctx: DemoContext) -> str:
                ['model.dsd.mode=lean'])]
     if ctx.quick:
         runs3d = runs3d[:2]
-    rows = []
+    rows, slices = [], []
     for label, name, config, extra in runs3d:
         run = train_and_eval(ctx, name, config, opts + extra, epochs, 8)
+        slices.append((label, config, run['ckpt'], opts + extra))
         m = run['metrics']
         rows.append([label, 'mmengine Runner (tools/train.py)', f"{run['train_s']:.0f}",
                      m.get('msd/dice', float('nan')), m.get('msd/dice_c1', float('nan')),
@@ -317,6 +366,7 @@ def stage_dsd(ctx: DemoContext) -> str:
                  v['dice'], v['dice_c1'], v['dice_c2'], v['hd95']])
     table3d = markdown_table(['model', 'trained by', 'train time (s)', 'mean Dice', 'Dice c1',
                               'Dice c2', 'HD95 (voxels)'], rows)
+    picture = draw_segmentation_slices(slices, osp.join(ctx.out, 'dsd_slices.png'))
 
     root2d = osp.join(ctx.data, 'shapes2d')
     if not osp.isdir(osp.join(root2d, 'ann_dir', 'val')):
@@ -347,7 +397,9 @@ def stage_dsd(ctx: DemoContext) -> str:
         'key in the config (or two lines in a MONAI script); the network stays the stock '
         'DynUNet. The lean mode computes the same loss with less memory; it differs from the '
         'straightforward run only by float rounding in the gradients, accumulated over '
-        'training.', '', table3d, '',
+        'training.', '', table3d, '', f'![slices]({osp.basename(picture)})', '',
+        'The first test volume, its most annotated axial slice: ground truth and each '
+        "model's sliding-window prediction (class 1 orange, class 2 green).", '',
         f'**2D, mmseg UNet (FCN head).** Generated 64×64 images in mmseg\'s layout '
         f'({root2d}: `img_dir/`, `ann_dir/` PNGs; 48 train, 12 val, 3 classes, a 255 frame '
         'that is not annotated), base 16 channels, AdamW, batch 4. The DSD config is the '
