@@ -4,6 +4,12 @@
 projection heads, ``presets`` where the taps sit in each network and
 ``attach`` the hook-based wrapper (:class:`DSDTaps`, :class:`DSDLoss`) that
 works on stock networks without importing any host library.
+
+Papers: Banerjee, Dong, Glide-Hurst, "Dual self-distillation of U-shaped
+networks for 3D medical image segmentation", IEEE ISBI 2024; Banerjee,
+Summerfield, Dong, Glide-Hurst, "Volumetric medical image segmentation through
+dual self-distillation in U-shaped networks", IEEE TBME 2025. "The reference"
+means the authors' implementation.
 """
 from .attach import DSDLoss, DSDTaps
 from .functional import dsd_loss

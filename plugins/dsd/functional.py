@@ -1,4 +1,4 @@
-"""Dual self-distillation (DSD) loss on plain tensors (spec dsd.md §5).
+"""Dual self-distillation (DSD) loss on plain tensors.
 
 Slots, in canonical order: ``main, dec4, dec3, dec2, dec1, enc1, enc2, enc3, enc4``.
 Every slot is full-resolution class logits ``(B, C, *S)`` (2D or 3D).

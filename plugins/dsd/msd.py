@@ -1,5 +1,5 @@
 """Medical Segmentation Decathlon (MSD) layout: a synthetic maker, the data list
-reader, and sliding-window Dice / HD95 evaluation with MONAI (spec dsd.md §8-9).
+reader, and sliding-window Dice / HD95 evaluation with MONAI.
 
 Layout: ``TaskXX_Name/dataset.json``, ``imagesTr/*.nii.gz``, ``labelsTr/*.nii.gz``,
 ``imagesTs/*.nii.gz``. The lists come from ``dataset.json`` (never a glob: real

@@ -1,4 +1,4 @@
-"""Where DSD taps sit in each supported network (spec dsd.md §3).
+"""Where DSD taps sit in each supported network.
 
 A preset maps each of the eight tap slots to a module path and says whether
 heads are shared between taps of the same level (same channels and scale).

@@ -4,6 +4,11 @@
 contrastive terms, λ ramp, parameter EMA, frame-level PR-AUC / AP) and
 ``modules`` the audio-visual network and the visual-only teacher with the
 released checkpoint's key layout. No host library is imported here.
+
+Paper: Yu, Liu, Cheng, Feng, Zhang, "Modality-Aware Contrastive Instance
+Learning with Self-Distillation for Weakly-Supervised Audio-Visual Violence
+Detection", ACM MM 2022, arXiv:2207.05500. "The reference" means the authors'
+implementation, github.com/JustinYuu/MACIL_SD.
 """
 from .functional import macil_loss, pr_auc, step_ap
 from .modules import MACILAudioVisual, MACILVisualTeacher

@@ -1,4 +1,4 @@
-"""XD-Violence feature layout: list files, pairing, labels, lengths (spec macil.md §6, §9).
+"""XD-Violence feature layout: list files, pairing, labels, lengths.
 
     RGB/<name>__{0..4}.npy              I3D RGB per crop, float32 (T, 1024)
     RGBTest/<name>__{0..4}.npy

@@ -1,4 +1,4 @@
-"""MACIL-SD maths on plain tensors (spec macil.md §2-5, §8).
+"""MACIL-SD maths on plain tensors.
 
 Top-k MIL bag scores, semi-bag banks, the four modality-aware contrastive
 terms, the λ ramp and the per-epoch parameter EMA of self-distillation, and

@@ -24,7 +24,7 @@ class TopKMILLoss(nn.Module):
 
 
 class SemiBagContrastiveLoss(nn.Module):
-    """The four modality-aware InfoNCE terms on semi-bags (spec macil.md §3-4).
+    """The four modality-aware InfoNCE terms on semi-bags.
 
     Args:
         temperature (float): τ (0.1).

@@ -1,4 +1,4 @@
-"""MACIL-SD networks (spec macil.md §1) with the released checkpoint's key layout.
+"""MACIL-SD networks with the released checkpoint's key layout.
 
     MACILAudioVisual   fc_v, fc_a, cma.layer (cross-attention both ways, shared),
                        att_mmil.fc (shared scorer); 347,009 parameters

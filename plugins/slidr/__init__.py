@@ -4,6 +4,10 @@
 chain, cylindrical voxelisation, superpixel slot maps, superpixel pooling of
 point and pixel features, and the superpixel InfoNCE loss. No host library is
 imported here.
+
+Paper: Sautier et al., "Image-to-Lidar Self-Supervised Distillation for
+Autonomous Driving Data", CVPR 2022, arXiv:2203.16258. "The reference" means
+the authors' implementation, github.com/valeoai/SLidR.
 """
 from .functional import (cylindrical_voxelize, pool_pixels, pool_points, project_points,
                          superpixel_nce, superpixel_slots)

@@ -1,4 +1,4 @@
-"""SLidR pre-training augmentations on numpy arrays (spec slidr.md §8)."""
+"""SLidR pre-training augmentations on numpy arrays."""
 from __future__ import annotations
 
 import math

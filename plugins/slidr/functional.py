@@ -1,4 +1,4 @@
-"""SLidR maths on plain tensors (spec slidr.md §2, §4-6).
+"""SLidR maths on plain tensors.
 
 Shapes: ``N`` points, ``V`` voxels (3D rows), ``P`` point–pixel pairings,
 ``n`` images of ``H×W``, ``S`` superpixel slots per image, ``D`` features.

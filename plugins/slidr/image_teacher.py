@@ -1,4 +1,4 @@
-"""The frozen 2D teacher of SLidR and its trainable head (spec slidr.md §7).
+"""The frozen 2D teacher of SLidR and its trainable head.
 
 ``ResNet50`` uses torchvision's parameter names (``conv1``, ``bn1``,
 ``layerX.Y.convZ``, ``layerX.0.downsample.0/1``) so torchvision and MoCo-v2

@@ -1,4 +1,4 @@
-"""nuScenes lidarseg classes and label fractions (spec slidr.md §10, §13.1)."""
+"""nuScenes lidarseg classes and label fractions."""
 from __future__ import annotations
 
 from typing import Dict, List, Sequence

@@ -1,4 +1,4 @@
-"""SemanticKITTI on disk (spec slidr.md §13.2): scans, labels, calibration,
+"""SemanticKITTI on disk: scans, labels, calibration,
 the 19-class learning map, and a synthetic tree for tests and demos.
 
     dataset/sequences/XX/velodyne/NNNNNN.bin   float32 (N, 4): x, y, z, remission

@@ -1,4 +1,4 @@
-"""SLIC superpixels for SLidR, stored as uint8 PNG label maps (spec slidr.md §3).
+"""SLIC superpixels for SLidR, stored as uint8 PNG label maps.
 
 ``slic_reference`` is the reference setting (scikit-image SLIC at full
 resolution, ``n_segments=150, compactness=6, sigma=3, start_label=0``).

@@ -15,7 +15,7 @@ class DiceHD95Metric(BaseMetric):
     """Mean Dice and 95th-percentile Hausdorff distance over foreground classes.
 
     Argmax predictions and labels are one-hot encoded, the background is left
-    out, and no spacing is passed: HD95 is **in voxels** (spec dsd.md §8).
+    out, and no spacing is passed: HD95 is **in voxels**.
     Reports ``dice``, ``hd95`` and ``dice_c<k>`` per class.
 
     Args:

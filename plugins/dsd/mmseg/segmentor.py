@@ -29,7 +29,7 @@ __all__ = ['DSDEncoderDecoder']
 
 @MODELS.register_module()
 class DSDEncoderDecoder(EncoderDecoder):
-    """``EncoderDecoder`` whose training loss is DSD (spec dsd.md §5, §7).
+    """``EncoderDecoder`` whose training loss is DSD.
 
     Args:
         dsd (dict, optional): ``temperature`` (3), ``alpha`` (1),

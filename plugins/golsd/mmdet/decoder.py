@@ -1,4 +1,4 @@
-"""FDR decoders for mmdet's DINO and Deformable-DETR (spec golsd.md §2.3, §8).
+"""FDR decoders for mmdet's DINO and Deformable-DETR.
 
 The host layers, positional queries and (DINO) final norm are unchanged; only
 the refine step differs. Each layer adds corner-logit increments to an

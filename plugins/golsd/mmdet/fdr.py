@@ -26,7 +26,7 @@ def fdr_config(golsd: Optional[Dict] = None) -> Dict:
 
 
 class FDRRefiner(nn.Module):
-    """Pre box, residual corner logits and decoding (spec golsd.md §2.3).
+    """Pre box, residual corner logits and decoding.
 
     Holds ``W`` as a non-persistent buffer, so a decoder that owns one keeps
     the host's ``state_dict`` keys.

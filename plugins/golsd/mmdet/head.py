@@ -1,6 +1,6 @@
 """GO-LSD DINO head: FDR branches, GO matching union, FGL and DDF losses.
 
-Spec golsd.md §3-8. Classification keeps each output's own one-to-one match;
+Classification keeps each output's own one-to-one match;
 box losses (L1, GIoU, FGL) and DDF weights use the GO union of the matches of
 the last layer, the auxiliary layers, the pre boxes and the encoder top-k.
 """

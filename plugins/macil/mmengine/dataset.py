@@ -1,4 +1,4 @@
-"""XD-Violence features for the mmengine Runner (spec macil.md §6, §7, §9)."""
+"""XD-Violence features for the mmengine Runner."""
 from __future__ import annotations
 
 import os

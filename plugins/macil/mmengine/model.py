@@ -1,5 +1,5 @@
 """``MACILSD``: the audio-visual network and its visual-only teacher, trained
-with two optimizers in one mmengine model (spec macil.md §2-7)."""
+with two optimizers in one mmengine model."""
 from __future__ import annotations
 
 import logging
