@@ -297,7 +297,7 @@ def test_lean_with_every_voxel_ignored_is_zero_not_nan():
 def test_vnet_training_forward_draws_the_stock_networks_dropout(mode):
     """VNet's up_tr64 / up_tr32 always drop out their skip in train mode; the
     taps and heads draw no random numbers, so with one seed the hooked
-    network's output equals the stock network's (spec dsd.md §12)."""
+    network's output equals the stock network's."""
     make, size = _nets()['vnet']
     torch.manual_seed(0)
     net = make()

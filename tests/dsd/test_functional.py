@@ -1,4 +1,4 @@
-"""DSD loss and heads: golden values, MONAI equivalence, gradient rules (spec dsd.md)."""
+"""DSD loss and heads: golden values, MONAI equivalence, gradient rules."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Golden values and equivalences for the GO-LSD / FDR maths (spec golsd.md §2-5, §11)."""
+"""Golden values and equivalences for the GO-LSD / FDR maths."""
 import math
 import random
 from collections import Counter

@@ -5,7 +5,7 @@ import torch
 from plugins.macil import MACILAudioVisual, MACILVisualTeacher, macil_loss
 from plugins.macil.functional import ema_update_, mil_bag_scores, sequence_lengths
 
-# the released checkpoint's 38 keys and shapes (spec macil.md §1.2)
+# the released checkpoint's 38 keys and shapes
 RELEASED = {}
 for prefix in ('multiheadattn', 'cma.layer.self_attn'):
     for i in range(4):
