@@ -133,4 +133,3 @@ def last_value(rows: Sequence[dict], key: str) -> Optional[float]:
         if key in row:
             return row[key]
     return None
-

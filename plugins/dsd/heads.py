@@ -88,4 +88,3 @@ def kaiming_init_(head: DSDHead, a: float = 0.01) -> DSDHead:
         nn.init.kaiming_normal_(m.weight, a=a)
         nn.init.zeros_(m.bias)
     return head
-

@@ -312,4 +312,3 @@ def warm_up() -> float:
     rng = np.random.default_rng(0)
     slic_labels(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), n_segments=4)
     return time.perf_counter() - t0
-

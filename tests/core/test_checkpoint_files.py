@@ -2,7 +2,6 @@
 legitimate checkpoints that must load, and saving that survives a kill."""
 import io
 import os
-import pickle
 import subprocess
 import sys
 import textwrap

@@ -153,6 +153,7 @@ def _info_nce_loop(q, p, n, tau, normalize):
     out = []
     for i in range(q.shape[0]):
         qi = q[i] / q[i].norm() if normalize else q[i]
+
         def sim(v):
             v = v / v.norm() if normalize else v
             return float(qi @ v) / tau

@@ -1,5 +1,4 @@
 """The non-finite guard: detection, skipping, counting, scheduler, Runner."""
-import math
 from collections import OrderedDict
 
 import pytest

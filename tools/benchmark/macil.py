@@ -79,6 +79,7 @@ def main(argv=None) -> dict:
     from abtiming import format_ratio, interleaved, round_ratios
     data, snippets = batch(args.batch, args.length, args.device)
     models = {'MIL only': build(False, args.device), 'MACIL-SD': build(True, args.device)}
+
     def step(name):
         model, wrappers = models[name]
 

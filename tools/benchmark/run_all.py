@@ -39,8 +39,8 @@ PRESETS: Dict[str, Dict[str, tuple]] = {
     'quick': {
         'golsd': (['--part', 'loss', '--steps', '2', '--warmup', '1', '--loss-batches', '1'],
                   300),
-        'slidr': (['--parts', 'pooling', '--pool-scenes', '1', '--repeats', '1', '--scans'],
-                  300),
+        'slidr': (['--parts', 'pooling', 'backbone', '--pool-scenes', '1', '--repeats', '1',
+                   '--scans', '1'], 300),
         'dsd': (['--settings', '2:1:32', '--steps', '1'], 300),
         'macil': (['--batch', '8', '--length', '50', '--steps', '1', '--videos', '1'], 300),
     },

@@ -80,6 +80,11 @@ def superpixel_rows(images: int, rounds: int = 3) -> list:
     return rows
 
 
+def _sync(device: str) -> None:
+    from abtiming import sync
+    sync(device)
+
+
 def pooling_case(scenes: int, device: str, seed: int = 0):
     """nuScenes-sized scenes: 6 cameras of 224×416, D = 64, 150 superpixels per
     image, ~34k 3D rows and ~25k pairings per scene."""

@@ -486,7 +486,6 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
         return {k: (v.sum() if v.requires_grad else zero) for k, v in out.items()}
 
 
-
 @MODELS.register_module()
 class GOLSDDeformableDETRHead(GOLSDHeadMixin, DeformableDETRHead):
     """Deformable-DETR (box refinement) head with FDR branches and GO-LSD.

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-import torch
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor
