@@ -21,7 +21,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import plugins  # noqa: E402,F401  (safe loading, registrations)
-from plugins.core.runner_setup import add_common_args, build_runner, load_config  # noqa: E402
+from plugins.core.runner_setup import (add_common_args, build_runner,  # noqa: E402
+                                       check_torchvision_weights, load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,6 +64,7 @@ def main(argv=None) -> None:
             raise FileNotFoundError(f'--resume: no checkpoint {args.resume!r}')
         cfg.resume = True
         cfg.load_from = args.resume
+    check_torchvision_weights(cfg)  # the Runner initialises weights before loading any
     runner = build_runner(cfg)
     try:
         runner.train()

@@ -84,7 +84,6 @@ def load_config(path: str,
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
     if launcher == 'pytorch' and not torch.cuda.is_available():
         setup_cpu_distributed(cfg)
-    check_torchvision_weights(cfg)
     return cfg
 
 
@@ -101,8 +100,9 @@ def _strings(node: Any, key: str = ''):
 
 
 def check_torchvision_weights(cfg) -> None:
-    """Fail before any work when the config asks for ``torchvision://`` weights
-    and torchvision cannot be imported.
+    """Fail before any work when a training config asks for ``torchvision://``
+    weights and torchvision cannot be imported (``tools/train.py`` calls it;
+    testing, exporting and analysing a trained checkpoint need no init weights).
 
     Raises:
         TorchvisionWeightsError: Naming the config key and the alternatives.

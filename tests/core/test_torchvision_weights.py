@@ -8,24 +8,35 @@ import pytest
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def test_config_with_torchvision_weights_fails_at_load_naming_the_key(monkeypatch):
+def test_training_config_with_torchvision_weights_fails_before_work_naming_the_key(
+        monkeypatch, tmp_path):
+    import sys
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import train
+
     from plugins.core import checkpoint_mmengine as cm
-    from plugins.core.runner_setup import load_config
+    from plugins.core.runner_setup import check_torchvision_weights, load_config
     monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
+    config = osp.join(ROOT, 'configs/golsd/dino-4scale_r50_golsd_8xb2-12e_coco.py')
+    cfg = load_config(config)  # loading it (test, export, analysis) needs no weights
+    with pytest.raises(cm.TorchvisionWeightsError, match='init_cfg=None'):
+        train.main([config, '--work-dir', str(tmp_path)])  # stops before building the runner
+    assert not list(tmp_path.iterdir())
     with pytest.raises(cm.TorchvisionWeightsError) as err:
-        load_config(osp.join(ROOT, 'configs/golsd/dino-4scale_r50_golsd_8xb2-12e_coco.py'))
+        check_torchvision_weights(cfg)
     text = str(err.value)
     assert "'torchvision://resnet50' (model.backbone.init_cfg.checkpoint)" in text
     assert 'model.backbone.init_cfg=None' in text and 'resnet50-0676ba61.pth' in text
     assert isinstance(err.value, ModuleNotFoundError)  # what callers catching the old error see
 
 
-def test_config_loads_when_the_weights_are_a_local_file(monkeypatch, tmp_path):
+def test_config_passes_when_the_weights_are_a_local_file(monkeypatch, tmp_path):
     from plugins.core import checkpoint_mmengine as cm
-    from plugins.core.runner_setup import load_config
+    from plugins.core.runner_setup import check_torchvision_weights, load_config
     monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
     cfg = load_config(osp.join(ROOT, 'configs/golsd/dino-4scale_r50_golsd_8xb2-12e_coco.py'),
                       {'model.backbone.init_cfg.checkpoint': str(tmp_path / 'r50.pth')})
+    check_torchvision_weights(cfg)  # no torchvision:// left
     assert cfg.model.backbone.init_cfg.checkpoint.endswith('r50.pth')
 
 
