@@ -188,7 +188,7 @@ def stage_golsd(ctx: DemoContext) -> str:
     results = gx.run_rows(ctx, ['plain', 'golsd', 'fdr-only'], seeds, epochs,
                           lr_step=epochs if ctx.quick else GOLSD_LR_STEP,
                           val_every=1 if ctx.quick else GOLSD_VAL_EVERY,
-                          backbone=GOLSD_BACKBONE)
+                          backbone=GOLSD_BACKBONE, jobs=os.cpu_count() or 1)
     table = gx.summary_table(results, epochs)
     curve = gx.plot_map_curves(results, osp.join(ctx.out, 'golsd_map.png'),
                                'GO-LSD demo: bbox mAP against steps')
@@ -209,8 +209,10 @@ def stage_golsd(ctx: DemoContext) -> str:
         '(with the backbone frozen, nothing but the transformer learns and the plugin is only '
         'level with plain DINO: docs/golsd.md). On 24 val images one seed says little (here the '
         f'seeds of one model differ by up to {spread:.3f} mAP), so the table gives the mean. '
-        'Evaluated with `CocoMetric`; `python tools/golsd_experiments.py` reruns it with other '
-        'rows, seeds and schedules.', '', table, '',
+        'Evaluated with `CocoMetric`. Every run has one thread (the runs go in parallel, one '
+        'per core), so each seed\'s numbers equal a one-thread run of '
+        '`python tools/golsd_experiments.py`, which reruns it with other rows, seeds and '
+        'schedules.', '', table, '',
         f'![mAP against steps]({osp.basename(curve)})', '',
         f'![losses]({osp.basename(losses)})', '',
         f'Where the top-ranked predictions go (seed {seeds[0]}, last layer, each image\'s top '

@@ -119,8 +119,14 @@ def map_curve(rows: Sequence[dict]) -> Tuple[List[int], List[float]]:
 
 
 def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int], epochs: int,
-             lr_step: int, val_every: int, backbone: str = 'scratch') -> Dict[str, List[dict]]:
+             lr_step: int, val_every: int, backbone: str = 'scratch',
+             jobs: int = 1) -> Dict[str, List[dict]]:
     """Train and evaluate every row with every seed.
+
+    Args:
+        jobs (int): Runs at a time. Above 1, every run gets one thread
+            (``OMP_NUM_THREADS=1``), so its numbers do not depend on how the
+            runs were scheduled: they equal those of a one-thread run alone.
 
     Returns:
         dict: Row name to one run dict per seed (``metrics``, ``rows`` of
@@ -129,10 +135,13 @@ def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int],
 
     Raises:
         KeyError: On an unknown row name.
+        ValueError: On ``jobs < 1``.
     """
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise KeyError(f'unknown rows {unknown}; known: {sorted(ROWS)}')
+    if jobs < 1:
+        raise ValueError(f'jobs must be >= 1, got {jobs}')
     data_root = demo.coco_data(ctx)
     model_override = backbone_override(ctx, backbone)
     options = demo.coco_options(data_root, epochs) + [
@@ -140,16 +149,33 @@ def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int],
         f'param_scheduler.0.end={epochs}', f'param_scheduler.0.milestones=[{lr_step}]']
     if backbone == 'finetune':
         options.append('optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult=0.1')
+    configs = {row: write_config(ctx, f'golsd_{row}', ROWS[row][1],
+                                 (model_override,) + ROWS[row][2]) for row in rows}
+
+    def one(row: str, seed: int) -> dict:
+        run = demo.train_and_eval(ctx, f'golsd_{row}_e{epochs}_s{seed}', configs[row],
+                                  options + [f'randomness.seed={seed}'], epochs,
+                                  ITERS_PER_EPOCH)
+        return dict(run, config=configs[row], seed=seed, options=options)
+
+    todo = [(row, seed) for row in rows for seed in seeds]
+    if jobs == 1:
+        done = [one(row, seed) for row, seed in todo]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        saved = os.environ.get('OMP_NUM_THREADS')
+        os.environ['OMP_NUM_THREADS'] = '1'  # read by the tool subprocesses
+        try:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                done = list(pool.map(lambda job: one(*job), todo))
+        finally:
+            if saved is None:
+                os.environ.pop('OMP_NUM_THREADS', None)
+            else:
+                os.environ['OMP_NUM_THREADS'] = saved
     results: Dict[str, List[dict]] = {}
-    for row in rows:
-        _, base, overrides = ROWS[row]
-        config = write_config(ctx, f'golsd_{row}', base, (model_override,) + overrides)
-        for seed in seeds:
-            run = demo.train_and_eval(ctx, f'golsd_{row}_e{epochs}_s{seed}', config,
-                                      options + [f'randomness.seed={seed}'], epochs,
-                                      ITERS_PER_EPOCH)
-            results.setdefault(row, []).append(dict(run, config=config, seed=seed,
-                                                    options=options))
+    for (row, _), run in zip(todo, done):
+        results.setdefault(row, []).append(run)
     return results
 
 
@@ -256,6 +282,9 @@ def main(argv=None) -> str:
                         help='a ResNet-18 trained from scratch with the detector (the demo), '
                         'the detection stage\'s weights frozen, or those weights trained at '
                         'LR x0.1')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs at a time; above 1 each run gets one thread (its numbers '
+                        'then equal a one-thread run alone)')
     parser.add_argument('--collect', nargs='+', default=None, metavar='DIR',
                         help='train nothing: tabulate and plot the runs already in these '
                         '--out folders (e.g. rows run in parallel)')
@@ -268,7 +297,7 @@ def main(argv=None) -> str:
     else:
         ctx = demo.DemoContext(args.out, args.data, quick=False)
         results = run_rows(ctx, args.rows, args.seeds, args.epochs, lr_step, args.val_every,
-                           args.backbone)
+                           args.backbone, args.jobs)
     table = summary_table(results, args.epochs)
     png = plot_map_curves(results, osp.join(args.out, 'golsd_map.png'),
                           f'{args.epochs} epochs, LR x0.1 at epoch {lr_step}')

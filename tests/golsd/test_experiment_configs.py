@@ -89,3 +89,32 @@ def test_collect_runs_reads_runs_from_several_folders(tmp_path):
     assert '| 36 | 2 | – | 0.600 |' in table and '0.600 / 0.800' in table
     with pytest.raises(FileNotFoundError, match='golsd_plain_e3_s2'):
         gx.collect_runs(outs, ['plain'], [2], 3)
+
+
+def test_parallel_runs_have_one_thread_and_keep_row_and_seed_order(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import pytest
+    gx = _tool()
+    ctx = gx.demo.DemoContext(str(tmp_path), str(tmp_path / 'data'), quick=False)
+    monkeypatch.setattr(gx.demo, 'coco_data', lambda ctx: str(tmp_path / 'coco'))
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    seen, lock = [], threading.Lock()
+
+    def fake_train(ctx, name, config, options, epochs, iters):
+        time.sleep(0.05 if name.endswith('s0') else 0.0)  # finish out of order
+        with lock:
+            seen.append((name, os.environ.get('OMP_NUM_THREADS'), threading.get_ident()))
+        return dict(metrics={'coco/bbox_mAP': 0.5}, rows=[], train_s=1.0, ckpt=name)
+
+    monkeypatch.setattr(gx.demo, 'train_and_eval', fake_train)
+    out = gx.run_rows(ctx, ['plain', 'golsd'], [0, 1], 2, 1, 1, jobs=2)
+    assert [r['ckpt'] for r in out['plain']] == ['golsd_plain_e2_s0', 'golsd_plain_e2_s1']
+    assert [r['seed'] for r in out['golsd']] == [0, 1]
+    assert {t for _, t, _ in seen} == {'1'} and len({i for *_, i in seen}) == 2
+    assert 'OMP_NUM_THREADS' not in os.environ  # restored
+    sequential = gx.run_rows(ctx, ['plain'], [0], 2, 1, 1, jobs=1)
+    assert seen[-1][1] is None and sequential['plain'][0]['seed'] == 0  # inherits the caller's
+    with pytest.raises(ValueError, match='jobs'):
+        gx.run_rows(ctx, ['plain'], [0], 2, 1, 1, jobs=0)
