@@ -37,10 +37,11 @@ _METRIC = re.compile(r'([\w/]*(?:mAP|IoU|mDice|AP|Dice|HD95|dice|hd95|pr_auc|/ap
 class DemoContext:
     """Paths and options shared by the stages."""
 
-    def __init__(self, out: str, data: str, quick: bool) -> None:
+    def __init__(self, out: str, data: str, quick: bool, reuse: bool = False) -> None:
         self.out = out
         self.data = data
         self.quick = quick
+        self.reuse = reuse
 
     def run_tool(self, args: Sequence[str], log_name: str, desc: str,
                  total_iters: Optional[int] = None) -> str:
@@ -113,12 +114,19 @@ def train_and_eval(ctx: DemoContext, name: str, config: str, options: List[str],
     """Train with tools/train.py, evaluate with tools/test.py (``by_epoch=False``:
     ``epochs`` counts iterations and ``iters_per_epoch`` is 1)."""
     work_dir = osp.join(ctx.out, name)
+    ckpt = osp.join(work_dir, f'epoch_{epochs}.pth' if by_epoch else f'iter_{epochs}.pth')
+    test_log = osp.join(ctx.out, 'logs', f'{name}_test.log')
+    if getattr(ctx, 'reuse', False) and osp.isfile(ckpt) and osp.isfile(test_log):
+        with open(test_log) as f:  # a finished run of an earlier, interrupted demo
+            metrics = parse_metrics(f.read())
+        if metrics:
+            return dict(metrics=metrics, rows=read_scalars(find_scalars(work_dir)),
+                        train_s=float('nan'), ckpt=ckpt, work_dir=work_dir)
     t0 = time.time()
     ctx.run_tool(['tools/train.py', config, '--work-dir', work_dir,
                   '--cfg-options', *options], f'{name}_train.log',
                  f'{name}: train', epochs * iters_per_epoch)
     train_s = time.time() - t0
-    ckpt = osp.join(work_dir, f'epoch_{epochs}.pth' if by_epoch else f'iter_{epochs}.pth')
     log = ctx.run_tool(['tools/test.py', config, ckpt, '--work-dir',
                         osp.join(work_dir, 'test'), '--cfg-options', *options],
                        f'{name}_test.log', f'{name}: evaluate')
@@ -598,10 +606,13 @@ def main(argv=None) -> str:
     parser.add_argument('--out', default='work_dirs/demo', help='report folder')
     parser.add_argument('--data', default='data/demo', help='demo data folder')
     parser.add_argument('--quick', action='store_true', help='shortest schedules')
+    parser.add_argument('--reuse', action='store_true',
+                        help='keep the finished runs (checkpoint and test log) of an earlier, '
+                        'interrupted demo in --out instead of training them again')
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     os.makedirs(args.out, exist_ok=True)
-    ctx = DemoContext(args.out, args.data, args.quick)
+    ctx = DemoContext(args.out, args.data, args.quick, args.reuse)
     import torch
     sections = []
     t_all = time.time()
