@@ -118,3 +118,29 @@ def test_parallel_runs_have_one_thread_and_keep_row_and_seed_order(tmp_path, mon
     assert seen[-1][1] is None and sequential['plain'][0]['seed'] == 0  # inherits the caller's
     with pytest.raises(ValueError, match='jobs'):
         gx.run_rows(ctx, ['plain'], [0], 2, 1, 1, jobs=0)
+
+
+def test_demo_reuse_keeps_finished_runs_and_retrains_unfinished_ones(tmp_path, monkeypatch):
+    gx = _tool()
+    demo = gx.demo
+    calls = []
+    monkeypatch.setattr(demo.DemoContext, 'run_tool',
+                        lambda self, args, log, desc, total=None: calls.append(log) or
+                        'Epoch(test) [3/3]    coco/bbox_mAP: 0.4000\n')
+    monkeypatch.setattr(demo, 'find_scalars', lambda work_dir: work_dir)
+    monkeypatch.setattr(demo, 'read_scalars', lambda path: [])
+    ctx = demo.DemoContext(str(tmp_path), str(tmp_path / 'data'), quick=False, reuse=True)
+    (tmp_path / 'done').mkdir()
+    (tmp_path / 'done' / 'epoch_2.pth').write_bytes(b'x')
+    (tmp_path / 'logs').mkdir()
+    (tmp_path / 'logs' / 'done_test.log').write_text(
+        'Epoch(test) [3/3]    coco/bbox_mAP: 0.7000\n')
+    kept = demo.train_and_eval(ctx, 'done', 'cfg.py', [], 2, 12)
+    assert kept['metrics']['coco/bbox_mAP'] == 0.7 and calls == []  # nothing retrained
+    assert kept['train_s'] != kept['train_s']  # NaN: not timed
+    fresh = demo.train_and_eval(ctx, 'unfinished', 'cfg.py', [], 2, 12)
+    assert calls == ['unfinished_train.log', 'unfinished_test.log']
+    assert fresh['metrics']['coco/bbox_mAP'] == 0.4
+    ctx.reuse = False
+    demo.train_and_eval(ctx, 'done', 'cfg.py', [], 2, 12)  # without --reuse: trained again
+    assert calls[-2:] == ['done_train.log', 'done_test.log']
