@@ -116,7 +116,7 @@ def train_and_eval(ctx: DemoContext, name: str, config: str, options: List[str],
     work_dir = osp.join(ctx.out, name)
     ckpt = osp.join(work_dir, f'epoch_{epochs}.pth' if by_epoch else f'iter_{epochs}.pth')
     test_log = osp.join(ctx.out, 'logs', f'{name}_test.log')
-    if getattr(ctx, 'reuse', False) and osp.isfile(ckpt) and osp.isfile(test_log):
+    if ctx.reuse and osp.isfile(ckpt) and osp.isfile(test_log):
         with open(test_log) as f:  # a finished run of an earlier, interrupted demo
             metrics = parse_metrics(f.read())
         if metrics:

@@ -57,13 +57,14 @@ ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
 BACKBONES = ('frozen', 'finetune', 'scratch')
 
 
-def backbone_override(ctx: 'demo.DemoContext', mode: str = 'frozen') -> dict:
+def backbone_override(ctx: 'demo.DemoContext', mode: str = 'scratch') -> dict:
     """``model`` override for the backbone of every row.
 
-    ``frozen`` starts from the detection stage's weights (run if missing) and
-    freezes them (the demo's protocol); ``finetune`` starts there and trains
-    them at a tenth of the learning rate, as DINO and D-FINE train pretrained
-    backbones; ``scratch`` trains the base config's randomly initialised one.
+    ``scratch`` trains the base config's randomly initialised ResNet-18 (the
+    demo's protocol); ``frozen`` starts from the detection stage's weights
+    (run if missing) and freezes them; ``finetune`` starts there and trains
+    them (at a tenth of the learning rate, set by :func:`run_rows`), as DINO
+    and D-FINE train pretrained backbones.
 
     Raises:
         ValueError: On an unknown ``mode``.
@@ -75,11 +76,10 @@ def backbone_override(ctx: 'demo.DemoContext', mode: str = 'frozen') -> dict:
     ckpt = osp.join(ctx.out, 'detection', f'epoch_{2 if ctx.quick else 8}.pth')
     if not osp.isfile(ckpt):
         demo.stage_detection(ctx)
-    init = dict(init_cfg=dict(_delete_=True, type='Pretrained', prefix='backbone.',
-                              checkpoint=osp.abspath(ckpt)))
-    if mode == 'frozen':
-        return dict(backbone=dict(init, frozen_stages=4, norm_eval=True))
-    return dict(backbone=dict(init, frozen_stages=-1, norm_eval=True))
+    return dict(backbone=dict(
+        init_cfg=dict(_delete_=True, type='Pretrained', prefix='backbone.',
+                      checkpoint=osp.abspath(ckpt)),
+        frozen_stages=4 if mode == 'frozen' else -1, norm_eval=True))
 
 
 def merge_overrides(overrides: Sequence[dict]) -> dict:

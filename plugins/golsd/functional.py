@@ -26,8 +26,7 @@ __all__ = [
     'weighting_function', 'distribution_integral', 'decode_corners', 'box_to_distance',
     'two_bin_targets', 'cxcywh_to_xyxy', 'aligned_iou', 'go_union', 'fgl_loss',
     'ddf_loss', 'fgl_loss_layers', 'ddf_loss_layers', 'fdr_layer_losses', 'check_reg_max',
-    'stack_matches',
-    'lqe_statistics'
+    'stack_matches', 'lqe_statistics'
 ]
 
 
@@ -299,15 +298,8 @@ def fgl_loss(corners: Tensor, target_left: Tensor, weight_left: Tensor,
                              f'(R = {n_bins - 1} bins per edge), got values in [{lo}, {hi}]')
     if m == 0:
         return corners.sum() * 0
-    z = _edges(corners, n_bins).float() if corners.dtype in (
-        torch.float16, torch.bfloat16) else _edges(corners, n_bins)
-    logp = F.log_softmax(z, dim=-1)
-    tl = target_left.long().unsqueeze(-1)
-    ce_left = -logp.gather(-1, tl).squeeze(-1)
-    ce_right = -logp.gather(-1, tl + 1).squeeze(-1)
-    per_edge = weight_left.to(z.dtype) * ce_left + weight_right.to(z.dtype) * ce_right
-    per_edge = per_edge * iou.detach().to(z.dtype).unsqueeze(-1)
-    return per_edge.sum() / max(float(avg_factor), 1.0)
+    return fgl_loss_layers(corners.unsqueeze(0), target_left, weight_left, weight_right,
+                           iou.reshape(1, m), avg_factor)[0]
 
 
 def ddf_loss(student: Tensor, teacher: Tensor, matched_mask: Tensor,
@@ -349,17 +341,7 @@ def ddf_loss(student: Tensor, teacher: Tensor, matched_mask: Tensor,
     t = _edges(teacher, n_bins)
     kl = temperature_kl(s, t, temperature, dim=-1, class_reduction='sum',
                         detach_teacher=True)  # (B, Q, 4)
-    loss = kl * weights.detach().to(kl.dtype).unsqueeze(-1)
-    mask = matched_mask.bool().unsqueeze(-1).expand_as(loss)
-    n_m_here = int(mask.sum())
-    n_u_here = mask.numel() - n_m_here
-    mu_m = loss[mask].sum() / n_m_here if n_m_here else loss.sum() * 0
-    mu_u = loss[~mask].sum() / n_u_here if n_u_here else loss.sum() * 0
-    n_m, n_u = (n_m_here, n_u_here) if counts is None else counts
-    rm, ru = math.sqrt(max(n_m, 0)), math.sqrt(max(n_u, 0))
-    if rm + ru == 0:
-        return loss.sum() * 0
-    return (rm * mu_m + ru * mu_u) / (rm + ru)
+    return _ddf_from_kl(kl.unsqueeze(0), matched_mask, weights.unsqueeze(0), counts)[0]
 
 
 def _fgl_from_ce(ce: Tensor, weight_left: Tensor, weight_right: Tensor, iou: Tensor,

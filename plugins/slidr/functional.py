@@ -312,15 +312,15 @@ def pool_pixels(pixel_features: Tensor, slots: Tensor, num_slots: int) -> Tuple[
     if n == 0 or h * w == 0:
         return pooled, counts
     # Pool in the features' own (n, D, H·W) layout: each image's slots form a
-    # short local range, summed by a scatter along the contiguous pixel axis
-    # (no channels-last copy of the map, forward or backward).
-    feats = pixel_features.reshape(n, d, h * w).to(acc)
+    # short local range, summed along the contiguous pixel axis (no
+    # channels-last copy of the map, forward or backward).
     lo, hi = index.amin(1), index.amax(1)
     span = int((hi - lo).max()) + 1
-    if span > h * w:  # slot ranges wider than the image: a scatter buffer would be larger
+    if span > h * w:  # slot ranges wider than the image: a per-image buffer would be larger
         flat = pixel_features.permute(0, 2, 3, 1).reshape(-1, d).to(acc)
         pooled = pooled.index_add(0, index.reshape(-1), flat)
         return pooled / (counts[:, None] + _EPS), counts
+    feats = pixel_features.reshape(n, d, h * w).to(acc)
     part = _LocalSlotSum.apply(feats, index - lo[:, None], span)  # (n, D, span)
     rows = lo[:, None] + torch.arange(span, device=index.device)  # (n, span) global slots
     valid = rows <= hi[:, None]

@@ -27,6 +27,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # abtiming
 
 import torch  # noqa: E402
+from abtiming import interleaved, medians, round_ratios  # noqa: E402
 
 MODES = ('plain', 'straightforward', 'lean')
 
@@ -100,7 +101,6 @@ def measure_memory(mode: str, classes: int, batch: int, size: int, device: str) 
 
 
 def run_setting(classes: int, batch: int, size: int, steps: int, device: str) -> dict:
-    from abtiming import interleaved, medians, round_ratios
     steps_fn = {m: build_step(m, classes, batch, size, device) for m in MODES}
     # same seed, same network and data: the two DSD modes must give the same loss
     first = {m: steps_fn[m]() for m in MODES}

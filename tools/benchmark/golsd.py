@@ -21,6 +21,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # abtiming
 
 import torch  # noqa: E402
+from abtiming import format_ratio, interleaved, medians, round_ratios, sync  # noqa: E402
 
 PAIRS = {
     'demo': ('configs/golsd/dino-tiny_r18_1xb8-12e_demo-coco.py',
@@ -91,11 +92,6 @@ class SavedActivations:
 
     def __exit__(self, *exc):
         self._ctx.__exit__(*exc)
-
-
-def sync(device: str):
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
 
 
 def train_step(model, opt, imgs, samples):
@@ -229,7 +225,6 @@ def fdr_per_layer(case, corners):
 
 def fdr_loss_rows(batches, rounds: int, warmup: int, device: str) -> list:
     """Per batch size: both times, the per-round ratio summary and the value check."""
-    from abtiming import interleaved, medians, round_ratios
     rows = []
     for batch in batches:
         case = fdr_loss_case(batch, device=device)
@@ -252,7 +247,6 @@ def fdr_loss_rows(batches, rounds: int, warmup: int, device: str) -> list:
 
 def model_step_ratios(args) -> dict:
     """Train-step time, memory and loss-computation ratios, GO-LSD DINO ÷ DINO."""
-    from abtiming import format_ratio, interleaved, medians, round_ratios
     plain_cfg, golsd_cfg = PAIRS[args.config_pair]
     num_classes = 2 if args.config_pair == 'demo' else 80
     models = {'DINO': build(plain_cfg, args.device, num_classes),
@@ -298,7 +292,6 @@ def main(argv=None) -> dict:
     if args.part in ('step', 'all'):
         out['step'] = model_step_ratios(args)
     if args.part in ('loss', 'all'):
-        from abtiming import format_ratio
         rows = fdr_loss_rows(args.loss_batches, args.steps, args.warmup, args.device)
         print(f'FDR losses (GO union + FGL + DDF, fwd+bwd), Q=300, L=6, C=80, R=32, 7 GT/img, '
               f'device={args.device}, {args.steps} rounds; values and gradients checked equal')

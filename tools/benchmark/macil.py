@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # abtiming
 
 import torch  # noqa: E402
+from abtiming import format_ratio, interleaved, round_ratios, sync  # noqa: E402
 
 
 def build(full: bool, device: str):
@@ -63,11 +64,6 @@ def split_at_median(model, data: dict) -> None:
     model.contrastive_loss.bag_threshold = float(bag.median())
 
 
-def sync(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--batch', type=int, default=128)
@@ -76,7 +72,6 @@ def main(argv=None) -> dict:
     parser.add_argument('--videos', type=int, default=20, help='test videos for inference')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args(argv)
-    from abtiming import format_ratio, interleaved, round_ratios
     data, snippets = batch(args.batch, args.length, args.device)
     models = {'MIL only': build(False, args.device), 'MACIL-SD': build(True, args.device)}
 

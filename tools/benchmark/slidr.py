@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # abtiming
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from abtiming import format_ratio, interleaved, medians, round_ratios, sync  # noqa: E402
 
 
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field', 'retina',
@@ -56,7 +57,6 @@ def superpixel_rows(images: int, rounds: int = 3) -> list:
     row-parallel (interleaved, ``rounds`` each, medians), label counts,
     boundary agreement of the fast labels with the reference, and the
     full-resolution compiled SLIC's time and label identity."""
-    from abtiming import interleaved, medians
     from plugins.slidr.superpixels import boundary_agreement, slic_fast, slic_reference
     rows = []
     for i in range(images):
@@ -78,11 +78,6 @@ def superpixel_rows(images: int, rounds: int = 3) -> list:
                          labels=(len(np.unique(ref)), len(np.unique(fast))),
                          recall=recall, precision=precision))
     return rows
-
-
-def _sync(device: str) -> None:
-    from abtiming import sync
-    sync(device)
 
 
 def pooling_case(scenes: int, device: str, seed: int = 0):
@@ -126,7 +121,6 @@ def channels_last_step(sp, f3, pix, rows, img, r, c, s):
 
 def time_pooling(scenes: int, device: str, rounds: int) -> dict:
     """Check both give the same loss and gradients, then time them interleaved."""
-    from abtiming import interleaved, medians, round_ratios
     tensors, s = pooling_case(scenes, device)
     sp, f3, pix, rows, img, r, c = tensors
     leaves = {k: (f3.clone().requires_grad_(), pix.clone().requires_grad_())
@@ -190,11 +184,11 @@ def time_conv_layer(coords: torch.Tensor, channels: int, repeats: int) -> dict:
         times = []
         for i in range(repeats + 1):
             f, w = feats.clone().requires_grad_(), weight.clone().requires_grad_()
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             y = fn(f, w, kmap)
             y.backward(torch.ones_like(y))
-            _sync(device)
+            sync(device)
             if i:
                 times.append(time.perf_counter() - t0)
         out[name] = statistics.median(times)
@@ -220,13 +214,13 @@ def time_backbone(voxel_sets, repeats: int = 2, autocast: bool = False) -> dict:
             net.zero_grad(set_to_none=True)
             if device.startswith('cuda'):
                 torch.cuda.reset_peak_memory_stats()
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
                                 enabled=autocast):
                 loss = (net(coords, feats).float() * target).sum()
             loss.backward()
-            _sync(device)
+            sync(device)
             if i:
                 times.append(time.perf_counter() - t0)
         memory = torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith('cuda') else None
@@ -260,7 +254,6 @@ def report_superpixels(images: int) -> list:
 
 
 def report_pooling(device: str, rounds: int, scenes=(1, 4, 8)) -> list:
-    from abtiming import format_ratio
     print(f'pooling + superpixel NCE, fwd+bwd, device={device}: 6 images of 64x224x416, '
           f'34k 3D rows and 25k pairings per scene; {rounds} interleaved rounds; losses and '
           f'gradients checked equal')
