@@ -21,7 +21,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import plugins  # noqa: E402,F401
-from plugins.core.runner_setup import add_common_args, build_runner, load_config  # noqa: E402
+from plugins.core.runner_setup import (  # noqa: E402
+    add_common_args, build_runner, drop_training_parts, load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,6 +53,7 @@ def main(argv=None) -> dict:
         cfg.work_dir = osp.join(cfg.work_dir, 'test')
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    drop_training_parts(cfg)  # a test run reads only the test data
     if args.show_dir:
         from plugins.core.runner_setup import enable_show_dir
         enable_show_dir(cfg, args.show_dir)

@@ -153,6 +153,21 @@ def enable_show_dir(cfg, show_dir: str) -> str:
     return osp.join(folder, 'vis_data', 'vis_image')
 
 
+def drop_training_parts(cfg) -> None:
+    """Remove what only training needs from a config about to be tested.
+
+    mmengine builds the train loop, and with it the training dataset, the first
+    time anything reads ``runner.iter`` or ``runner.epoch``; mmseg's
+    ``SegVisualizationHook`` does so for every drawn test image. Without the
+    training parts a test run reads only the test data, and both properties
+    read 0.
+    """
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler',
+                'auto_scale_lr'):
+        if key in cfg:
+            cfg[key] = None
+
+
 def enable_amp(cfg) -> None:
     """Switch the optimizer wrapper to mmengine's ``AmpOptimWrapper``.
 

@@ -51,7 +51,9 @@ def test_dsd_mmseg_segmentations_drawn_for_every_val_image(tmp_path):
     show = tmp_path / 'vis'
     run([python(), 'tools/test.py', DSD_2D, ckpt, '--work-dir', str(tmp_path / 't'),
          '--show-dir', str(show), '--cfg-options',
-         f'test_dataloader.dataset.data_root={root}'])
+         f'test_dataloader.dataset.data_root={root}',
+         # a test run must not read the training data (mmseg's hook reads runner.iter)
+         f'train_dataloader.dataset.data_root={tmp_path / "absent"}'])
     assert len(_images(str(show / 'vis_data' / 'vis_image'))) == 4
 
 
@@ -68,3 +70,17 @@ def test_show_dir_without_a_visualisation_hook_says_what_to_add():
                       visualizer=dict(type='SegLocalVisualizer')))
     assert enable_show_dir(seg, 'out').endswith(os.path.join('out', 'vis_data', 'vis_image'))
     assert seg.default_hooks.visualization.interval == 1
+
+
+def test_a_test_run_keeps_no_training_parts():
+    from mmengine.config import Config
+
+    from plugins.core.runner_setup import drop_training_parts
+    cfg = Config(dict(train_dataloader=dict(batch_size=2), train_cfg=dict(max_iters=3),
+                      optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+                      param_scheduler=[dict(type='LinearLR')], test_cfg=dict(type='TestLoop')))
+    drop_training_parts(cfg)
+    assert cfg.train_dataloader is None and cfg.train_cfg is None
+    assert cfg.optim_wrapper is None and cfg.param_scheduler is None
+    assert cfg.test_cfg == dict(type='TestLoop')
+    assert 'auto_scale_lr' not in cfg  # absent keys stay absent
