@@ -38,6 +38,7 @@ _FOCAL = dict(bbox_head=dict(loss_cls=dict(_delete_=True, type='FocalLoss', use_
                                            gamma=2.0, alpha=0.25, loss_weight=1.0)))
 _NO_FGL = dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0)))
 _NO_DDF = dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))
+_LQE = dict(bbox_head=dict(lqe=dict(k=4, hidden=64)))
 
 #: row name -> (label, base config, ``model`` overrides merged onto the base)
 ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
@@ -50,6 +51,7 @@ ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
     'fgl-only-focal': ('FDR + FGL with Focal', GOLSD, (_FOCAL, _NO_DDF)),
     'ddf-only': ('FDR + DDF (VFL; FGL weight 0)', GOLSD, (_NO_FGL,)),
     'ddf-only-focal': ('FDR + DDF with Focal', GOLSD, (_FOCAL, _NO_FGL)),
+    'golsd-lqe': ('DINO + GO-LSD/FDR + LQE (location-quality scores)', GOLSD, (_LQE,)),
 }
 
 

@@ -44,6 +44,11 @@ def test_row_config_carries_the_backbone_and_every_override(tmp_path):
         assert model.bbox_head.loss_cls.type == cls, row
         if cls == 'FocalLoss':  # the VFL keys are gone (_delete_)
             assert 'iou_weighted' not in model.bbox_head.loss_cls
+        assert model.bbox_head.get('lqe') is None, row
+    _, base, overrides = gx.ROWS['golsd-lqe']
+    model = Config.fromfile(gx.write_config(ctx, 'golsd-lqe', base, overrides)).model
+    assert model.bbox_head.lqe == dict(k=4, hidden=64)
+    assert model.bbox_head.loss_fgl.loss_weight == 0.15
 
 
 def test_backbone_modes(tmp_path):
