@@ -12,8 +12,8 @@ model = dict(
         type='GOLSDDeformableDETRHead',
         loss_cls=dict(type='VarifocalLoss', use_sigmoid=True, alpha=0.75, gamma=2.0,
                       iou_weighted=True, loss_weight=1.0),
-        loss_fgl=dict(loss_weight=0.15),
-        loss_ddf=dict(loss_weight=1.5)))
+        loss_fgl=dict(type='FGLLoss', loss_weight=0.15),
+        loss_ddf=dict(type='DDFLoss', loss_weight=1.5)))
 
 # skip (and name) steps with a non-finite loss or gradient; see docs/core.md
 optim_wrapper = dict(type='NonFiniteSkipOptimWrapper')

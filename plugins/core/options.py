@@ -5,7 +5,7 @@ import difflib
 import json
 from typing import Any, Dict, Iterable, Mapping, Optional
 
-__all__ = ['check_keys', 'check_kwargs', 'merge_options', 'read_json']
+__all__ = ['check_keys', 'check_kwargs', 'merge_options', 'read_json', 'build_registered']
 
 
 def check_keys(options: Optional[Mapping[str, Any]], known: Iterable[str], what: str) -> None:
@@ -61,6 +61,45 @@ def merge_options(defaults: Mapping[str, Any], options: Optional[Mapping[str, An
     out = dict(defaults)
     out.update(options or {})
     return out
+
+
+def build_registered(options: Optional[Mapping[str, Any]], default_type: str, registry: Any,
+                     what: str) -> Any:
+    """Build a module from a config dict in ``registry``, ``type`` defaulting.
+
+    ``dict(loss_weight=0.15)`` and ``dict(type='FGLLoss', loss_weight=0.15)``
+    build the same thing; every other key is checked against the class's
+    constructor before building, so a typo names the nearest valid key instead
+    of failing deep inside the constructor (or being ignored).
+
+    Args:
+        options (Mapping | None): The user's dict (``None``: all defaults).
+        default_type (str): The registered name used when ``type`` is absent.
+        registry: An mmengine ``Registry`` (anything with ``get`` and ``build``).
+        what (str): How errors name the dict, e.g. ``'bbox_head.loss_fgl'``.
+
+    Returns:
+        The built module.
+
+    Raises:
+        TypeError: If ``options`` is not a mapping.
+        KeyError: If the type is not registered, naming the closest registered names.
+        ValueError: On an option the class does not accept (see :func:`check_keys`).
+    """
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f'{what} must be a dict, got {type(options).__name__}')
+    cfg = dict(type=default_type)
+    cfg.update(options or {})
+    name = cfg['type']
+    cls = registry.get(name) if isinstance(name, str) else name
+    if cls is None:
+        known = sorted(getattr(registry, 'module_dict', {}))
+        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+        raise KeyError(f'{what}.type {name!r} is not registered in the '
+                       f'{getattr(registry, "name", "")} registry'
+                       + (f'; did you mean {close}?' if close else ''))
+    check_kwargs({k: v for k, v in cfg.items() if k != 'type'}, cls, what)
+    return registry.build(cfg)
 
 
 def read_json(path: str, what: str = 'file') -> Any:

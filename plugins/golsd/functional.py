@@ -26,7 +26,8 @@ __all__ = [
     'weighting_function', 'distribution_integral', 'decode_corners', 'box_to_distance',
     'two_bin_targets', 'cxcywh_to_xyxy', 'aligned_iou', 'go_union', 'fgl_loss',
     'ddf_loss', 'fgl_loss_layers', 'ddf_loss_layers', 'fdr_layer_losses', 'check_reg_max',
-    'stack_matches', 'lqe_statistics'
+    'stack_matches', 'lqe_statistics', 'fgl_pair_losses', 'ddf_distribution_losses',
+    'fdr_weights'
 ]
 
 
@@ -336,12 +337,67 @@ def ddf_loss(student: Tensor, teacher: Tensor, matched_mask: Tensor,
     if matched_mask.shape != student.shape[:-1] or weights.shape != student.shape[:-1]:
         raise ValueError(f'matched_mask {tuple(matched_mask.shape)} and weights '
                          f'{tuple(weights.shape)} must be {tuple(student.shape[:-1])}')
+    return _ddf_from_kl(_edge_kl(student, teacher, temperature).unsqueeze(0), matched_mask,
+                        weights.unsqueeze(0), counts)[0]
+
+
+def _edge_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """``T² · KL(p_t ‖ p_s)`` per edge distribution, ``(..., 4(R+1))`` → ``(..., 4)``."""
     n_bins = student.shape[-1] // 4
-    s = _edges(student, n_bins)
-    t = _edges(teacher, n_bins)
-    kl = temperature_kl(s, t, temperature, dim=-1, class_reduction='sum',
-                        detach_teacher=True)  # (B, Q, 4)
-    return _ddf_from_kl(kl.unsqueeze(0), matched_mask, weights.unsqueeze(0), counts)[0]
+    return temperature_kl(_edges(student, n_bins), _edges(teacher, n_bins), temperature,
+                          dim=-1, class_reduction='sum', detach_teacher=True)
+
+
+def ddf_distribution_losses(student: Tensor, teacher: Tensor, weights: Tensor,
+                            temperature: float = 5.0) -> Tensor:
+    """The element-wise DDF terms ``ℓ_e = w_e · T² · KL(p_t ‖ p_s)``, before the
+    decoupled mean of :func:`ddf_loss`.
+
+    Args:
+        student (Tensor): ``(B, Q, 4(R+1))`` corner logits of the student layer.
+        teacher (Tensor): Same shape (detached here).
+        weights (Tensor): ``(B, Q)`` detached weights, as :func:`ddf_loss`.
+        temperature (float): ``T``.
+
+    Returns:
+        Tensor: ``(B, Q, 4)``, one term per edge distribution.
+
+    Raises:
+        ValueError: On mismatched shapes or a bad temperature.
+    """
+    if student.shape != teacher.shape or weights.shape != student.shape[:-1]:
+        raise ValueError(f'student {tuple(student.shape)}, teacher {tuple(teacher.shape)} and '
+                         f'weights {tuple(weights.shape)} must be (B, Q, 4(R+1)) twice and (B, Q)')
+    kl = _edge_kl(student, teacher, temperature)
+    return kl * weights.detach().to(kl.dtype).unsqueeze(-1)
+
+
+def fgl_pair_losses(corners: Tensor, target_left: Tensor, weight_left: Tensor,
+                    weight_right: Tensor) -> Tensor:
+    """The element-wise FGL terms before the IoU weight and the normaliser:
+    ``Σ_k [ω_← CE(Z_k, n_←) + ω_→ CE(Z_k, n_← + 1)]`` per matched pair.
+
+    :func:`fgl_loss` is ``(Σ_pairs u · fgl_pair_losses) / N``.
+
+    Args:
+        corners (Tensor): ``(M, 4(R+1))`` logits of the matched queries.
+        target_left, weight_left, weight_right (Tensor): ``(M, 4)``, as :func:`fgl_loss`.
+
+    Returns:
+        Tensor: ``(M,)`` (float32 for half-precision logits).
+
+    Raises:
+        ValueError: On a row-count mismatch.
+    """
+    if corners.dim() != 2 or corners.shape[0] != target_left.shape[0]:
+        raise ValueError(f'corners must be (M, 4(R+1)) with M = {target_left.shape[0]} '
+                         f'targets, got {tuple(corners.shape)}')
+    z = _edges(corners, corners.shape[-1] // 4)
+    if z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()
+    ce = -F.log_softmax(z, dim=-1).gather(-1, _two_bins(target_left, z.shape))  # (M, 4, 2)
+    w = torch.stack([weight_left, weight_right], -1).to(ce.dtype)
+    return (ce * w).sum((-1, -2))
 
 
 def _fgl_from_ce(ce: Tensor, weight_left: Tensor, weight_right: Tensor, iou: Tensor,
@@ -499,6 +555,33 @@ class _FDRStack(torch.autograd.Function):
         return out.flatten(-2), None, None, None, None, None, None
 
 
+def fdr_weights(boxes: Tensor, confidence: Tensor, batch_idx: Tensor, query_idx: Tensor,
+                gt_xyxy: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """The detached weights of FGL and DDF for every layer.
+
+    Args:
+        boxes (Tensor): ``(L, B, Q, 4)`` cxcywh boxes of every layer.
+        confidence (Tensor): ``(B, Q)`` the last layer's max class probability.
+        batch_idx, query_idx (Tensor): ``(M,)`` the matched queries.
+        gt_xyxy (Tensor): ``(M, 4)`` their ground truth.
+
+    Returns:
+        tuple: ``iou (L, M)`` float32, the FGL weights (IoU of each layer's
+        box with its ground truth); ``matched (B, Q)`` bool; ``weights
+        (L−1, B, Q)``, the DDF weights of the student layers (IoU where
+        matched, ``confidence`` elsewhere).
+    """
+    num_layers = boxes.shape[0]
+    with torch.no_grad():
+        iou = aligned_iou(cxcywh_to_xyxy(boxes[:, batch_idx, query_idx].detach().float()),
+                          gt_xyxy.float().unsqueeze(0))  # (L, M)
+    matched = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
+    matched[batch_idx, query_idx] = True
+    weights = confidence.detach().expand(num_layers - 1, *confidence.shape).clone()
+    weights[:, batch_idx, query_idx] = iou[:-1].to(weights.dtype)
+    return iou, matched, weights
+
+
 def fdr_layer_losses(corners: Tensor, boxes: Tensor, confidence: Tensor, batch_idx: Tensor,
                      query_idx: Tensor, gt_xyxy: Tensor,
                      targets: Tuple[Tensor, Tensor, Tensor], avg_factor: float,
@@ -533,14 +616,8 @@ def fdr_layer_losses(corners: Tensor, boxes: Tensor, confidence: Tensor, batch_i
     if boxes.shape[:-1] != corners.shape[:-1] or confidence.shape != corners.shape[1:3]:
         raise ValueError(f'boxes {tuple(boxes.shape)} and confidence {tuple(confidence.shape)} '
                          f'must match corners {tuple(corners.shape)} as (L, B, Q, 4) and (B, Q)')
-    with torch.no_grad():
-        iou = aligned_iou(cxcywh_to_xyxy(boxes[:, batch_idx, query_idx].detach().float()),
-                          gt_xyxy.float().unsqueeze(0))  # (L, M)
+    iou, matched, weights = fdr_weights(boxes, confidence, batch_idx, query_idx, gt_xyxy)
     target_left, weight_left, weight_right = targets
-    matched = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
-    matched[batch_idx, query_idx] = True
-    weights = confidence.detach().expand(num_layers - 1, *confidence.shape).clone()
-    weights[:, batch_idx, query_idx] = iou[:-1].to(weights.dtype)
     if num_layers < 2 or corners.dtype in (torch.float16, torch.bfloat16):
         # unfused: one layer (no students), or half precision (computed in float32)
         fgl = fgl_loss_layers(corners[:, batch_idx, query_idx], target_left, weight_left,
@@ -558,8 +635,16 @@ def fdr_layer_losses(corners: Tensor, boxes: Tensor, confidence: Tensor, batch_i
     return fgl, _ddf_from_kl(kl, matched, weights, counts)
 
 
-def stack_matches(per_image: List[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
-    """Per-image ``(query_idx, gt_idx)`` pairs → one ``(b, q, g)`` triple."""
+def stack_matches(per_image: List[Tuple[Tensor, Tensor]],
+                  device: Optional[torch.device] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per-image ``(query_idx, gt_idx)`` pairs → one ``(b, q, g)`` triple.
+
+    Args:
+        per_image (list): ``(q (M_b,), g (M_b,))`` for image ``b = 0, 1, ...``
+            (empty tensors for an image without matches).
+        device (torch.device, optional): Where the empty triple of an empty
+            list lives (default CPU).
+    """
     bs, qs, gs = [], [], []
     for b, (q, g) in enumerate(per_image):
         q = q.reshape(-1).long()
@@ -567,7 +652,7 @@ def stack_matches(per_image: List[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tenso
         qs.append(q)
         gs.append(g.reshape(-1).long())
     if not bs:
-        e = torch.zeros(0, dtype=torch.long)
+        e = torch.zeros(0, dtype=torch.long, device=device)
         return e, e, e
     return torch.cat(bs), torch.cat(qs), torch.cat(gs)
 

@@ -236,7 +236,7 @@ def test_varifocal_option_matches_the_reference_formula():
     from mmengine.config import Config
 
     from plugins.golsd.functional import aligned_iou, cxcywh_to_xyxy
-    from plugins.golsd.mmdet.head import _GT
+    from plugins.golsd.mmdet.matching import GroundTruth as _GT
     register_all_modules()
     cfg = Config.fromfile(GOLSD_DEMO)
     cfg.model.bbox_head.loss_cls = dict(type='VarifocalLoss', use_sigmoid=True, alpha=0.75,
@@ -251,7 +251,8 @@ def test_varifocal_option_matches_the_reference_formula():
     cls = torch.randn(2, 5, 2)
     boxes = torch.rand(2, 5, 4) * 0.3 + 0.3
     match = (torch.tensor([0, 0, 1]), torch.tensor([1, 3, 0]), torch.tensor([0, 1, 0]))
-    got = head._cls_loss(cls, match, gt, boxes)
+    from plugins.golsd.mmdet.host_losses import classification_loss
+    got = classification_loss(head, cls, match, gt, boxes)
     t = torch.zeros(2, 5, 2)
     for b, q, g in zip(*[m.tolist() for m in match]):
         row = gt.rows(torch.tensor(b), torch.tensor(g))
@@ -265,8 +266,8 @@ def test_varifocal_option_matches_the_reference_formula():
 
 def test_zero_loss_weights_give_zero_terms_with_graph(golsd_model):
     head = golsd_model.bbox_head
-    old = head.fgl_weight, head.ddf_weight
-    head.fgl_weight = head.ddf_weight = 0.0
+    old = head.loss_fgl.loss_weight, head.loss_ddf.loss_weight
+    head.loss_fgl.loss_weight = head.loss_ddf.loss_weight = 0.0
     try:
         gen = torch.Generator().manual_seed(4)
         with torch.no_grad():
@@ -278,7 +279,7 @@ def test_zero_loss_weights_give_zero_terms_with_graph(golsd_model):
             assert losses[k].item() == 0 and losses[k].requires_grad, k
         assert losses['loss_bbox'].item() > 0
     finally:
-        head.fgl_weight, head.ddf_weight = old
+        head.loss_fgl.loss_weight, head.loss_ddf.loss_weight = old
         with torch.no_grad():
             for b, w in zip(head.reg_branches[:3], saved):
                 b[-1].weight.copy_(w)
@@ -286,7 +287,7 @@ def test_zero_loss_weights_give_zero_terms_with_graph(golsd_model):
 
 def _dn_inputs(model, counts, seed=0):
     """Training outputs of a forward, the ground truth and the DN meta."""
-    from plugins.golsd.mmdet.head import _GT
+    from plugins.golsd.mmdet.matching import GroundTruth as _GT
     model.train()
     torch.manual_seed(seed)
     out, data = _head_inputs(model, counts, seed)
@@ -369,7 +370,7 @@ def test_go_union_size_is_logged_not_summed(golsd_model):
     not add it to the loss (no 'loss' in the key)."""
     from mmengine.model import BaseModel
 
-    import plugins.golsd.mmdet.head as head_module
+    import plugins.golsd.mmdet.matching as head_module
     calls = []
     union = head_module.go_union
 

@@ -10,9 +10,9 @@ from torch import Tensor, nn
 from ...core.options import merge_options
 from ..functional import decode_corners, distribution_integral, weighting_function
 
-__all__ = ['FDRRefiner', 'fdr_config']
+__all__ = ['FDRRefiner', 'fdr_config', 'ddf_options']
 
-_DEFAULTS = dict(reg_max=32, reg_scale=4.0, up=0.5, T=5.0)
+_DEFAULTS = dict(reg_max=32, reg_scale=4.0, up=0.5, T=None)  # T: DDF's, see ddf_options
 
 
 def fdr_config(golsd: Optional[Dict] = None) -> Dict:
@@ -22,6 +22,22 @@ def fdr_config(golsd: Optional[Dict] = None) -> Dict:
         ValueError: On an unknown key.
     """
     cfg = merge_options(_DEFAULTS, golsd, 'golsd')
+    return cfg
+
+
+def ddf_options(loss_ddf: Optional[Dict], golsd_t: Optional[float]) -> Optional[Dict]:
+    """``loss_ddf`` with the temperature of ``golsd.T`` filled in (one value).
+
+    Raises:
+        ValueError: When both are given and differ.
+    """
+    if golsd_t is None:
+        return loss_ddf
+    cfg = dict(loss_ddf or {})
+    if 'temperature' in cfg and float(cfg['temperature']) != float(golsd_t):
+        raise ValueError(f"golsd.T = {golsd_t} and bbox_head.loss_ddf.temperature = "
+                         f"{cfg['temperature']} disagree: set DDF's temperature in one place")
+    cfg['temperature'] = golsd_t
     return cfg
 
 
