@@ -104,7 +104,7 @@ def _empty_batch_is_zero(result):
 @pytest.fixture(scope='module')
 def msd(tmp_path_factory):
     pytest.importorskip('monai')
-    from plugins.dsd.msd import make_msd_synthetic
+    from plugins.testing.msd import make_msd_synthetic
     return make_msd_synthetic(str(tmp_path_factory.mktemp('msd_bad')), num_train=3,
                               num_test=0, size=16, num_classes=3)
 

@@ -3,7 +3,9 @@
 * ``plugins.core`` imports no method package;
 * a method package imports no other method package;
 * every ``functional.py`` imports no host library (mmdet, mmseg, mmengine,
-  mmcv, MONAI, Open3D): the maths runs on plain tensors.
+  mmcv, MONAI, Open3D): the maths runs on plain tensors;
+* no library module imports ``plugins.testing`` (the synthetic dataset
+  makers): real readers and models never depend on test data.
 """
 import ast
 import os
@@ -74,6 +76,9 @@ def violations() -> Set[str]:
                 bad.add(f'{path}:{line}: {mine} imports another method, {name}')
             if path.endswith('functional.py') and name.split('.')[0] in HOSTS:
                 bad.add(f'{path}:{line}: a functional layer imports the host library {name}')
+            if (name == 'plugins.testing' or name.startswith('plugins.testing.')) and \
+                    not here.startswith('plugins.testing'):
+                bad.add(f'{path}:{line}: library code imports the synthetic maker {name}')
     return bad
 
 
@@ -98,6 +103,8 @@ def test_each_rule_catches_a_break(tmp_path, monkeypatch):
         'plugins/core/bad.py': 'from ..golsd import functional\n',
         'plugins/dsd/bad.py': 'from plugins.slidr.functional import x\n',
         'plugins/macil/functional.py': 'from mmengine.registry import MODELS\n',
+        'plugins/slidr/reader.py': 'from ..testing.nuscenes import make_nuscenes_synthetic\n',
+        'plugins/testing/maker.py': 'from ..slidr.lidarseg import CAMERAS\n',  # allowed
     }
     for rel, text in cases.items():
         path = tmp_path / rel
@@ -108,4 +115,5 @@ def test_each_rule_catches_a_break(tmp_path, monkeypatch):
     assert any('core imports the method package plugins.golsd' in v for v in found)
     assert any('dsd imports another method, plugins.slidr.functional' in v for v in found)
     assert any('functional layer imports the host library mmengine.registry' in v for v in found)
-    assert len(found) == 3
+    assert any('imports the synthetic maker plugins.testing.nuscenes' in v for v in found)
+    assert len(found) == 4

@@ -151,7 +151,7 @@ def _coco_header(loss_keys=('loss',)) -> list:
 
 def coco_data(ctx: DemoContext) -> str:
     """The COCO-format shapes data of the detection stages (written once)."""
-    from plugins.core.demo_data import make_coco_shapes
+    from plugins.testing.coco_shapes import make_coco_shapes
 
     data_root = osp.join(ctx.data, 'coco')
     if not osp.isfile(osp.join(data_root, 'annotations', 'instances_val.json')):
@@ -340,8 +340,8 @@ def stage_dsd(ctx: DemoContext) -> str:
     mmengine Runner and in MONAI's SupervisedTrainer; 2D mmseg UNet."""
     import json
 
-    from plugins.dsd.msd import make_msd_synthetic
-    from plugins.dsd.shapes2d import make_shapes2d
+    from plugins.testing.msd import make_msd_synthetic
+    from plugins.testing.shapes2d import make_shapes2d
 
     task = osp.join(ctx.data, 'msd', 'Task90_Synthetic')
     if not osp.isfile(osp.join(task, 'dataset.json')):
@@ -422,7 +422,7 @@ def stage_macil(ctx: DemoContext) -> str:
     import numpy as np
 
     from plugins.core.report import plot_xy_curves
-    from plugins.macil.data import make_xdviolence_synthetic
+    from plugins.testing.xdviolence import make_xdviolence_synthetic
     from plugins.macil.functional import pr_curve
 
     root = osp.join(ctx.data, 'xdv')
@@ -471,7 +471,7 @@ def stage_slidr(ctx: DemoContext) -> str:
 
     import numpy as np
 
-    from plugins.slidr.nuscenes_synth import make_nuscenes_synthetic
+    from plugins.testing.nuscenes import make_nuscenes_synthetic
 
     root = osp.join(ctx.data, 'nuscenes')
     if not osp.isfile(osp.join(root, 'v1.0-mini', 'lidarseg.json')):
@@ -531,7 +531,7 @@ def stage_slidr(ctx: DemoContext) -> str:
 
 def _slidr_kitti(ctx: DemoContext, pretrained: str) -> str:
     """Short SemanticKITTI fine-tunes: from scratch and from the pre-trained student."""
-    from plugins.slidr.semantickitti import make_semantickitti_synthetic
+    from plugins.testing.semantickitti import make_semantickitti_synthetic
 
     root = osp.join(ctx.data, 'semantickitti')
     if not osp.isdir(osp.join(root, 'dataset', 'sequences', '08')):

@@ -1,11 +1,26 @@
-"""nuScenes lidarseg classes and label fractions."""
+"""nuScenes facts: the camera rig, the lidarseg classes, and label fractions."""
 from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
 import numpy as np
 
-__all__ = ['NUSCENES_CLASSES', 'fine_to_coarse', 'keep_every_kth_scene']
+__all__ = ['NUSCENES_CLASSES', 'CAMERAS', 'FINE_CLASSES', 'fine_to_coarse', 'keep_every_kth_scene']
+
+#: the six cameras of a nuScenes sample
+CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_RIGHT', 'CAM_BACK', 'CAM_BACK_LEFT',
+           'CAM_FRONT_LEFT')
+#: the 32 fine lidarseg class names, in the index order of nuScenes' ``category.json``
+FINE_CLASSES = (
+    'noise', 'animal', 'human.pedestrian.adult', 'human.pedestrian.child',
+    'human.pedestrian.construction_worker', 'human.pedestrian.personal_mobility',
+    'human.pedestrian.police_officer', 'human.pedestrian.stroller', 'human.pedestrian.wheelchair',
+    'movable_object.barrier', 'movable_object.debris', 'movable_object.pushable_pullable',
+    'movable_object.trafficcone', 'static_object.bicycle_rack', 'vehicle.bicycle',
+    'vehicle.bus.bendy', 'vehicle.bus.rigid', 'vehicle.car', 'vehicle.construction',
+    'vehicle.emergency.ambulance', 'vehicle.emergency.police', 'vehicle.motorcycle',
+    'vehicle.trailer', 'vehicle.truck', 'flat.driveable_surface', 'flat.other', 'flat.sidewalk',
+    'flat.terrain', 'static.manmade', 'static.other', 'static.vegetation', 'vehicle.ego')
 
 NUSCENES_CLASSES = ('ignore', 'barrier', 'bicycle', 'bus', 'car', 'construction_vehicle',
                     'motorcycle', 'pedestrian', 'traffic_cone', 'trailer', 'truck',

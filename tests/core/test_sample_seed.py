@@ -91,7 +91,7 @@ def test_sample_seeded_transform_repeats_whatever_ran_before():
 def test_msd_crops_follow_the_tag_not_the_call_order(tmp_path):
     pytest.importorskip('monai')
     from plugins.dsd.mmengine import MSDDataset
-    from plugins.dsd.msd import make_msd_synthetic
+    from plugins.testing.msd import make_msd_synthetic
     task = make_msd_synthetic(str(tmp_path / 'msd'), num_train=4, num_test=0, size=24,
                               num_classes=3)
     ds = MSDDataset(task, num_val=1, roi_size=(16, 16, 16), num_samples=1)

@@ -19,7 +19,7 @@ def _model(dsd=None, **kw):
 
 @pytest.fixture(scope='module')
 def task(tmp_path_factory):
-    from plugins.dsd.msd import make_msd_synthetic
+    from plugins.testing.msd import make_msd_synthetic
     return make_msd_synthetic(str(tmp_path_factory.mktemp('msd')), num_train=5, num_test=1,
                               size=32, num_classes=C)
 

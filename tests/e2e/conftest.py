@@ -54,7 +54,7 @@ def scalar_rows(work_dir: str) -> List[dict]:
 
 @pytest.fixture(scope='session')
 def coco_root(tmp_path_factory) -> str:
-    from plugins.core.demo_data import make_coco_shapes
+    from plugins.testing.coco_shapes import make_coco_shapes
     root = str(tmp_path_factory.mktemp('coco'))
     make_coco_shapes(root, splits={'train': 32, 'val': 8}, size=96, seed=1)
     with open(os.path.join(root, 'annotations', 'instances_train.json')) as f:

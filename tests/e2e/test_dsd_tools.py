@@ -17,7 +17,7 @@ CFG_2D = 'configs/dsd/unet-s5-d16_fcn_dsd_1xb4-600it_demo-shapes2d-64x64.py'
 
 @pytest.fixture(scope='module')
 def msd_task(tmp_path_factory):
-    from plugins.dsd.msd import make_msd_synthetic
+    from plugins.testing.msd import make_msd_synthetic
     return make_msd_synthetic(str(tmp_path_factory.mktemp('msd')), num_train=5, num_test=1,
                               size=32, num_classes=3)
 
@@ -56,7 +56,7 @@ def test_monai_dynunet_with_dsd_trains_tests_and_exports_to_the_stock_net(msd_ta
 
 
 def test_mmseg_unet_with_dsd_trains_and_tests(tmp_path):
-    from plugins.dsd.shapes2d import make_shapes2d
+    from plugins.testing.shapes2d import make_shapes2d
     root = make_shapes2d(str(tmp_path / 'shapes2d'), num_train=8, num_val=4)
     work = str(tmp_path / 'work')
     opts = [f'train_dataloader.dataset.data_root={root}',

@@ -13,7 +13,7 @@ CFG = 'configs/macil/macil-sd_1xb8-12e_demo-xdv.py'
 
 
 def test_macil_trains_tests_and_exports_the_av_network(tmp_path):
-    from plugins.macil.data import make_xdviolence_synthetic
+    from plugins.testing.xdviolence import make_xdviolence_synthetic
     root = make_xdviolence_synthetic(str(tmp_path / 'xdv'), num_train=(4, 4), num_test=(2, 2),
                                      length=(8, 30))
     work = str(tmp_path / 'work')
@@ -41,7 +41,7 @@ def test_macil_trains_tests_and_exports_the_av_network(tmp_path):
 
 def test_two_process_gloo_training_with_two_optimizers(tmp_path):
     from plugins.core.checkpoint import load_checkpoint
-    from plugins.macil.data import make_xdviolence_synthetic
+    from plugins.testing.xdviolence import make_xdviolence_synthetic
 
     from .conftest import free_port
     root = make_xdviolence_synthetic(str(tmp_path / 'xdv'), num_train=(4, 4), num_test=(1, 1),

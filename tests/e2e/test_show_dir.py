@@ -45,7 +45,7 @@ def test_golsd_detections_drawn_for_every_val_image(coco_root, tmp_path):
 
 @pytest.mark.slow
 def test_dsd_mmseg_segmentations_drawn_for_every_val_image(tmp_path):
-    from plugins.dsd.shapes2d import make_shapes2d
+    from plugins.testing.shapes2d import make_shapes2d
     root = make_shapes2d(str(tmp_path / 'shapes2d'), num_train=2, num_val=4)
     ckpt = _fresh_checkpoint(DSD_2D, str(tmp_path / 'dsd.pth'))
     show = tmp_path / 'vis'

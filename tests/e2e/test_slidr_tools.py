@@ -15,7 +15,7 @@ PROBE = 'configs/slidr/tiny-unet_linear-probe_1xb2-8e_demo-nuscenes.py'
 
 def test_pretraining_lowers_the_loss_and_the_linear_probe_runs(tmp_path):
     pytest.importorskip('nuscenes')
-    from plugins.slidr.nuscenes_synth import make_nuscenes_synthetic
+    from plugins.testing.nuscenes import make_nuscenes_synthetic
     root = make_nuscenes_synthetic(str(tmp_path / 'nus'), samples_per_scene=4)
     work = str(tmp_path / 'work')
     run([python(), 'tools/train.py', CFG, '--work-dir', work, '--cfg-options',

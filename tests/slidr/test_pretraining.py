@@ -7,7 +7,7 @@ import torch
 pytest.importorskip('nuscenes')
 pytest.importorskip('mmengine')
 
-from plugins.slidr.nuscenes_synth import make_nuscenes_synthetic  # noqa: E402
+from plugins.testing.nuscenes import make_nuscenes_synthetic  # noqa: E402
 
 
 @pytest.fixture(scope='module')

@@ -5,8 +5,9 @@ import torch
 pytest.importorskip('nuscenes')
 pytest.importorskip('mmengine')
 
-from plugins.slidr.lidarseg import NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene  # noqa
-from plugins.slidr.nuscenes_synth import FINE_CLASSES, make_nuscenes_synthetic  # noqa: E402
+from plugins.slidr.lidarseg import (FINE_CLASSES, NUSCENES_CLASSES, fine_to_coarse,  # noqa: E402
+                                    keep_every_kth_scene)
+from plugins.testing.nuscenes import make_nuscenes_synthetic  # noqa: E402
 
 TINY = dict(layers=(1,) * 8, planes=(8, 8, 16, 16, 16, 8, 8, 8), init_dim=8)
 

@@ -3,8 +3,9 @@ import os
 
 import pytest
 
-from plugins.slidr.semantickitti import (TRAIN_SEQUENCES, learning_map, make_semantickitti_synthetic,
-                                         read_calib, read_labels, read_scan, scan_paths)
+from plugins.slidr.semantickitti import (TRAIN_SEQUENCES, learning_map, read_calib, read_labels,
+                                         read_scan, scan_paths)
+from plugins.testing.semantickitti import make_semantickitti_synthetic
 
 
 @pytest.fixture(scope='module')

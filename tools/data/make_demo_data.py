@@ -14,12 +14,12 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from plugins.core.demo_data import make_coco_shapes  # noqa: E402
-from plugins.dsd.msd import make_msd_synthetic  # noqa: E402
-from plugins.dsd.shapes2d import make_shapes2d  # noqa: E402
-from plugins.macil.data import make_xdviolence_synthetic  # noqa: E402
-from plugins.slidr.nuscenes_synth import make_nuscenes_synthetic  # noqa: E402
-from plugins.slidr.semantickitti import make_semantickitti_synthetic  # noqa: E402
+from plugins.testing.coco_shapes import make_coco_shapes  # noqa: E402
+from plugins.testing.msd import make_msd_synthetic  # noqa: E402
+from plugins.testing.shapes2d import make_shapes2d  # noqa: E402
+from plugins.testing.xdviolence import make_xdviolence_synthetic  # noqa: E402
+from plugins.testing.nuscenes import make_nuscenes_synthetic  # noqa: E402
+from plugins.testing.semantickitti import make_semantickitti_synthetic  # noqa: E402
 
 MAKERS = {
     'coco': lambda out, seed, small: make_coco_shapes(

@@ -13,7 +13,7 @@ from ...core.sample_seed import DrawIndex, draw_entropy
 
 from ..augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
 from ..functional import cylindrical_voxelize, project_points
-from ..nuscenes_synth import CAMERAS
+from ..lidarseg import CAMERAS
 
 __all__ = ['NuScenesSLidRDataset', 'slidr_collate']
 

@@ -17,22 +17,12 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ['make_nuscenes_synthetic', 'road_scene', 'ray_cast_scan', 'CAMERAS', 'FINE_CLASSES']
+from ..slidr.lidarseg import CAMERAS, FINE_CLASSES
 
-CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_RIGHT', 'CAM_BACK', 'CAM_BACK_LEFT',
-           'CAM_FRONT_LEFT')
+__all__ = ['make_nuscenes_synthetic', 'road_scene', 'ray_cast_scan']
+
 _YAW = {'CAM_FRONT': 0.0, 'CAM_FRONT_RIGHT': -55.0, 'CAM_BACK_RIGHT': -110.0, 'CAM_BACK': 180.0,
         'CAM_BACK_LEFT': 110.0, 'CAM_FRONT_LEFT': 55.0}
-FINE_CLASSES = (
-    'noise', 'animal', 'human.pedestrian.adult', 'human.pedestrian.child',
-    'human.pedestrian.construction_worker', 'human.pedestrian.personal_mobility',
-    'human.pedestrian.police_officer', 'human.pedestrian.stroller', 'human.pedestrian.wheelchair',
-    'movable_object.barrier', 'movable_object.debris', 'movable_object.pushable_pullable',
-    'movable_object.trafficcone', 'static_object.bicycle_rack', 'vehicle.bicycle',
-    'vehicle.bus.bendy', 'vehicle.bus.rigid', 'vehicle.car', 'vehicle.construction',
-    'vehicle.emergency.ambulance', 'vehicle.emergency.police', 'vehicle.motorcycle',
-    'vehicle.trailer', 'vehicle.truck', 'flat.driveable_surface', 'flat.other', 'flat.sidewalk',
-    'flat.terrain', 'static.manmade', 'static.other', 'static.vegetation', 'vehicle.ego')
 _GROUND, _CAR, _MANMADE, _VEG = (FINE_CLASSES.index(n) for n in (
     'flat.driveable_surface', 'vehicle.car', 'static.manmade', 'static.vegetation'))
 _COLOURS = {_GROUND: (90, 90, 95), _CAR: (200, 40, 40), _MANMADE: (60, 60, 200),
@@ -148,7 +138,7 @@ def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
     """
     import cv2
 
-    from .functional import lidar_to_camera
+    from ..slidr.functional import lidar_to_camera
     if not scenes or samples_per_scene < 1 or width < 32 or height < 32:
         raise ValueError('need at least one scene, one sample and images of >= 32 px')
     rng = np.random.default_rng(seed)
