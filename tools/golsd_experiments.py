@@ -77,7 +77,7 @@ def backbone_override(ctx: 'demo.DemoContext', mode: str = 'scratch') -> dict:
         return {}
     ckpt = osp.join(ctx.out, 'detection', f'epoch_{2 if ctx.quick else 8}.pth')
     if not osp.isfile(ckpt):
-        demo.stage_detection(ctx)
+        demo.STAGES['detection'](ctx)
     return dict(backbone=dict(
         init_cfg=dict(_delete_=True, type='Pretrained', prefix='backbone.',
                       checkpoint=osp.abspath(ckpt)),
