@@ -6,6 +6,7 @@ imported, now or later, and nothing else: a host that is never imported is
 never paid for.
 """
 import importlib
+import pkgutil
 import warnings
 
 from .core.checkpoint import register_numpy_types
@@ -13,14 +14,25 @@ from .core.lazy import when_imported
 
 __version__ = '0.1.0'
 
-# host module -> adapter modules that register into it
-HOST_ADAPTERS = {
-    'mmengine': ['plugins.core.mmengine_adapter', 'plugins.dsd.mmengine',
-                 'plugins.macil.mmengine', 'plugins.slidr.mmengine'],
-    'mmdet.datasets': ['plugins.core.mmdet_adapter'],
-    'mmdet.models': ['plugins.golsd.mmdet'],
-    'mmseg.models': ['plugins.dsd.mmseg'],
-}
+
+def _packages():
+    """``core``, then every method package (a folder here), alphabetically.
+
+    ``testing`` holds the synthetic data makers and is not a plugin.
+    """
+    names = sorted(info.name for info in pkgutil.iter_modules(__path__)
+                   if info.ispkg and info.name not in ('core', 'testing'))
+    return ['core'] + names
+
+
+def _host_adapters():
+    """Host module -> adapter modules, merged from each package's ``HOST_ADAPTERS``."""
+    merged = {}
+    for name in _packages():
+        package = importlib.import_module(f'{__name__}.{name}')
+        for host, adapters in getattr(package, 'HOST_ADAPTERS', {}).items():
+            merged.setdefault(host, []).extend(adapters)
+    return merged
 
 
 def _adapter_loader(adapters):
@@ -35,6 +47,8 @@ def _adapter_loader(adapters):
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
                         category=UserWarning)
 register_numpy_types()
+#: host module -> adapter modules that register into it (each package declares its own)
+HOST_ADAPTERS = _host_adapters()
 for _host, _adapters in HOST_ADAPTERS.items():
     when_imported(_host, _adapter_loader(_adapters))
 

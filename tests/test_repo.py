@@ -55,7 +55,10 @@ def test_every_tool_and_config_named_in_the_docs_is_tracked():
 
 def test_demo_data_maker_writes_every_format(tmp_path):
     import sys
-    for fmt in ('coco', 'msd', 'shapes2d', 'xdv', 'nuscenes', 'semantickitti'):
+
+    from plugins.testing import demo_makers
+    assert set(demo_makers()) == {'coco', 'msd', 'shapes2d', 'xdv', 'nuscenes', 'semantickitti'}
+    for fmt in demo_makers():
         out = tmp_path / fmt
         proc = subprocess.run([sys.executable, 'tools/data/make_demo_data.py', fmt, '--out',
                                str(out), '--small'], cwd=ROOT, capture_output=True, text=True)

@@ -7,8 +7,12 @@ from .losses import InfoNCELoss, TemperatureKLLoss
 from .reduction import weight_reduce
 from .taps import MissingModuleError, TapSpec, Taps, resolve_module
 
+#: host module -> this package's adapter modules, imported once the host is imported
+HOST_ADAPTERS = {'mmengine': ['plugins.core.mmengine_adapter'],
+                 'mmdet.datasets': ['plugins.core.mmdet_adapter']}
+
 __all__ = [
-    'Taps', 'TapSpec', 'resolve_module', 'MissingModuleError', 'temperature_kl',
+    'HOST_ADAPTERS', 'Taps', 'TapSpec', 'resolve_module', 'MissingModuleError', 'temperature_kl',
     'info_nce', 'weight_reduce', 'TemperatureKLLoss', 'InfoNCELoss',
     'load_checkpoint', 'save_checkpoint', 'export_state_dict',
     'UnsafeCheckpointError', 'when_imported'

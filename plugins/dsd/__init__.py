@@ -15,4 +15,7 @@ from .attach import DSDLoss, DSDTaps
 from .functional import dsd_loss
 from .heads import DSDHead
 
-__all__ = ['DSDTaps', 'DSDLoss', 'DSDHead', 'dsd_loss']
+#: host module -> this package's adapter modules, imported once the host is imported
+HOST_ADAPTERS = {'mmengine': ['plugins.dsd.mmengine'], 'mmseg.models': ['plugins.dsd.mmseg']}
+
+__all__ = ['HOST_ADAPTERS', 'DSDTaps', 'DSDLoss', 'DSDHead', 'dsd_loss']

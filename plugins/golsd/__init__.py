@@ -8,3 +8,8 @@ Distribution Refinement", ICLR 2025, arXiv:2410.13842. "The reference" in this
 package means the authors' implementation, github.com/Peterande/D-FINE; where
 the plugin follows or departs from it, docs/golsd.md lists it point by point.
 """
+
+#: host module -> this package's adapter modules, imported once the host is imported
+HOST_ADAPTERS = {'mmdet.models': ['plugins.golsd.mmdet']}
+
+__all__ = ['HOST_ADAPTERS']

@@ -13,4 +13,7 @@ implementation, github.com/JustinYuu/MACIL_SD.
 from .functional import macil_loss, pr_auc, step_ap
 from .modules import MACILAudioVisual, MACILVisualTeacher
 
-__all__ = ['MACILAudioVisual', 'MACILVisualTeacher', 'macil_loss', 'pr_auc', 'step_ap']
+#: host module -> this package's adapter modules, imported once the host is imported
+HOST_ADAPTERS = {'mmengine': ['plugins.macil.mmengine']}
+
+__all__ = ['HOST_ADAPTERS', 'MACILAudioVisual', 'MACILVisualTeacher', 'macil_loss', 'pr_auc', 'step_ap']

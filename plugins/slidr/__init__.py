@@ -12,5 +12,8 @@ the authors' implementation, github.com/valeoai/SLidR.
 from .functional import (cylindrical_voxelize, pool_pixels, pool_points, project_points,
                          superpixel_nce, superpixel_slots)
 
-__all__ = ['project_points', 'cylindrical_voxelize', 'superpixel_slots', 'pool_points',
+#: host module -> this package's adapter modules, imported once the host is imported
+HOST_ADAPTERS = {'mmengine': ['plugins.slidr.mmengine']}
+
+__all__ = ['HOST_ADAPTERS', 'project_points', 'cylindrical_voxelize', 'superpixel_slots', 'pool_points',
            'pool_pixels', 'superpixel_nce']

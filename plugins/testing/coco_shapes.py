@@ -16,7 +16,10 @@ from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
-__all__ = ['COCO_SHAPES_CLASSES', 'make_coco_shapes']
+__all__ = ['COCO_SHAPES_CLASSES', 'make_coco_shapes', 'make_demo', 'FORMAT']
+
+#: the format's name in ``tools/data/make_demo_data.py`` and under ``data/demo/``
+FORMAT = 'coco'
 
 COCO_SHAPES_CLASSES = ('square', 'disc')
 
@@ -130,3 +133,8 @@ def make_coco_shapes(root: str,
                       f)
         out[split] = ann_file
     return out
+
+
+def make_demo(out: str, seed: int = 0, small: bool = False) -> str:
+    """The demo's COCO set: 96 train / 24 val images (``small``: 24 / 8)."""
+    return make_coco_shapes(out, splits={'train': 24, 'val': 8} if small else None, seed=seed)

@@ -8,7 +8,10 @@ import os
 
 import numpy as np
 
-__all__ = ['make_msd_synthetic']
+__all__ = ['make_msd_synthetic', 'make_demo', 'FORMAT']
+
+#: the format's name in ``tools/data/make_demo_data.py`` and under ``data/demo/``
+FORMAT = 'msd'
 
 
 def make_msd_synthetic(root: str, task: str = 'Task90_Synthetic', num_train: int = 8,
@@ -71,3 +74,10 @@ def make_msd_synthetic(root: str, task: str = 'Task90_Synthetic', num_train: int
     with open(os.path.join(folder, 'dataset.json'), 'w') as f:
         json.dump(meta, f, indent=2)
     return folder
+
+
+def make_demo(out: str, seed: int = 0, small: bool = False) -> str:
+    """The demo's MSD task ``<out>/Task90_Synthetic``: 10 training volumes of 48³
+    and 2 test volumes, 3 classes (``small``: 4 of 32³)."""
+    return make_msd_synthetic(out, 'Task90_Synthetic', num_train=4 if small else 10, num_test=2,
+                              size=32 if small else 48, num_classes=3, seed=seed)

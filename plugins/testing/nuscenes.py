@@ -19,7 +19,10 @@ import numpy as np
 
 from ..slidr.lidarseg import CAMERAS, FINE_CLASSES
 
-__all__ = ['make_nuscenes_synthetic', 'road_scene', 'ray_cast_scan']
+__all__ = ['make_nuscenes_synthetic', 'road_scene', 'ray_cast_scan', 'make_demo', 'FORMAT']
+
+#: the format's name in ``tools/data/make_demo_data.py`` and under ``data/demo/``
+FORMAT = 'nuscenes'
 
 _YAW = {'CAM_FRONT': 0.0, 'CAM_FRONT_RIGHT': -55.0, 'CAM_BACK_RIGHT': -110.0, 'CAM_BACK': 180.0,
         'CAM_BACK_LEFT': 110.0, 'CAM_FRONT_LEFT': 55.0}
@@ -249,3 +252,8 @@ def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
         with open(os.path.join(root, version, f'{name}.json'), 'w') as f:
             json.dump(rows, f)
     return root
+
+
+def make_demo(out: str, seed: int = 0, small: bool = False) -> str:
+    """The demo's ``v1.0-mini`` tree: 4 keyframes a scene (``small``: 1)."""
+    return make_nuscenes_synthetic(out, samples_per_scene=1 if small else 4, seed=seed)

@@ -9,7 +9,10 @@ import numpy as np
 
 from ..slidr.semantickitti import TRAIN_SEQUENCES, VAL_SEQUENCES
 
-__all__ = ['make_semantickitti_synthetic']
+__all__ = ['make_semantickitti_synthetic', 'make_demo', 'FORMAT']
+
+#: the format's name in ``tools/data/make_demo_data.py`` and under ``data/demo/``
+FORMAT = 'semantickitti'
 
 
 def make_semantickitti_synthetic(root: str, scans_per_sequence: int = 2, points: int = 4000,
@@ -52,3 +55,8 @@ def make_semantickitti_synthetic(root: str, scans_per_sequence: int = 2, points:
             scan.tofile(os.path.join(folder, 'velodyne', f'{s:06d}.bin'))
             (sem | instance).astype(np.uint32).tofile(os.path.join(folder, 'labels', f'{s:06d}.label'))
     return root
+
+
+def make_demo(out: str, seed: int = 0, small: bool = False) -> str:
+    """The demo's sequences: 3 scans each (``small``: 1)."""
+    return make_semantickitti_synthetic(out, scans_per_sequence=1 if small else 3, seed=seed)

@@ -13,7 +13,10 @@ import os
 
 import numpy as np
 
-__all__ = ['make_shapes2d', 'IGNORE_INDEX']
+__all__ = ['make_shapes2d', 'IGNORE_INDEX', 'make_demo', 'FORMAT']
+
+#: the format's name in ``tools/data/make_demo_data.py`` and under ``data/demo/``
+FORMAT = 'shapes2d'
 
 IGNORE_INDEX = 255
 
@@ -54,3 +57,9 @@ def make_shapes2d(root: str, num_train: int = 48, num_val: int = 12, size: int =
             cv2.imwrite(os.path.join(root, 'img_dir', split, name), image[..., ::-1])
             cv2.imwrite(os.path.join(root, 'ann_dir', split, name), label)
     return root
+
+
+def make_demo(out: str, seed: int = 0, small: bool = False) -> str:
+    """The demo's mmseg set: 48 train / 12 val images (``small``: 8 / 4)."""
+    return make_shapes2d(out, num_train=8 if small else 48, num_val=4 if small else 12,
+                         seed=seed)

@@ -10,7 +10,10 @@ import numpy as np
 
 from ..macil.data import CROPS, FRAMES_PER_SNIPPET
 
-__all__ = ['make_xdviolence_synthetic']
+__all__ = ['make_xdviolence_synthetic', 'make_demo', 'FORMAT']
+
+#: the format's name in ``tools/data/make_demo_data.py`` and under ``data/demo/``
+FORMAT = 'xdv'
 
 
 def make_xdviolence_synthetic(root: str, num_train: Tuple[int, int] = (24, 24),
@@ -80,3 +83,10 @@ def make_xdviolence_synthetic(root: str, num_train: Tuple[int, int] = (24, 24),
             f.write('\n'.join(audio_lines) + '\n')
     np.save(os.path.join(root, 'gt.npy'), np.concatenate(gt))
     return root
+
+
+def make_demo(out: str, seed: int = 0, small: bool = False) -> str:
+    """The demo's feature set: 24 + 24 training and 8 + 6 test videos
+    (violent + normal; ``small``: 4 + 4 and 3 + 2)."""
+    return make_xdviolence_synthetic(out, num_train=(4, 4) if small else (24, 24),
+                                     num_test=(3, 2) if small else (8, 6), seed=seed)

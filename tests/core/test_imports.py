@@ -79,8 +79,24 @@ def test_when_imported_fires_after_import_and_at_once_if_loaded(tmp_path, monkey
         when_imported('.relative', print)
 
 
-@pytest.mark.parametrize('first', ['plugins.core.optim', 'plugins.macil.mmengine',
-                                   'plugins.slidr.mmengine', 'plugins.dsd.mmengine'])
+def _mmengine_first() -> list:
+    """Modules that import mmengine themselves: every package's mmengine adapter."""
+    import plugins
+    return ['plugins.core.optim'] + [m for m in plugins.HOST_ADAPTERS['mmengine']
+                                     if not m.startswith('plugins.core')]
+
+
+def test_every_package_declares_its_adapters():
+    import plugins
+    assert plugins.HOST_ADAPTERS == {
+        'mmengine': ['plugins.core.mmengine_adapter', 'plugins.dsd.mmengine',
+                     'plugins.macil.mmengine', 'plugins.slidr.mmengine'],
+        'mmdet.datasets': ['plugins.core.mmdet_adapter'],
+        'mmseg.models': ['plugins.dsd.mmseg'],
+        'mmdet.models': ['plugins.golsd.mmdet']}
+
+
+@pytest.mark.parametrize('first', _mmengine_first())
 def test_importing_a_plugin_module_before_mmengine_has_no_cycle(first):
     """A module imported first may itself trigger the mmengine adapters."""
     code = (f'import importlib; importlib.import_module({first!r}); '
