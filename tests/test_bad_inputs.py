@@ -198,9 +198,10 @@ P = ' '.join(['1'] * 12)
 def _coco(tmp, text_or_data, name):
     import json
 
-    import plugins.core.mmdet_adapter  # noqa: F401
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
+
+    import plugins.core.mmdet_adapter  # noqa: F401
     register_all_modules()
     path = os.path.join(tmp, name)
     with open(path, 'w') as f:

@@ -28,9 +28,8 @@ def test_all_benchmarks_run_and_their_baselines_agree():
 
 def test_fdr_loss_baseline_is_the_same_maths():
     sys.path.insert(0, osp.join(ROOT, 'tools', 'benchmark'))
-    import torch
-
     import golsd as bench
+    import torch
     case = bench.fdr_loss_case(2, queries=40, layers=3, classes=5, reg_max=8, gt_per_img=3)
     a = case['corners'].clone().requires_grad_(True)
     b = case['corners'].clone().requires_grad_(True)

@@ -20,9 +20,9 @@ def _datasets(cfg):
 @pytest.mark.parametrize('path', CONFIGS, ids=[os.path.relpath(p, ROOT) for p in CONFIGS])
 def test_config_loads_and_plugin_datasets_take_its_keys(path):
     pytest.importorskip('mmengine')
-    import plugins  # noqa: F401
     from mmengine.registry import DATASETS
 
+    import plugins  # noqa: F401
     from plugins.core.runner_setup import load_config
     cfg = load_config(path)
     assert cfg.get('model') and cfg.model.get('type')
@@ -38,9 +38,9 @@ def test_config_loads_and_plugin_datasets_take_its_keys(path):
 @pytest.mark.parametrize('path', CONFIGS, ids=[os.path.relpath(p, ROOT) for p in CONFIGS])
 def test_every_config_trains_through_the_non_finite_guard(path):
     pytest.importorskip('mmengine')
-    import plugins  # noqa: F401
     from mmengine.registry import OPTIM_WRAPPERS
 
+    import plugins  # noqa: F401
     from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
     from plugins.core.runner_setup import load_config
     cfg = load_config(path)

@@ -24,15 +24,16 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from plugins.core.checkpoint import export_state_dict, load_checkpoint, save_checkpoint  # noqa: E402
+from plugins.core.checkpoint import (export_state_dict, load_checkpoint,  # noqa: E402
+                                     save_checkpoint)
 
 
 def config_training_only(config: str = None, text: str = None) -> list:
     """Training-only module prefixes of the model a config (file or text) builds."""
-    import plugins  # noqa: F401  (registers the plugin modules)
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
+    import plugins  # noqa: F401  (registers the plugin modules)
     from plugins.core.checkpoint import training_only_prefixes
     from plugins.core.runner_setup import load_config
 

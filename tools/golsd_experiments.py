@@ -203,7 +203,6 @@ def prediction_type_table(runs: Dict[str, dict]) -> str:
     (``tools/analysis/golsd_outputs.py``): label -> run of :func:`run_rows`."""
     sys.path.insert(0, osp.join(demo.ROOT, 'tools', 'analysis'))
     from golsd_outputs import COLUMNS, evaluate
-
     from mmengine.config import DictAction
     rows = []
     for label, run in runs.items():

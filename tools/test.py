@@ -21,8 +21,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import plugins  # noqa: E402,F401
-from plugins.core.runner_setup import (  # noqa: E402
-    add_common_args, build_runner, drop_training_parts, load_config)
+from plugins.core.runner_setup import (add_common_args, build_runner,  # noqa: E402
+                                       drop_training_parts, load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

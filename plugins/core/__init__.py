@@ -1,11 +1,10 @@
 """Pieces shared by every plugin; no host library is imported here."""
-from .checkpoint import (UnsafeCheckpointError, export_state_dict, load_checkpoint,
-                         save_checkpoint)
+from .checkpoint import UnsafeCheckpointError, export_state_dict, load_checkpoint, save_checkpoint
 from .functional import info_nce, temperature_kl
 from .lazy import when_imported
 from .losses import InfoNCELoss, TemperatureKLLoss
 from .reduction import weight_reduce
-from .taps import MissingModuleError, TapSpec, Taps, resolve_module
+from .taps import MissingModuleError, Taps, TapSpec, resolve_module
 
 #: host module -> this package's adapter modules, imported once the host is imported
 HOST_ADAPTERS = {'mmengine': ['plugins.core.mmengine_adapter'],

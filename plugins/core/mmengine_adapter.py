@@ -22,17 +22,16 @@ import inspect
 import os.path as osp
 from typing import Union
 
-from mmengine.fileio import LocalBackend, register_backend
-from mmengine.fileio import io as _mm_io
+from mmengine.fileio import LocalBackend, io as _mm_io, register_backend
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
-from .checkpoint import allow_getattr, allow_types, atomic_write_bytes, register_numpy_types
-from .hooks import RNGStateHook
-from .losses import InfoNCELoss, TemperatureKLLoss
 # these register themselves (importing them here cannot cycle, even when one of
 # them is what imports mmengine first)
 from . import checkpoint_mmengine, nonfinite_mmengine, sample_seed_mmengine  # noqa: F401
+from .checkpoint import allow_getattr, allow_types, atomic_write_bytes, register_numpy_types
+from .hooks import RNGStateHook
+from .losses import InfoNCELoss, TemperatureKLLoss
 from .optim import SubmoduleOptimWrapperConstructor
 
 __all__ = ['AtomicLocalBackend']

@@ -13,7 +13,6 @@ terms, ``dec1`` through DiceCE and the teacher side of KL.
 from __future__ import annotations
 
 import math
-
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch

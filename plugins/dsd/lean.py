@@ -28,9 +28,8 @@ from torch import Tensor, nn
 
 from plugins.core.functional import check_temperature
 
-from .functional import (DECODER_STUDENTS, DECODER_TEACHER, ENCODER_STUDENTS,
-                         ENCODER_TEACHER, SLOTS, _valid_mask, as_float32, check_labels,
-                         dice_ce)
+from .functional import (DECODER_STUDENTS, DECODER_TEACHER, ENCODER_STUDENTS, ENCODER_TEACHER,
+                         SLOTS, _valid_mask, as_float32, check_labels, dice_ce)
 from .grads import TeacherKL, class_counts, dice_ce_grad_, softmax_pair
 from .heads import DSDHead
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plugins.core.functional import (check_temperature, fused_kl_forward, fused_kl_backward,
-                                     tempered_teacher, temperature_kl, temperature_kl_last)
+from plugins.core.functional import (check_temperature, fused_kl_backward, fused_kl_forward,
+                                     temperature_kl, temperature_kl_last, tempered_teacher)
 
 __all__ = [
     'weighting_function', 'distribution_integral', 'decode_corners', 'box_to_distance',

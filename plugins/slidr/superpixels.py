@@ -62,6 +62,7 @@ def slic_fast(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0
         ValueError: As :func:`slic_reference`, or on ``factor < 1``.
     """
     import cv2
+
     from .slic import check_rgb_image, numba_available, slic_labels
     image = check_rgb_image(image)
     if factor < 1:

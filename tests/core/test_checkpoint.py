@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 import plugins  # noqa: F401  (allow-list set-up)
-from plugins.core.checkpoint import (UnsafeCheckpointError, atomic_write_bytes,
-                                     export_state_dict, load_checkpoint, save_checkpoint,
-                                     training_only_prefixes)
+from plugins.core.checkpoint import (UnsafeCheckpointError, atomic_write_bytes, export_state_dict,
+                                     load_checkpoint, save_checkpoint, training_only_prefixes)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -110,8 +109,9 @@ def test_getattr_is_restricted_to_statistics_methods(tmp_path):
     torch.save({'x': _GetattrEscape()}, str(path))
     with pytest.raises(UnsafeCheckpointError, match="'__init__'"):
         load_checkpoint(path)
-    from plugins.core.checkpoint import _restricted_getattr
     from mmengine.logging.history_buffer import HistoryBuffer
+
+    from plugins.core.checkpoint import _restricted_getattr
     assert _restricted_getattr(HistoryBuffer, 'min') is HistoryBuffer.min
     for obj, name in [(HistoryBuffer, '__init__'), (HistoryBuffer.min, '__globals__'),
                       (os, 'system'), (HistoryBuffer, '_statistics_methods')]:

@@ -227,9 +227,10 @@ def test_weight_reduce_contracts():
 
 
 def test_losses_build_from_host_registries():
-    import plugins  # noqa: F401
-    from mmengine.registry import MODELS
     from mmdet.registry import MODELS as DET_MODELS
+    from mmengine.registry import MODELS
+
+    import plugins  # noqa: F401
     loss = MODELS.build(dict(type='TemperatureKLLoss', temperature=4.0))
     assert isinstance(loss, TemperatureKLLoss) and loss.temperature == 4.0
     assert isinstance(DET_MODELS.build(dict(type='InfoNCELoss')), InfoNCELoss)

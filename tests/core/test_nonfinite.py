@@ -130,9 +130,9 @@ def test_hook_refuses_an_unguarded_wrapper():
 
 
 def test_submodule_constructor_takes_a_default_wrapper_type():
+    import plugins.core.mmengine_adapter  # noqa: F401  (registers the wrapper)
     from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
     from plugins.core.optim import SubmoduleOptimWrapperConstructor
-    import plugins.core.mmengine_adapter  # noqa: F401  (registers the wrapper)
     model = nn.Module()
     model.a, model.b = nn.Linear(2, 2), nn.Linear(2, 2)
     wrappers = SubmoduleOptimWrapperConstructor(dict(

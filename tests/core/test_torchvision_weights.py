@@ -41,9 +41,9 @@ def test_config_passes_when_the_weights_are_a_local_file(monkeypatch, tmp_path):
 
 
 def test_checkpoint_loader_scheme_gives_the_same_message(monkeypatch):
-    import plugins  # noqa: F401  (registers the scheme)
     from mmengine.runner import CheckpointLoader
 
+    import plugins  # noqa: F401  (registers the scheme)
     from plugins.core import checkpoint_mmengine as cm
     monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
     with pytest.raises(cm.TorchvisionWeightsError, match='torchvision://resnet18.*init_cfg=None'):
@@ -51,9 +51,9 @@ def test_checkpoint_loader_scheme_gives_the_same_message(monkeypatch):
 
 
 def test_with_torchvision_the_host_loader_is_used(monkeypatch):
-    import plugins  # noqa: F401
     from mmengine.runner import CheckpointLoader
 
+    import plugins  # noqa: F401
     from plugins.core import checkpoint_mmengine as cm
     calls = []
     monkeypatch.setattr(cm, 'torchvision_available', lambda: True)

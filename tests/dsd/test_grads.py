@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from plugins.dsd.functional import dice_ce, kl_pix
-from plugins.dsd.grads import (TeacherKL, class_counts, dice_ce_grad_,
-                               dice_ce_value_and_grad, softmax_pair)
+from plugins.dsd.grads import (TeacherKL, class_counts, dice_ce_grad_, dice_ce_value_and_grad,
+                               softmax_pair)
 from plugins.dsd.lean import from_offset_order, to_offset_order
 
 

@@ -38,10 +38,10 @@ CONFIGS = {
 def data(tmp_path_factory, coco_root):
     pytest.importorskip('nuscenes')
     from plugins.testing.msd import make_msd_synthetic
-    from plugins.testing.shapes2d import make_shapes2d
-    from plugins.testing.xdviolence import make_xdviolence_synthetic
     from plugins.testing.nuscenes import make_nuscenes_synthetic
     from plugins.testing.semantickitti import make_semantickitti_synthetic
+    from plugins.testing.shapes2d import make_shapes2d
+    from plugins.testing.xdviolence import make_xdviolence_synthetic
     base = tmp_path_factory.mktemp('resume')
     return dict(
         coco=coco_root,

@@ -13,9 +13,10 @@ DSD_2D = 'configs/dsd/unet-s5-d16_fcn_dsd_1xb4-600it_demo-shapes2d-64x64.py'
 
 def _fresh_checkpoint(config: str, path: str, options=None) -> str:
     """The config's model, untrained, saved as a checkpoint (drawing needs no skill)."""
-    import plugins  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
+
+    import plugins  # noqa: F401
     cfg = Config.fromfile(os.path.join(ROOT, config))
     if options:
         cfg.merge_from_dict(options)

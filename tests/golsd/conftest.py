@@ -9,10 +9,11 @@ DINO_DEMO = os.path.join(ROOT, 'configs/golsd/dino-tiny_r18_1xb8-12e_demo-coco.p
 
 
 def build(config, seed=0):
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import plugins  # noqa: F401
     register_all_modules()
     cfg = Config.fromfile(config)
     torch.manual_seed(seed)

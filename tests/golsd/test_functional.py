@@ -6,10 +6,9 @@ from collections import Counter
 import pytest
 import torch
 
-from plugins.golsd.functional import (aligned_iou, box_to_distance, cxcywh_to_xyxy,
-                                      ddf_loss, decode_corners, distribution_integral,
-                                      fgl_loss, go_union, stack_matches, two_bin_targets,
-                                      weighting_function)
+from plugins.golsd.functional import (aligned_iou, box_to_distance, cxcywh_to_xyxy, ddf_loss,
+                                      decode_corners, distribution_integral, fgl_loss, go_union,
+                                      stack_matches, two_bin_targets, weighting_function)
 
 
 def _w_closed_form(R, c, a=0.5):

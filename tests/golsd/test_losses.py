@@ -97,10 +97,11 @@ def test_bad_options_name_the_input():
 
 
 def test_configs_build_the_modules_and_typos_name_the_nearest_key():
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import plugins  # noqa: F401
 
     register_all_modules()
 

@@ -28,10 +28,11 @@ def test_statistics_hand_case_and_errors():
 
 
 def _build(lqe):
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import plugins  # noqa: F401
     register_all_modules()
     cfg = Config.fromfile(GOLSD_DEMO)
     if lqe is not None:

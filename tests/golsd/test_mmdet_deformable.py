@@ -13,10 +13,11 @@ SINGLE = os.path.join(ROOT, 'configs/golsd/deformable-detr-refine_r50_golsd_16xb
 
 def _tiny(path, seed=0):
     """The upstream-inheriting config at test size (R-18, 1+3 layers, 20 queries)."""
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import plugins  # noqa: F401
     register_all_modules()
     cfg = Config.fromfile(path)
     m = cfg.model
@@ -113,10 +114,11 @@ def test_predict(model):
 
 
 def test_requires_box_refinement():
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import plugins  # noqa: F401
     register_all_modules()
     cfg = Config.fromfile(SINGLE)
     cfg.model.with_box_refine = False
@@ -125,10 +127,11 @@ def test_requires_box_refinement():
 
 
 def test_upstream_inheriting_configs_build_with_expected_extra_parameters():
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import plugins  # noqa: F401
     register_all_modules()
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     for path, n_branches in ((TWO_STAGE, 7), (SINGLE, 6)):

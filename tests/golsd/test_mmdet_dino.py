@@ -119,9 +119,10 @@ def test_upstream_inheriting_config_builds_with_the_expected_extra_parameters():
     cfg = Config.fromfile(cfg_path)
     assert cfg.model.type == 'GOLSDDINO' and cfg.model.bbox_head.type == 'GOLSDDINOHead'
     assert cfg.model.num_queries == 900 and cfg.model.backbone.depth == 50  # upstream kept
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
+
+    import plugins  # noqa: F401
     register_all_modules()
     golsd = MODELS.build(cfg.model)
     cfg = Config.fromfile(cfg_path)  # building fills the nested dicts in
@@ -230,11 +231,11 @@ def _with_cfg(model, detector):
 
 def test_varifocal_option_matches_the_reference_formula():
     """VFL: BCE(x, t) with t = IoU·onehot, weight 0.75·σ(x)²·(1−onehot) + t, / #GT."""
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
+    import plugins  # noqa: F401
     from plugins.golsd.functional import aligned_iou, cxcywh_to_xyxy
     from plugins.golsd.mmdet.matching import GroundTruth as _GT
     register_all_modules()
@@ -337,10 +338,11 @@ def test_denoising_terms_equal_the_hosts_with_focal_loss():
 def test_every_classification_loss_trains_every_output_including_denoising(loss_cls):
     """VFL / QFL / Focal train every classification term (layers, pre, encoder,
     DN, DN pre); mmdet's own DN loss would pass labels to VFL and fail."""
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import plugins  # noqa: F401
     register_all_modules()
     cfg = Config.fromfile(GOLSD_DEMO)
     assert cfg.model.bbox_head.loss_cls.type == 'VarifocalLoss'  # the plugin's default

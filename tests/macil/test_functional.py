@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.macil.functional import (contrastive_terms, ema_momentum, ema_update_,
-                                      lambda_ramp, mil_bag_scores, mil_loss, pr_auc,
-                                      semi_bags, sequence_lengths, step_ap, topk_mean,
-                                      topk_sizes)
+from plugins.macil.functional import (contrastive_terms, ema_momentum, ema_update_, lambda_ramp,
+                                      mil_bag_scores, mil_loss, pr_auc, semi_bags, sequence_lengths,
+                                      step_ap, topk_mean, topk_sizes)
 
 
 # ------------------------------------------------------------------------ MIL

@@ -129,8 +129,8 @@ def test_optim_constructor_names_missing_submodules():
 
 
 def test_a_nan_feature_skips_both_steps_and_names_the_loss(monkeypatch):
-    from plugins.core.optim import SubmoduleOptimWrapperConstructor
     import plugins.core.nonfinite_mmengine as guard
+    from plugins.core.optim import SubmoduleOptimWrapperConstructor
     from tests.guard_check import check_guard
     messages = []
     monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))

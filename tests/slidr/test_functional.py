@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from plugins.slidr.functional import (cylindrical_voxelize, kept_slots, lidar_to_camera,
-                                      pool_pixels, pool_points, project_points,
-                                      project_to_image, quaternion_to_matrix, superpixel_nce,
-                                      superpixel_slots)
+                                      pool_pixels, pool_points, project_points, project_to_image,
+                                      quaternion_to_matrix, superpixel_nce, superpixel_slots)
 
 IDENTITY = {'rotation': [1, 0, 0, 0], 'translation': [0, 0, 0]}
 
@@ -181,6 +180,7 @@ def test_bad_pairings_are_named():
 
 def test_lovasz_softmax_hand_values_and_ignore():
     from plugins.slidr.functional import lovasz_softmax
+
     # perfect one-hot predictions: 0; one class, p = 0.5 everywhere: errors all 0.5 -> 0.5
     labels = torch.tensor([0, 1, 1, 2])
     perfect = torch.nn.functional.one_hot(labels, 3).double()

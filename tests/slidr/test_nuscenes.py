@@ -6,8 +6,8 @@ import pytest
 nuscenes = pytest.importorskip('nuscenes')
 
 from plugins.slidr.functional import lidar_to_camera, project_points  # noqa: E402
-from plugins.testing.nuscenes import make_nuscenes_synthetic  # noqa: E402
 from plugins.slidr.lidarseg import CAMERAS  # noqa: E402
+from plugins.testing.nuscenes import make_nuscenes_synthetic  # noqa: E402
 
 
 @pytest.fixture(scope='module')

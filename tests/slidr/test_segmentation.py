@@ -45,8 +45,8 @@ def test_items_collate_and_representative_labels(root):
 
 def test_linear_probe_freezes_all_but_final_and_loads_the_student(root, tmp_path):
     import plugins  # noqa: F401
-    from plugins.slidr.mmengine import (NuScenesLidarSegDataset, PointMIoUMetric,
-                                        SLidRPretrainer, SLidRSegmentor, lidarseg_collate)
+    from plugins.slidr.mmengine import (NuScenesLidarSegDataset, PointMIoUMetric, SLidRPretrainer,
+                                        SLidRSegmentor, lidarseg_collate)
     torch.manual_seed(0)
     pre = SLidRPretrainer(student=TINY, dim=8)
     ckpt = tmp_path / 'pre.pth'

@@ -55,12 +55,13 @@ def ap_per_threshold(precision: np.ndarray) -> np.ndarray:
 
 def evaluate(config: str, checkpoints: Sequence[str]) -> List[np.ndarray]:
     """``(T,)`` AP per IoU threshold for each checkpoint on the config's test split."""
-    import plugins  # noqa: F401
     from mmdet.datasets.api_wrappers import COCO, COCOeval
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.runner import Runner, load_checkpoint
+
+    import plugins  # noqa: F401
     register_all_modules()
     cfg = Config.fromfile(config)
     loader = Runner.build_dataloader(cfg.test_dataloader)

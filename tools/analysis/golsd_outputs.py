@@ -103,11 +103,12 @@ def _outputs(model, data) -> Dict[str, Tuple[Tensor, Tensor]]:
 def evaluate(config: str, checkpoint: str, options: Dict) -> List[list]:
     """Rows ``[output, mAP, mAP@50, mAP@75, tp, duplicate, wrong_class, background,
     duplicates per GT]`` over the test split."""
-    import plugins  # noqa: F401
     from mmdet.registry import METRICS, MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.runner import Runner, load_checkpoint
+
+    import plugins  # noqa: F401
     register_all_modules()
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(options or {})

@@ -32,10 +32,11 @@ PAIRS = {
 
 
 def build(config: str, device: str, num_classes: int):
-    import plugins  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
+    import plugins  # noqa: F401
     register_all_modules()
     if '::' in config:  # an upstream config inside an installed package
         from mmengine.hub import get_config
@@ -187,7 +188,7 @@ def fdr_per_layer(case, corners):
     and DDF on its own slice of the stack (teacher softmax once per student)."""
     from collections import Counter
 
-    from plugins.golsd.functional import (aligned_iou, cxcywh_to_xyxy, ddf_loss, fgl_loss)
+    from plugins.golsd.functional import aligned_iou, cxcywh_to_xyxy, ddf_loss, fgl_loss
     batch = corners.shape[1]
     bs, qs, gs = [], [], []
     for img in range(batch):

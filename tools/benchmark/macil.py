@@ -30,7 +30,6 @@ from abtiming import format_ratio, interleaved, round_ratios, sync  # noqa: E402
 
 def build(full: bool, device: str):
     import plugins  # noqa: F401
-
     from plugins.core.optim import SubmoduleOptimWrapperConstructor
     from plugins.macil.mmengine import MACILSD
     torch.manual_seed(0)

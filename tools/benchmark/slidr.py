@@ -38,7 +38,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from abtiming import format_ratio, interleaved, medians, round_ratios, sync  # noqa: E402
 
-
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field', 'retina',
           'immunohistochemistry')
 

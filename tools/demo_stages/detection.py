@@ -7,8 +7,7 @@ import time
 from typing import List
 
 from .common import (ROOT, DemoContext, coco_data, coco_header, coco_options, coco_row,
-                    markdown_table, plot_curves, train_and_eval)
-
+                     markdown_table, plot_curves, train_and_eval)
 
 #: position of the stage in a full demo
 ORDER = 0

@@ -7,7 +7,6 @@ from typing import List
 
 from .common import ROOT, DemoContext, markdown_table, train_and_eval
 
-
 #: position of the stage in a full demo
 ORDER = 2
 DSD_EPOCHS = 16

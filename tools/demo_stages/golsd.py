@@ -7,7 +7,6 @@ import sys
 
 from .common import DemoContext, plot_curves
 
-
 #: position of the stage in a full demo
 ORDER = 1
 GOLSD_SEEDS = (0, 1, 2)

@@ -5,7 +5,6 @@ import os.path as osp
 
 from .common import DemoContext, markdown_table, train_and_eval
 
-
 #: position of the stage in a full demo
 ORDER = 3
 MACIL_EPOCHS = 12
@@ -16,8 +15,8 @@ def run(ctx: DemoContext) -> str:
     import numpy as np
 
     from plugins.core.report import plot_xy_curves
-    from plugins.testing.xdviolence import make_xdviolence_synthetic
     from plugins.macil.functional import pr_curve
+    from plugins.testing.xdviolence import make_xdviolence_synthetic
 
     root = osp.join(ctx.data, 'xdv')
     if not osp.isfile(osp.join(root, 'gt.npy')):

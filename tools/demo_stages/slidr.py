@@ -6,7 +6,6 @@ import time
 
 from .common import DemoContext, find_scalars, markdown_table, read_scalars, train_and_eval
 
-
 #: position of the stage in a full demo
 ORDER = 4
 SLIDR_PRETRAIN_EPOCHS = 12

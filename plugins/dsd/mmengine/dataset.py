@@ -81,10 +81,9 @@ class MSDDataset(Dataset):
 
     def _build(self, num_samples, pos, neg, flip_prob, rot90_prob, shift_offset,
                shift_prob, scale_intensity):
-        from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged,
-                                      Orientationd, RandCropByPosNegLabeld, RandFlipd,
-                                      RandRotate90d, RandShiftIntensityd, ScaleIntensityd,
-                                      SpatialPadd)
+        from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, Orientationd,
+                                      RandCropByPosNegLabeld, RandFlipd, RandRotate90d,
+                                      RandShiftIntensityd, ScaleIntensityd, SpatialPadd)
         keys = ['image', 'label']
         load = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys),
                 # RAS with the classic axis labels, stated (MONAI now reads

@@ -18,8 +18,8 @@ from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from ...core.options import build_registered, check_keys
-from ..functional import box_to_distance, fdr_layer_losses, fdr_weights, two_bin_targets, \
-    weighting_function
+from ..functional import (box_to_distance, fdr_layer_losses, fdr_weights, two_bin_targets,
+                          weighting_function)
 from ..losses import stock_pair
 from .fdr import ddf_options, fdr_config
 from .host_losses import box_losses, classification_loss

@@ -10,7 +10,6 @@ from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
 from ...core.sample_seed import DrawIndex, draw_entropy
-
 from ..augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
 from ..functional import cylindrical_voxelize, project_points
 from ..lidarseg import CAMERAS

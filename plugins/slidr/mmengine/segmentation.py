@@ -16,8 +16,7 @@ from torch.utils.data import Dataset
 from ...core.options import check_kwargs
 from ...core.sample_seed import DrawIndex, draw_entropy
 from ..augment import rotate_flip_cloud
-from ..functional import (confusion_matrix, cylindrical_voxelize, iou_from_confusion,
-                          lovasz_softmax)
+from ..functional import confusion_matrix, cylindrical_voxelize, iou_from_confusion, lovasz_softmax
 from ..lidarseg import NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene
 from ..sparse import SparseUNet
 
