@@ -274,6 +274,13 @@ class _LeanDSD(torch.autograd.Function):
             raise RuntimeError('the lean DSD terms must enter the loss with their DSD '
                                'weights (1 for Dice-CE, alpha for KD); back-propagate '
                                'the total returned by dsd_loss_lean (or a multiple)')
+        if getattr(ctx, 'spent', False):
+            # the gradient buffers were handed to autograd by the first backward
+            # (keeping copies would double the memory the lean path saves)
+            raise RuntimeError('the lean DSD loss was already back-propagated: a second '
+                               'backward through the same graph (retain_graph=True) needs '
+                               "dsd=dict(mode='straightforward'), or a new forward")
+        ctx.spent = True
         out = []
         for key in ctx.keys:
             g = ctx.grads.pop(key, None)

@@ -229,6 +229,22 @@ def test_lean_equals_straightforward_for_every_option(options):
         torch.testing.assert_close(3.0 * a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_a_second_backward_through_a_retained_graph_is_refused_not_silent():
+    """The lean path hands its gradient buffers to autograd once. A second
+    ``backward`` through the retained graph used to add nothing; it now stops
+    with the fix, and the gradients of the first stay right."""
+    _, _, ref_grads, lean, _, leaves = _lean_pair(dict(alpha=1.5))
+    lean.backward(retain_graph=True)
+    checked = 0
+    for leaf, r in zip(leaves, ref_grads):
+        if r is not None:
+            torch.testing.assert_close(leaf.grad, r, rtol=1e-9, atol=1e-12)
+            checked += 1
+    assert checked > 20  # main, the features and the heads' parameters
+    with pytest.raises(RuntimeError, match="already back-propagated.*mode='straightforward'"):
+        lean.backward()
+
+
 def test_lean_refuses_a_reweighted_backward():
     from plugins.dsd.heads import DSDHead
     from plugins.dsd.lean import dsd_loss_lean
