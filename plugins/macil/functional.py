@@ -18,8 +18,8 @@ from torch import Tensor
 from plugins.core.functional import info_nce
 
 __all__ = ['sequence_lengths', 'topk_sizes', 'topk_mean', 'mil_bag_scores', 'mil_loss',
-           'semi_bags', 'contrastive_terms', 'lambda_ramp', 'ema_momentum', 'ema_update_',
-           'semi_bag_contrastive', 'weighted_total', 'macil_loss', 'pr_curve', 'pr_auc', 'step_ap']
+           'semi_bags', 'semi_bags_loop', 'contrastive_terms', 'lambda_ramp', 'ema_momentum',
+           'ema_update_', 'semi_bag_contrastive', 'weighted_total', 'macil_loss', 'pr_curve', 'pr_auc', 'step_ap']
 
 BANKS = ('G_A', 'G_V', 'V_A', 'V_V', 'N_A', 'N_V')
 
@@ -127,6 +127,37 @@ def semi_bags(rank_a: Tensor, rank_v: Tensor, rep_a: Tensor, rep_v: Tensor,
         raise ValueError(f'semi-bag inputs disagree: ranks {tuple(rank_a.shape)} / '
                          f'{tuple(rank_v.shape)}, representations {tuple(rep_a.shape)} / '
                          f'{tuple(rep_v.shape)}, bag scores {tuple(bag_scores.shape)}')
+    ks = topk_sizes(lengths)
+    kmax = int(ks.max()) if ks.numel() else 0
+    if kmax == 0:
+        empty = rep_a.new_zeros((0, rep_a.shape[2]))
+        return {b: empty for b in BANKS}
+    t = torch.arange(rank_a.shape[1], device=rank_a.device)
+    pad = t[None] >= lengths[:, None]                            # (B, T)
+    keep = t[None, :kmax] < ks[:, None]                          # (B, kmax): the k_i first
+    violent = bag_scores > threshold                             # (B,)
+    out: Dict[str, Tensor] = {}
+    for mod, r, rep in (('A', rank_a, rep_a), ('V', rank_v, rep_v)):
+        d = rep.shape[2]
+        low = r.masked_fill(pad, float('inf')).topk(kmax, dim=1, largest=False).indices
+        high = r.masked_fill(pad, float('-inf')).topk(kmax, dim=1, largest=True).indices
+        bottom = rep.gather(1, low.unsqueeze(-1).expand(-1, -1, d))   # (B, kmax, D)
+        top = rep.gather(1, high.unsqueeze(-1).expand(-1, -1, d))
+        out[f'G_{mod}'] = bottom[keep]                           # batch order, k_i rows each
+        out[f'N_{mod}'] = top[~violent][keep[~violent]]
+        mean = (top * keep.unsqueeze(-1).to(top.dtype)).sum(1) / ks.unsqueeze(-1).to(top.dtype)
+        out[f'V_{mod}'] = mean[violent].repeat_interleave(ks[violent], dim=0)
+    return {b: out[b] for b in BANKS}
+
+
+def semi_bags_loop(rank_a: Tensor, rank_v: Tensor, rep_a: Tensor, rep_v: Tensor,
+                   bag_scores: Tensor, lengths: Tensor,
+                   threshold: float = 0.5) -> Dict[str, Tensor]:
+    """:func:`semi_bags` written sample by sample, as the reference builds them
+    (one ``topk`` per sample and modality). Kept as the readable definition
+    and the equivalence check of the batched version; the two agree up to the
+    order of tied ranking scores."""
+    _check_lengths(rank_a, lengths)
     ks = topk_sizes(lengths).tolist()
     rows: Dict[str, list] = {b: [] for b in BANKS}
     violent = (bag_scores > threshold).tolist()

@@ -180,3 +180,29 @@ def test_metric_errors():
         step_ap([0.1, 0.2, 0.3], [0, 1])
     with pytest.raises(ValueError, match='NaN'):
         pr_auc([float('nan'), 0.2], [0, 1])
+
+
+@pytest.mark.parametrize('split', ['mixed', 'all violent', 'all normal'])
+def test_batched_semi_bags_equal_the_sample_loop(split):
+    """Same rows in the same order, same gradients, on continuous scores (no ties)."""
+    from plugins.macil.functional import semi_bags_loop
+    g = torch.Generator().manual_seed(3)
+    b, t, d = 7, 50, 6
+    lengths = torch.tensor([50, 1, 17, 33, 16, 2, 40])
+    ranks = [torch.rand(b, t, generator=g, dtype=torch.float64) for _ in range(2)]
+    reps = [torch.randn(b, t, d, generator=g, dtype=torch.float64, requires_grad=True)
+            for _ in range(2)]
+    bag = {'mixed': torch.tensor([0.9, 0.2, 0.7, 0.5, 0.51, 0.1, 0.8]),
+           'all violent': torch.full((b,), 0.9), 'all normal': torch.full((b,), 0.1)}[split]
+    fast = semi_bags(ranks[0], ranks[1], reps[0], reps[1], bag, lengths)
+    slow = semi_bags_loop(ranks[0], ranks[1], reps[0], reps[1], bag, lengths)
+    assert list(fast) == list(slow)
+    weights = {}
+    for name in slow:
+        assert fast[name].shape == slow[name].shape, name
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-12, atol=1e-12)
+        weights[name] = torch.randn(slow[name].shape, generator=g, dtype=torch.float64)
+    grads = [torch.autograd.grad(sum((banks[n] * weights[n]).sum() for n in banks), reps)
+             for banks in (fast, slow)]
+    for a, c in zip(*grads):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
