@@ -45,6 +45,35 @@ def test_golsd_detections_drawn_for_every_val_image(coco_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_mmdet_own_test_script_draws_golsd_detections(coco_root, tmp_path):
+    """mmdet's unmodified tools/test.py (shipped in mmdet's .mim folder) with a
+    GO-LSD config and ``--show-dir``."""
+    import mmdet
+    script = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
+    ckpt = _fresh_checkpoint(GOLSD, str(tmp_path / 'golsd.pth'))
+    run([python(), script, GOLSD, ckpt, '--work-dir', str(tmp_path / 't'),
+         '--show-dir', 'vis', '--cfg-options', *det_options(coco_root, 1)])
+    assert len(_images(str(tmp_path / 't'))) == 8  # <work-dir>/<timestamp>/vis/*.png
+
+
+@pytest.mark.slow
+def test_detinferencer_runs_a_golsd_checkpoint(coco_root, tmp_path):
+    """mmdet's high-level ``DetInferencer`` with a GO-LSD config and checkpoint:
+    predictions and the drawn picture."""
+    import plugins  # noqa: F401
+    from mmdet.apis import DetInferencer
+    ckpt = _fresh_checkpoint(GOLSD, str(tmp_path / 'golsd.pth'))
+    inferencer = DetInferencer(model=os.path.join(ROOT, GOLSD), weights=ckpt, device='cpu')
+    image = sorted(glob.glob(os.path.join(coco_root, 'val', '*.png')))[0]
+    result = inferencer(image, out_dir=str(tmp_path / 'out'), no_save_pred=False)
+    pred = result['predictions'][0]
+    assert len(pred['bboxes']) == len(pred['scores']) == len(pred['labels']) > 0
+    assert all(len(box) == 4 for box in pred['bboxes'])
+    assert len(_images(str(tmp_path / 'out' / 'vis'))) == 1
+    assert glob.glob(str(tmp_path / 'out' / 'preds' / '*.json'))
+
+
+@pytest.mark.slow
 def test_dsd_mmseg_segmentations_drawn_for_every_val_image(tmp_path):
     from plugins.testing.shapes2d import make_shapes2d
     root = make_shapes2d(str(tmp_path / 'shapes2d'), num_train=2, num_val=4)
