@@ -225,6 +225,27 @@ def register_numpy_types() -> None:
     _registered_numpy = True
 
 
+def _import_host_of_refused_global(message: str) -> bool:
+    """Import the host library of the global a weights-only load refused, if
+    it is a host whose plugin adapter waits for its import (the adapter then
+    allow-lists the host's safe types). Returns whether it imported one.
+
+    Only watched hosts are imported (mmengine, mmdet, mmseg): a file cannot
+    make this import an arbitrary installed package.
+    """
+    import re
+
+    from .lazy import watched_roots
+    found = re.search(r'GLOBAL ([A-Za-z_][\w.]*)', message)
+    if found is None:
+        return False
+    root = found.group(1).split('.')[0]
+    if root not in watched_roots() or importlib.util.find_spec(root) is None:
+        return False
+    importlib.import_module(root)
+    return True
+
+
 def load_checkpoint(path: PathLike, map_location: Any = 'cpu') -> Any:
     """Load a checkpoint without executing code from it.
 
@@ -248,11 +269,16 @@ def load_checkpoint(path: PathLike, map_location: Any = 'cpu') -> Any:
     path = os.fspath(path)
     kind = check_checkpoint_file(path)
     register_numpy_types()
-    if importlib.util.find_spec('mmengine') is not None:
-        # mmengine training checkpoints hold its HistoryBuffer
-        importlib.import_module('plugins.core.mmengine_adapter')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            # a host's type (mmengine's HistoryBuffer in training checkpoints)
+            # whose host is installed but not imported yet: importing the host
+            # runs its adapter, which allow-lists its types; then load again
+            if not _import_host_of_refused_global(str(err)):
+                raise
+            return torch.load(path, map_location=map_location, weights_only=True)
     except UnsafeCheckpointError as err:
         raise UnsafeCheckpointError(f'{path}: {err}') from None
     except pickle.UnpicklingError as err:

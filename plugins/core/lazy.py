@@ -15,7 +15,7 @@ import threading
 from types import ModuleType
 from typing import Callable, Dict, List
 
-__all__ = ['when_imported']
+__all__ = ['when_imported', 'watched_roots']
 
 _Callback = Callable[[ModuleType], None]
 _pending: Dict[str, List[_Callback]] = {}
@@ -107,3 +107,10 @@ def when_imported(name: str, callback: _Callback) -> None:
         _pending.setdefault(name, []).append(callback)
         if _finder not in sys.meta_path:
             sys.meta_path.insert(0, _finder)
+
+
+def watched_roots() -> set:
+    """Top-level packages with a :func:`when_imported` callback still waiting
+    (the hosts whose adapters have not run yet)."""
+    with _lock:
+        return {name.split('.')[0] for name in _pending}

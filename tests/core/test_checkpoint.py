@@ -235,3 +235,36 @@ def test_rng_state_roundtrip_through_a_checkpoint(tmp_path):
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(load_checkpoint(tmp_path / 'r.pth')['rng_state'])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def _run_fresh(code: str) -> str:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+def test_an_mmengine_checkpoint_loads_before_mmengine_is_imported(tmp_path):
+    """The refused HistoryBuffer names a watched host: importing it runs the
+    adapter that allow-lists it, and the load is tried again."""
+    path = str(tmp_path / 'hub.pth')
+    torch.save(_message_hub_checkpoint(), path)
+    out = _run_fresh(
+        'import sys; from plugins.core.checkpoint import load_checkpoint; '
+        f'assert "mmengine" not in sys.modules; c = load_checkpoint({path!r}); '
+        "print(type(c['message_hub']['log_scalars']['train/loss']).__name__)")
+    assert out == 'HistoryBuffer'
+
+
+def test_a_file_cannot_make_the_loader_import_other_packages(tmp_path):
+    """A global of an installed package that is no watched host is refused, and
+    the package stays unimported."""
+    import tomllib
+    path = str(tmp_path / 'other.pth')
+    torch.save({'x': tomllib.TOMLDecodeError}, path)
+    out = _run_fresh(
+        'import sys; from plugins.core.checkpoint import UnsafeCheckpointError, load_checkpoint\n'
+        f'try:\n    load_checkpoint({path!r})\nexcept UnsafeCheckpointError as err:\n'
+        "    print('refused', 'tomllib' in sys.modules)")
+    assert out == 'refused False'
