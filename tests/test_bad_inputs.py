@@ -163,7 +163,7 @@ def _msd_missing_file(task, tmp):
 
 # --------------------------------------------------------------------- SLidR
 def _voxelize(xyz, **kw):
-    from plugins.slidr.functional import cylindrical_voxelize
+    from plugins.slidr.geometry import cylindrical_voxelize
     return cylindrical_voxelize(torch.tensor(xyz, dtype=torch.float32), **kw)
 
 
@@ -346,18 +346,18 @@ CASES = [
     ('slidr/nce shapes', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
      .superpixel_nce(torch.zeros(3, 4), torch.zeros(3, 5)),
      (ValueError, r'\(3, 4\) and 2D \(3, 5\)')),
-    ('slidr/lovasz label >= C', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
+    ('slidr/lovasz label >= C', lambda c: __import__('plugins.slidr.metrics', fromlist=['x'])
      .lovasz_softmax(torch.full((3, 4), 0.25), torch.tensor([0, 1, 4])),
      (ValueError, r'labels must lie in \[0, 4\).*got values in \[0, 4\]')),
-    ('slidr/confusion pred >= C', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
+    ('slidr/confusion pred >= C', lambda c: __import__('plugins.slidr.metrics', fromlist=['x'])
      .confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3),
      (ValueError, r'pred ids must lie in \[0, 3\), got values in \[0, 3\]')),
-    ('slidr/confusion lengths', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
+    ('slidr/confusion lengths', lambda c: __import__('plugins.slidr.metrics', fromlist=['x'])
      .confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), 3),
      (ValueError, r'pred \(3,\) and target \(2,\) differ')),
-    ('slidr/zero quaternion', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
+    ('slidr/zero quaternion', lambda c: __import__('plugins.slidr.geometry', fromlist=['x'])
      .quaternion_to_matrix([0, 0, 0, 0]), (ValueError, r'non-zero quaternion')),
-    ('slidr/intrinsic shape', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
+    ('slidr/intrinsic shape', lambda c: __import__('plugins.slidr.geometry', fromlist=['x'])
      .project_to_image(np.ones((3, 2)), np.eye(4), 10, 10),
      (ValueError, r'camera_intrinsic must be 3x3, got shape \(4, 4\)')),
     ('slidr/one voxel in training', lambda c: _unet_train([[0, 0, 0, 0]]),

@@ -206,7 +206,8 @@ def info_nce(query: Tensor,
              positive: Tensor,
              negatives: Optional[Tensor] = None,
              temperature: float = 0.07,
-             normalize: bool = False) -> Tensor:
+             normalize: bool = False,
+             reduction: str = 'none') -> Tensor:
     """InfoNCE (softmax cross-entropy over similarities) per query row.
 
     Two layouts:
@@ -224,9 +225,11 @@ def info_nce(query: Tensor,
         negatives (Tensor, optional): ``(M, D)`` shared negatives.
         temperature (float): ``τ > 0``.
         normalize (bool): L2-normalise every row first (cosine similarity).
+        reduction (str): ``'none'`` (per row), ``'mean'`` or ``'sum'``, as
+            ``F.cross_entropy`` reduces (the mean in one kernel).
 
     Returns:
-        Tensor: ``(N,)`` per-row loss (empty when ``N = 0``).
+        Tensor: ``(N,)`` per-row loss (empty when ``N = 0``), or a scalar.
 
     Raises:
         ValueError: On non-2D inputs, mismatched feature sizes or row counts,
@@ -264,4 +267,4 @@ def info_nce(query: Tensor,
         target = torch.zeros(n, dtype=torch.long, device=query.device)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    return F.cross_entropy(logits, target, reduction='none')
+    return F.cross_entropy(logits, target, reduction=reduction)

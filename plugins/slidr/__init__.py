@@ -9,8 +9,8 @@ Paper: Sautier et al., "Image-to-Lidar Self-Supervised Distillation for
 Autonomous Driving Data", CVPR 2022, arXiv:2203.16258. "The reference" means
 the authors' implementation, github.com/valeoai/SLidR.
 """
-from .functional import (cylindrical_voxelize, pool_pixels, pool_points, project_points,
-                         superpixel_nce, superpixel_slots)
+from .functional import pool_pixels, pool_points, superpixel_nce, superpixel_slots
+from .geometry import cylindrical_voxelize, project_points
 
 #: host module -> this package's adapter modules, imported once the host is imported
 HOST_ADAPTERS = {'mmengine': ['plugins.slidr.mmengine']}

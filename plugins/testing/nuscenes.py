@@ -141,7 +141,7 @@ def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
     """
     import cv2
 
-    from ..slidr.functional import lidar_to_camera
+    from ..slidr.geometry import lidar_to_camera
     if not scenes or samples_per_scene < 1 or width < 32 or height < 32:
         raise ValueError('need at least one scene, one sample and images of >= 32 px')
     rng = np.random.default_rng(seed)

@@ -60,8 +60,9 @@ def test_mmdet_own_test_script_draws_golsd_detections(coco_root, tmp_path):
 def test_detinferencer_runs_a_golsd_checkpoint(coco_root, tmp_path):
     """mmdet's high-level ``DetInferencer`` with a GO-LSD config and checkpoint:
     predictions and the drawn picture."""
-    import plugins  # noqa: F401
     from mmdet.apis import DetInferencer
+
+    import plugins  # noqa: F401
     ckpt = _fresh_checkpoint(GOLSD, str(tmp_path / 'golsd.pth'))
     inferencer = DetInferencer(model=os.path.join(ROOT, GOLSD), weights=ckpt, device='cpu')
     image = sorted(glob.glob(os.path.join(coco_root, 'val', '*.png')))[0]

@@ -3,7 +3,8 @@ inputs' device (checked without a GPU: see ``tests/device_check.py``)."""
 import pytest
 import torch
 
-from plugins.slidr.functional import cylindrical_voxelize, lovasz_softmax
+from plugins.slidr.geometry import cylindrical_voxelize
+from plugins.slidr.metrics import lovasz_softmax
 from plugins.slidr.sparse import SparseUNet
 from tests.device_check import on_input_device
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.slidr.functional import (cylindrical_voxelize, kept_slots, lidar_to_camera,
-                                      pool_pixels, pool_points, project_points, project_to_image,
-                                      quaternion_to_matrix, superpixel_nce, superpixel_slots)
+from plugins.slidr.functional import (kept_slots, pool_pixels, pool_points, superpixel_nce,
+                                      superpixel_slots)
+from plugins.slidr.geometry import (cylindrical_voxelize, lidar_to_camera, project_points,
+                                    project_to_image, quaternion_to_matrix)
 
 IDENTITY = {'rotation': [1, 0, 0, 0], 'translation': [0, 0, 0]}
 
@@ -179,7 +180,7 @@ def test_bad_pairings_are_named():
 
 
 def test_lovasz_softmax_hand_values_and_ignore():
-    from plugins.slidr.functional import lovasz_softmax
+    from plugins.slidr.metrics import lovasz_softmax
 
     # perfect one-hot predictions: 0; one class, p = 0.5 everywhere: errors all 0.5 -> 0.5
     labels = torch.tensor([0, 1, 1, 2])
@@ -198,7 +199,7 @@ def test_lovasz_softmax_hand_values_and_ignore():
 
 
 def test_confusion_and_iou_rules():
-    from plugins.slidr.functional import confusion_matrix, iou_from_confusion
+    from plugins.slidr.metrics import confusion_matrix, iou_from_confusion
     target = torch.tensor([0, 1, 1, 2, 2, 2])
     pred = torch.tensor([2, 1, 2, 2, 2, 1])
     conf = confusion_matrix(pred, target, 4)

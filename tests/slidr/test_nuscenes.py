@@ -5,7 +5,7 @@ import pytest
 
 nuscenes = pytest.importorskip('nuscenes')
 
-from plugins.slidr.functional import lidar_to_camera, project_points  # noqa: E402
+from plugins.slidr.geometry import lidar_to_camera, project_points  # noqa: E402
 from plugins.slidr.lidarseg import CAMERAS  # noqa: E402
 from plugins.testing.nuscenes import make_nuscenes_synthetic  # noqa: E402
 
@@ -100,7 +100,7 @@ def test_projection_step_equals_view_points_on_200k_points():
     moved a few of them by one pixel)."""
     from nuscenes.utils.geometry_utils import view_points
 
-    from plugins.slidr.functional import project_to_image
+    from plugins.slidr.geometry import project_to_image
     rng = np.random.default_rng(0)
     n = 200_000
     depth = rng.uniform(1.5, 60.0, n)

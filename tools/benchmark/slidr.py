@@ -145,7 +145,7 @@ def lidar_scan_voxels(scans: int, steps: int = 1084, seed: int = 0) -> torch.Ten
     azimuths each, nuScenes-like) of road scenes, on SLidR's cylindrical
     0.1 m / 1° grid, batch index first: ~16.5k voxels a scan, ~5 neighbours
     each, as real sweeps have."""
-    from plugins.slidr.functional import cylindrical_voxelize
+    from plugins.slidr.geometry import cylindrical_voxelize
     from plugins.testing.nuscenes import ray_cast_scan, road_scene
     rng = np.random.default_rng(seed)
     rows = []

@@ -107,7 +107,7 @@ def _slidr_picture(ctx: DemoContext, root: str) -> str:
     import numpy as np
     import torch
 
-    from plugins.slidr.functional import cylindrical_voxelize
+    from plugins.slidr.geometry import cylindrical_voxelize
     from plugins.slidr.mmengine import NuScenesSLidRDataset
     from plugins.slidr.views import plot_pairings, slot_colours, write_cloud
 

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ...core.sample_seed import DrawIndex, draw_entropy
 from ..augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
-from ..functional import cylindrical_voxelize, project_points
+from ..geometry import cylindrical_voxelize, project_points
 from ..lidarseg import CAMERAS
 
 __all__ = ['NuScenesSLidRDataset', 'slidr_collate']

@@ -16,8 +16,9 @@ from torch.utils.data import Dataset
 from ...core.options import check_kwargs
 from ...core.sample_seed import DrawIndex, draw_entropy
 from ..augment import rotate_flip_cloud
-from ..functional import confusion_matrix, cylindrical_voxelize, iou_from_confusion, lovasz_softmax
+from ..geometry import cylindrical_voxelize
 from ..lidarseg import NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene
+from ..metrics import confusion_matrix, iou_from_confusion, lovasz_softmax
 from ..sparse import SparseUNet
 
 __all__ = ['NuScenesLidarSegDataset', 'SemanticKITTIDataset', 'lidarseg_collate',
