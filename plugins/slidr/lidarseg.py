@@ -5,7 +5,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-__all__ = ['NUSCENES_CLASSES', 'CAMERAS', 'FINE_CLASSES', 'fine_to_coarse', 'keep_every_kth_scene']
+__all__ = ['NUSCENES_CLASSES', 'CAMERAS', 'FINE_CLASSES', 'fine_to_coarse', 'keep_every_kth_scene',
+           'scene_keyframes']
 
 #: the six cameras of a nuScenes sample
 CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_RIGHT', 'CAM_BACK', 'CAM_BACK_LEFT',
@@ -58,3 +59,24 @@ def keep_every_kth_scene(scene_names: Sequence[str], k: int) -> List[str]:
     if k < 1:
         raise ValueError(f'k must be >= 1, got {k}')
     return [name for i, name in enumerate(scene_names) if i % k == 0]
+
+
+def scene_keyframes(nusc, scene_names) -> List[str]:
+    """Sample tokens of the named scenes' keyframes, scenes in the table's
+    order and each scene's keyframes in time order.
+
+    Args:
+        nusc: A devkit ``NuScenes`` (its ``scene`` table and ``get``).
+        scene_names (Iterable[str]): Scene names to keep.
+    """
+    names = set(scene_names)
+    tokens: List[str] = []
+    for scene in nusc.scene:
+        if scene['name'] not in names:
+            continue
+        token = scene['first_sample_token']
+        while token:
+            sample = nusc.get('sample', token)
+            tokens.append(sample['token'])
+            token = sample['next']
+    return tokens

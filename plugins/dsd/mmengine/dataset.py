@@ -10,6 +10,7 @@ import torch
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
+from ...core.lazy_index import LazyIndex
 from ...core.sample_seed import DrawIndex, sample_seed
 from ..msd import read_msd_datalist
 
@@ -33,7 +34,7 @@ def split_cases(num: int, num_val: int, num_test: int = 0, seed: int = 0) -> Dic
 
 
 @DATASETS.register_module()
-class MSDDataset(Dataset):
+class MSDDataset(LazyIndex, Dataset):
     """Cases of an MSD task (``dataset.json`` lists), as ``dict(inputs=(C, *S),
     data_samples=(1, *S))``; training items are lists of ``num_samples`` crops.
 
@@ -53,9 +54,13 @@ class MSDDataset(Dataset):
         pos, neg, flip_prob, rot90_prob, shift_offset, shift_prob,
         scale_intensity: Augmentation settings.
         cache (bool): Keep loaded (pre-augmentation) volumes in memory.
+        lazy_init, serialize_data, test_mode: mmengine's dataset options
+            (:class:`~plugins.core.lazy_index.LazyIndex`); ``test_mode``
+            gives whole volumes without augmentation, even for ``'train'``.
 
     Raises:
-        ValueError: On an unknown split; see also :func:`read_msd_datalist`.
+        ValueError: On an unknown split; see also :func:`read_msd_datalist`
+            (at ``full_init()`` with ``lazy_init``).
     """
 
     def __init__(self, task_dir: str, split: str = 'train', num_val: int = 2,
@@ -64,12 +69,11 @@ class MSDDataset(Dataset):
                  flip_prob: float = 0.5, rot90_prob: float = 0.1, shift_offset: float = 0.1,
                  shift_prob: float = 0.5, scale_intensity: bool = True,
                  cache: bool = True, serialize_data: bool = False,
-                 lazy_init: bool = False) -> None:
+                 lazy_init: bool = False, test_mode: bool = False) -> None:
         if split not in ('train', 'val', 'test'):
             raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        items = sorted(read_msd_datalist(task_dir), key=lambda d: d['image'])
-        index = split_cases(len(items), num_val, num_test, seed)[split]
-        self.items = [items[i] for i in sorted(index)]
+        self.task_dir = task_dir
+        self._split_args = (num_val, num_test, seed)
         self.split = split
         self.roi_size = tuple(roi_size)
         self.metainfo = {'task_dir': task_dir, 'split': split}
@@ -78,6 +82,14 @@ class MSDDataset(Dataset):
         self._load, self._augment = self._build(num_samples, pos, neg, flip_prob, rot90_prob,
                                                 shift_offset, shift_prob, scale_intensity)
         self._seeded_in: Optional[int] = None
+        self._init_index(lazy_init, serialize_data, test_mode)
+        if self.test_mode:
+            self._augment = None  # whole volumes, no random transforms
+
+    def _load_index(self) -> None:
+        items = sorted(read_msd_datalist(self.task_dir), key=lambda d: d['image'])
+        index = split_cases(len(items), *self._split_args)[self.split]
+        self.items = [items[i] for i in sorted(index)]
 
     def _build(self, num_samples, pos, neg, flip_prob, rot90_prob, shift_offset,
                shift_prob, scale_intensity):
@@ -103,9 +115,11 @@ class MSDDataset(Dataset):
         return Compose(load), Compose(augment)
 
     def __len__(self) -> int:
+        self.full_init()
         return len(self.items)
 
     def _loaded(self, idx: int) -> dict:
+        self.full_init()
         if idx in self._cache:
             return self._cache[idx]
         item = self.items[idx]

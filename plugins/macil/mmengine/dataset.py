@@ -9,13 +9,14 @@ import torch
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
+from ...core.lazy_index import LazyIndex
 from ..data import CROPS, fit_length, load_pair, pair_lists, read_list, video_label
 
 __all__ = ['XDViolenceDataset', 'xdv_test_collate']
 
 
 @DATASETS.register_module()
-class XDViolenceDataset(Dataset):
+class XDViolenceDataset(LazyIndex, Dataset):
     """Training crops or whole test videos.
 
     * ``split='train'``: one item per crop line, ``dict(visual (L, 1024),
@@ -32,9 +33,13 @@ class XDViolenceDataset(Dataset):
             ``audio.list``, or ``rgb_test.list`` / ``audio_test.list``).
         split (str): ``'train'`` or ``'test'``.
         max_len (int): Training length (200).
+        lazy_init, serialize_data, test_mode: mmengine's dataset options
+            (:class:`~plugins.core.lazy_index.LazyIndex`); there is no
+            augmentation for ``test_mode`` to switch off.
 
     Raises:
-        ValueError: On an unknown split or lists that do not pair.
+        ValueError: On an unknown split or lists that do not pair (at
+            ``full_init()`` with ``lazy_init``).
     """
 
     def __init__(self, data_root: str = '', split: str = 'train',
@@ -44,21 +49,29 @@ class XDViolenceDataset(Dataset):
         if split not in ('train', 'test'):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         suffix = '' if split == 'train' else '_test'
-        rgb_list = os.path.join(data_root, rgb_list or f'rgb{suffix}.list')
-        audio_list = os.path.join(data_root, audio_list or f'audio{suffix}.list')
-        resolve = lambda p: p if os.path.isabs(p) else os.path.join(data_root, p)  # noqa: E731
-        rgb = [resolve(p) for p in read_list(rgb_list)]
-        audio = [resolve(p) for p in read_list(audio_list)]
-        self.pairs = pair_lists(rgb, audio)
+        self.data_root = data_root
+        self.lists = (os.path.join(data_root, rgb_list or f'rgb{suffix}.list'),
+                      os.path.join(data_root, audio_list or f'audio{suffix}.list'))
         self.split = split
         self.max_len = max_len
-        self.metainfo = {'split': split, 'videos': len(audio)}
+        self.metainfo = {'split': split}
+        self._init_index(lazy_init, serialize_data, test_mode)
+
+    def _load_index(self) -> None:
+        root = self.data_root
+        resolve = lambda p: p if os.path.isabs(p) else os.path.join(root, p)  # noqa: E731
+        rgb = [resolve(p) for p in read_list(self.lists[0])]
+        audio = [resolve(p) for p in read_list(self.lists[1])]
+        self.pairs = pair_lists(rgb, audio)
+        self.metainfo['videos'] = len(audio)
         self.labels = [video_label(crop) for crop, _ in self.pairs]
 
     def __len__(self) -> int:
+        self.full_init()
         return len(self.pairs) if self.split == 'train' else len(self.pairs) // CROPS
 
     def __getitem__(self, idx: int) -> dict:
+        self.full_init()
         if self.split == 'train':
             crop, audio = self.pairs[idx]
             v, a = load_pair(crop, audio)

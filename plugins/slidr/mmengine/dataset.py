@@ -9,16 +9,17 @@ import torch
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
+from ...core.lazy_index import LazyIndex
 from ...core.sample_seed import DrawIndex, draw_entropy
 from ..augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
 from ..geometry import cylindrical_voxelize, project_points
-from ..lidarseg import CAMERAS
+from ..lidarseg import CAMERAS, scene_keyframes
 
 __all__ = ['NuScenesSLidRDataset', 'slidr_collate']
 
 
 @DATASETS.register_module()
-class NuScenesSLidRDataset(Dataset):
+class NuScenesSLidRDataset(LazyIndex, Dataset):
     """Lidar keyframes with their six camera images, superpixels and pairings.
 
     Pairings come from the raw cloud (devkit calibration chain, float32, depth
@@ -40,9 +41,13 @@ class NuScenesSLidRDataset(Dataset):
         min_pairs (int): Crop redraw threshold (1024; smaller for tiny data).
         augment (bool): Training augmentations (validation: resize only).
         seed (int): Base seed of the augmentation stream.
+        lazy_init, serialize_data, test_mode: mmengine's dataset options
+            (:class:`~plugins.core.lazy_index.LazyIndex`): ``lazy_init`` defers
+            loading the nuScenes tables, ``test_mode`` turns ``augment`` off.
 
     Raises:
-        ValueError: On an unknown split or a split without scenes in the tree.
+        ValueError: On an unknown split, or a split without scenes in the tree
+            (at ``full_init()`` with ``lazy_init``).
     """
 
     def __init__(self, data_root: str, version: str = 'v1.0-mini', split: str = 'mini_train',
@@ -50,34 +55,36 @@ class NuScenesSLidRDataset(Dataset):
                  crop: Sequence[int] = (224, 416), min_pairs: int = 1024, augment: bool = True,
                  seed: int = 0, lazy_init: bool = False, serialize_data: bool = False,
                  test_mode: bool = False) -> None:
-        from nuscenes.nuscenes import NuScenes
         from nuscenes.utils.splits import create_splits_scenes
-        self.nusc = NuScenes(version, data_root, verbose=False)
         splits = create_splits_scenes()
         if split not in splits:
             raise ValueError(f'unknown nuScenes split {split!r}; choose from {sorted(splits)}')
-        names = set(splits[split])
-        scenes = [s for s in self.nusc.scene if s['name'] in names]
-        if not scenes:
-            raise ValueError(f'no scene of split {split!r} in {data_root} ({version})')
-        self.samples = []
-        for scene in scenes:
-            token = scene['first_sample_token']
-            while token:
-                sample = self.nusc.get('sample', token)
-                self.samples.append(sample['token'])
-                token = sample['next']
+        self.data_root, self.version, self.split = data_root, version, split
         self.superpixel_root = superpixel_root
         self.superpixel_size = superpixel_size
         self.crop = tuple(crop)
         self.min_pairs = min_pairs
         self.augment = augment
         self.seed = seed
-        self.metainfo = {'split': split, 'samples': len(self.samples)}
+        self.metainfo = {'split': split}
         self._sp_cache: Dict[str, np.ndarray] = {}
         self._epoch_draw = 0
+        self._init_index(lazy_init, serialize_data, test_mode)
+        if self.test_mode:
+            self.augment = False
+
+    def _load_index(self) -> None:
+        from nuscenes.nuscenes import NuScenes
+        from nuscenes.utils.splits import create_splits_scenes
+        self.nusc = NuScenes(self.version, self.data_root, verbose=False)
+        self.samples = scene_keyframes(self.nusc, create_splits_scenes()[self.split])
+        if not self.samples:
+            raise ValueError(f'no scene of split {self.split!r} in {self.data_root} '
+                             f'({self.version})')
+        self.metainfo['samples'] = len(self.samples)
 
     def __len__(self) -> int:
+        self.full_init()
         return len(self.samples)
 
     def _superpixels(self, token: str, image: np.ndarray) -> np.ndarray:
@@ -98,6 +105,7 @@ class NuScenesSLidRDataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         import cv2
+        self.full_init()
         if not self.augment:
             rng = np.random.default_rng([self.seed, idx])
         elif isinstance(idx, DrawIndex):  # (run seed, epoch, index): exact on resume

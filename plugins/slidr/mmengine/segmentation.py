@@ -13,11 +13,12 @@ from mmengine.registry import DATASETS, FUNCTIONS, METRICS, MODELS
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ...core.lazy_index import LazyIndex
 from ...core.options import check_kwargs
 from ...core.sample_seed import DrawIndex, draw_entropy
 from ..augment import rotate_flip_cloud
 from ..geometry import cylindrical_voxelize
-from ..lidarseg import NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene
+from ..lidarseg import NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene, scene_keyframes
 from ..metrics import confusion_matrix, iou_from_confusion, lovasz_softmax
 from ..sparse import SparseUNet
 
@@ -44,58 +45,65 @@ class _SeededAugment:
 
 
 @DATASETS.register_module()
-class NuScenesLidarSegDataset(_SeededAugment, Dataset):
+class NuScenesLidarSegDataset(LazyIndex, _SeededAugment, Dataset):
     """nuScenes keyframes with lidarseg labels mapped to the 16 classes.
 
     Args:
         data_root, version, split: As :class:`NuScenesSLidRDataset`.
         label_every (int): Keep every k-th scene of the split (k = 100: 1 %).
         augment (bool): Rotation about z and axis flips (training).
+        lazy_init, serialize_data, test_mode: mmengine's dataset options
+            (:class:`~plugins.core.lazy_index.LazyIndex`): ``lazy_init`` defers
+            loading the nuScenes tables, ``test_mode`` turns ``augment`` off.
 
     Items: ``coords (V, 3)``, ``feats (V, 1)`` (intensity of the
     representative point), ``labels (V,)`` (its label), ``inverse (N,)`` and
     ``point_labels (N,)`` for evaluation on points.
 
     Raises:
-        ValueError: On an unknown split or no labelled scene left.
+        ValueError: On an unknown split, or no labelled scene left (at
+            ``full_init()`` with ``lazy_init``).
     """
 
     def __init__(self, data_root: str, version: str = 'v1.0-mini', split: str = 'mini_train',
                  label_every: int = 1, augment: bool = True, seed: int = 0,
                  lazy_init: bool = False, serialize_data: bool = False,
                  test_mode: bool = False) -> None:
-        from nuscenes.nuscenes import NuScenes
         from nuscenes.utils.splits import create_splits_scenes
-        self.nusc = NuScenes(version, data_root, verbose=False)
-        if not hasattr(self.nusc, 'lidarseg'):
-            raise ValueError(f'{data_root} ({version}) has no lidarseg labels')
         splits = create_splits_scenes()
         if split not in splits:
             raise ValueError(f'unknown nuScenes split {split!r}; choose from {sorted(splits)}')
-        names = [s['name'] for s in self.nusc.scene if s['name'] in set(splits[split])]
-        names = set(keep_every_kth_scene(names, label_every))
-        self.samples = []
-        for scene in self.nusc.scene:
-            if scene['name'] not in names:
-                continue
-            token = scene['first_sample_token']
-            while token:
-                sample = self.nusc.get('sample', token)
-                self.samples.append(sample['token'])
-                token = sample['next']
-        if not self.samples:
-            raise ValueError(f'no labelled keyframe in split {split!r} with label_every='
-                             f'{label_every}')
-        self.lut = torch.from_numpy(fine_to_coarse(self.nusc.lidarseg_idx2name_mapping)).long()
+        self.data_root, self.version, self.split = data_root, version, split
+        self.label_every = label_every
         self.augment = augment
         self.seed = seed
         self._draw = 0
-        self.metainfo = {'classes': NUSCENES_CLASSES, 'split': split, 'samples': len(self.samples)}
+        self.metainfo = {'classes': NUSCENES_CLASSES, 'split': split}
+        self._init_index(lazy_init, serialize_data, test_mode)
+        if self.test_mode:
+            self.augment = False
+
+    def _load_index(self) -> None:
+        from nuscenes.nuscenes import NuScenes
+        from nuscenes.utils.splits import create_splits_scenes
+        self.nusc = NuScenes(self.version, self.data_root, verbose=False)
+        if not hasattr(self.nusc, 'lidarseg'):
+            raise ValueError(f'{self.data_root} ({self.version}) has no lidarseg labels')
+        split_names = set(create_splits_scenes()[self.split])
+        names = [s['name'] for s in self.nusc.scene if s['name'] in split_names]
+        self.samples = scene_keyframes(self.nusc, keep_every_kth_scene(names, self.label_every))
+        if not self.samples:
+            raise ValueError(f'no labelled keyframe in split {self.split!r} with label_every='
+                             f'{self.label_every}')
+        self.lut = torch.from_numpy(fine_to_coarse(self.nusc.lidarseg_idx2name_mapping)).long()
+        self.metainfo['samples'] = len(self.samples)
 
     def __len__(self) -> int:
+        self.full_init()
         return len(self.samples)
 
     def __getitem__(self, idx: int) -> dict:
+        self.full_init()
         sample = self.nusc.get('sample', self.samples[idx])
         lidar = self.nusc.get('sample_data', sample['data']['LIDAR_TOP'])
         points = np.fromfile(os.path.join(self.nusc.dataroot, lidar['filename']),
@@ -119,7 +127,7 @@ def _voxel_item(xyz: np.ndarray, feats: np.ndarray, labels: Tensor, rng) -> dict
 
 
 @DATASETS.register_module()
-class SemanticKITTIDataset(_SeededAugment, Dataset):
+class SemanticKITTIDataset(LazyIndex, _SeededAugment, Dataset):
     """SemanticKITTI scans for lidar segmentation (19 classes + ignore 0).
 
     Args:
@@ -128,6 +136,8 @@ class SemanticKITTIDataset(_SeededAugment, Dataset):
         label_every (int): Keep every k-th of the sorted training scans (k = 100:
             1 %).
         augment (bool): Rotation about z and axis flips.
+        lazy_init, serialize_data, test_mode: As :class:`NuScenesLidarSegDataset`
+            (``lazy_init`` defers listing the scans).
 
     The voxel feature is ``remission + 1`` of the representative point.
 
@@ -138,21 +148,32 @@ class SemanticKITTIDataset(_SeededAugment, Dataset):
     def __init__(self, data_root: str, split: str = 'train', label_every: int = 1,
                  augment: bool = True, seed: int = 0, lazy_init: bool = False,
                  serialize_data: bool = False, test_mode: bool = False) -> None:
-        from ..semantickitti import TRAIN_SEQUENCES, VAL_SEQUENCES, learning_map, scan_paths
+        from ..semantickitti import learning_map
         if split not in ('train', 'val'):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        paths = scan_paths(data_root, TRAIN_SEQUENCES if split == 'train' else VAL_SEQUENCES)
-        self.paths = paths[::label_every] if split == 'train' else paths
+        self.data_root, self.split, self.label_every = data_root, split, label_every
         self.lut = torch.from_numpy(learning_map())
         self.augment = augment
         self.seed = seed
         self._draw = 0
-        self.metainfo = {'split': split, 'scans': len(self.paths)}
+        self.metainfo = {'split': split}
+        self._init_index(lazy_init, serialize_data, test_mode)
+        if self.test_mode:
+            self.augment = False
+
+    def _load_index(self) -> None:
+        from ..semantickitti import TRAIN_SEQUENCES, VAL_SEQUENCES, scan_paths
+        train = self.split == 'train'
+        paths = scan_paths(self.data_root, TRAIN_SEQUENCES if train else VAL_SEQUENCES)
+        self.paths = paths[::self.label_every] if train else paths
+        self.metainfo['scans'] = len(self.paths)
 
     def __len__(self) -> int:
+        self.full_init()
         return len(self.paths)
 
     def __getitem__(self, idx: int) -> dict:
+        self.full_init()
         from ..semantickitti import read_labels, read_scan
         scan, label = self.paths[idx]
         points = read_scan(scan)
