@@ -132,8 +132,10 @@ def test_demo_reuse_keeps_finished_runs_and_retrains_unfinished_ones(tmp_path, m
     monkeypatch.setattr(demo.DemoContext, 'run_tool',
                         lambda self, args, log, desc, total=None: calls.append(log) or
                         'Epoch(test) [3/3]    coco/bbox_mAP: 0.4000\n')
-    monkeypatch.setattr(demo, 'find_scalars', lambda work_dir: work_dir)
-    monkeypatch.setattr(demo, 'read_scalars', lambda path: [])
+    import sys
+    common = sys.modules[demo.train_and_eval.__module__]  # tools/demo_stages/common.py
+    monkeypatch.setattr(common, 'find_scalars', lambda work_dir: work_dir)
+    monkeypatch.setattr(common, 'read_scalars', lambda path: [])
     ctx = demo.DemoContext(str(tmp_path), str(tmp_path / 'data'), quick=False, reuse=True)
     (tmp_path / 'done').mkdir()
     (tmp_path / 'done' / 'epoch_2.pth').write_bytes(b'x')
