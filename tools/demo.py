@@ -20,8 +20,8 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/: the stage modules
 
 from demo_stages import stages  # noqa: E402
-from demo_stages.common import (ROOT, DemoContext, coco_data, coco_options,  # noqa: E402,F401
-                                markdown_table, parse_metrics, train_and_eval)
+from demo_stages.common import (ROOT, DemoContext, cfg_options, coco_data,  # noqa: E402,F401
+                                coco_options, markdown_table, parse_metrics, train_and_eval)
 
 #: stage name -> ``run(ctx) -> str``, one module each in ``tools/demo_stages/``
 STAGES = stages()

@@ -203,12 +203,9 @@ def prediction_type_table(runs: Dict[str, dict]) -> str:
     (``tools/analysis/golsd_outputs.py``): label -> run of :func:`run_rows`."""
     sys.path.insert(0, osp.join(demo.ROOT, 'tools', 'analysis'))
     from golsd_outputs import COLUMNS, evaluate
-    from mmengine.config import DictAction
     rows = []
     for label, run in runs.items():
-        ns = argparse.Namespace()
-        DictAction(['--o'], 'o')(None, ns, run['options'])
-        layers = [r for r in evaluate(run['config'], run['ckpt'], ns.o)
+        layers = [r for r in evaluate(run['config'], run['ckpt'], demo.cfg_options(run['options']))
                   if r[0].startswith('layer ')]
         rows.append([label] + layers[-1][1:])
     return demo.markdown_table(['model', *COLUMNS], rows)

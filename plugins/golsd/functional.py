@@ -392,12 +392,18 @@ def fgl_pair_losses(corners: Tensor, target_left: Tensor, weight_left: Tensor,
     if corners.dim() != 2 or corners.shape[0] != target_left.shape[0]:
         raise ValueError(f'corners must be (M, 4(R+1)) with M = {target_left.shape[0]} '
                          f'targets, got {tuple(corners.shape)}')
+    ce = _two_bin_ce(corners, target_left)  # (M, 4, 2)
+    w = torch.stack([weight_left, weight_right], -1).to(ce.dtype)
+    return (ce * w).sum((-1, -2))
+
+
+def _two_bin_ce(corners: Tensor, target_left: Tensor) -> Tensor:
+    """``CE(Z_k, n_←)`` and ``CE(Z_k, n_← + 1)`` per edge: ``(..., M, 4(R+1))`` →
+    ``(..., M, 4, 2)``, in float32 for half-precision logits."""
     z = _edges(corners, corners.shape[-1] // 4)
     if z.dtype in (torch.float16, torch.bfloat16):
         z = z.float()
-    ce = -F.log_softmax(z, dim=-1).gather(-1, _two_bins(target_left, z.shape))  # (M, 4, 2)
-    w = torch.stack([weight_left, weight_right], -1).to(ce.dtype)
-    return (ce * w).sum((-1, -2))
+    return -F.log_softmax(z, dim=-1).gather(-1, _two_bins(target_left, z.shape))
 
 
 def _fgl_from_ce(ce: Tensor, weight_left: Tensor, weight_right: Tensor, iou: Tensor,
@@ -446,11 +452,8 @@ def fgl_loss_layers(corners: Tensor, target_left: Tensor, weight_left: Tensor,
     _check_fgl_shapes(corners, target_left, iou)
     if corners.shape[1] == 0:
         return corners.sum((1, 2)) * 0
-    z = _edges(corners, corners.shape[-1] // 4)
-    if z.dtype in (torch.float16, torch.bfloat16):
-        z = z.float()
-    ce = -F.log_softmax(z, dim=-1).gather(-1, _two_bins(target_left, z.shape))
-    return _fgl_from_ce(ce, weight_left, weight_right, iou, avg_factor)
+    return _fgl_from_ce(_two_bin_ce(corners, target_left), weight_left, weight_right, iou,
+                        avg_factor)
 
 
 def ddf_loss_layers(students: Tensor, teacher: Tensor, matched_mask: Tensor,

@@ -6,9 +6,10 @@ adapter registers them in mmdet's ``MODELS``, so a head config names them as
 ``loss_fgl=dict(type='FGLLoss', loss_weight=0.15)`` and
 ``loss_ddf=dict(type='DDFLoss', loss_weight=1.5, temperature=5.0)``.
 
-Each module also has ``layers``: the same loss for every decoder layer in one
-batched call, which the GO-LSD heads use (one pass over the stacked logits
-instead of a loop over layers).
+The GO-LSD heads compute the stock pair for every decoder layer in one fused
+pass (:func:`~plugins.golsd.functional.fdr_layer_losses`), scaled by these
+modules' ``loss_weight`` and ``temperature``; any other registered module
+(a subclass, say) gets its own ``forward`` called layer by layer.
 """
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ from torch import Tensor, nn
 
 from ..core.functional import check_temperature
 from ..core.reduction import check_reduction
-from .functional import (ddf_distribution_losses, ddf_loss, ddf_loss_layers, fgl_loss,
-                         fgl_loss_layers, fgl_pair_losses)
+from .functional import ddf_distribution_losses, ddf_loss, fgl_loss, fgl_pair_losses
 
 __all__ = ['FGLLoss', 'DDFLoss']
 
@@ -79,19 +79,6 @@ class FGLLoss(nn.Module):
         per_pair = fgl_pair_losses(pred, *target) * iou.detach().to(pred.dtype)
         return self.loss_weight * (per_pair if reduction == 'none' else per_pair.sum())
 
-    def layers(self, pred: Tensor, target: Targets, weight: Tensor, avg_factor: float) -> Tensor:
-        """The mean loss of every layer at once.
-
-        Args:
-            pred (Tensor): ``(L, M, 4(R+1))``; the layers share the targets.
-            weight (Tensor): ``(L, M)`` IoU weights per layer.
-
-        Returns:
-            Tensor: ``(L,)``, entry ``i`` equal to ``forward(pred[i], target,
-            weight[i], avg_factor)``.
-        """
-        return self.loss_weight * fgl_loss_layers(pred, *target, weight, avg_factor)
-
     def extra_repr(self) -> str:
         return f'reduction={self.reduction!r}, loss_weight={self.loss_weight}'
 
@@ -148,23 +135,6 @@ class DDFLoss(nn.Module):
                                                self.temperature, counts)
         terms = ddf_distribution_losses(pred, target, weight, self.temperature)
         return self.loss_weight * (terms if reduction == 'none' else terms.sum())
-
-    def layers(self, pred: Tensor, target: Tensor, matched_mask: Tensor, weight: Tensor,
-               counts: Optional[Tuple[float, float]] = None,
-               num_students: Optional[int] = None) -> Tensor:
-        """The decoupled-mean loss of several student layers at once.
-
-        Args:
-            pred (Tensor): ``(S, B, Q, 4(R+1))``; only the first
-                ``num_students`` (default all) are students.
-            weight (Tensor): ``(S', B, Q)`` per student.
-
-        Returns:
-            Tensor: ``(S',)``, entry ``i`` equal to ``forward(pred[i], target,
-            matched_mask, weight[i], counts)``.
-        """
-        return self.loss_weight * ddf_loss_layers(pred, target, matched_mask, weight,
-                                                  self.temperature, counts, num_students)
 
     def extra_repr(self) -> str:
         return (f'temperature={self.temperature}, reduction={self.reduction!r}, '

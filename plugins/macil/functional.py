@@ -19,7 +19,8 @@ from plugins.core.functional import info_nce
 
 __all__ = ['sequence_lengths', 'topk_sizes', 'topk_mean', 'mil_bag_scores', 'mil_loss',
            'semi_bags', 'semi_bags_loop', 'contrastive_terms', 'lambda_ramp', 'ema_momentum',
-           'ema_update_', 'semi_bag_contrastive', 'weighted_total', 'macil_loss', 'pr_curve', 'pr_auc', 'step_ap']
+           'ema_update_', 'semi_bag_contrastive', 'weighted_total', 'macil_loss', 'pr_curve',
+           'pr_auc', 'step_ap']
 
 BANKS = ('G_A', 'G_V', 'V_A', 'V_V', 'N_A', 'N_V')
 

@@ -19,7 +19,7 @@ from plugins.core.report import (find_scalars, last_value, markdown_table,  # no
                                  plot_curves, read_scalars)
 
 __all__ = ['ROOT', 'DemoContext', 'parse_metrics', 'coco_options', 'train_and_eval',
-           'coco_row', 'coco_header', 'coco_data', 'merged_config', 'markdown_table',
+           'coco_row', 'coco_header', 'coco_data', 'cfg_options', 'merged_config', 'markdown_table',
            'plot_curves', 'read_scalars', 'find_scalars', 'last_value']
 
 
@@ -153,14 +153,21 @@ def coco_data(ctx: DemoContext) -> str:
     return data_root
 
 
-def merged_config(config: str, options: Sequence[str]):
-    """The config at ``config`` (relative to the repository) with ``--cfg-options`` applied."""
+def cfg_options(options: Sequence[str]) -> dict:
+    """``key=value`` strings as ``--cfg-options`` parses them, as a dict."""
     import argparse
 
-    from mmengine.config import Config, DictAction
+    from mmengine.config import DictAction
 
-    cfg = Config.fromfile(osp.join(ROOT, config))
     ns = argparse.Namespace()
     DictAction(['--o'], 'o')(None, ns, list(options))
-    cfg.merge_from_dict(ns.o)
+    return ns.o
+
+
+def merged_config(config: str, options: Sequence[str]):
+    """The config at ``config`` (relative to the repository) with ``--cfg-options`` applied."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    cfg.merge_from_dict(cfg_options(options))
     return cfg

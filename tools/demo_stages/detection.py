@@ -1,13 +1,12 @@
 """Detection: stock mmdet RetinaNet on the COCO-format shapes data, and the picture of its predictions."""
 from __future__ import annotations
 
-import argparse
 import os.path as osp
 import time
 from typing import List
 
-from .common import (ROOT, DemoContext, coco_data, coco_header, coco_options, coco_row,
-                     markdown_table, plot_curves, train_and_eval)
+from .common import (DemoContext, coco_data, coco_header, coco_options, coco_row, markdown_table,
+                     merged_config, plot_curves, train_and_eval)
 
 #: position of the stage in a full demo
 ORDER = 0
@@ -51,16 +50,11 @@ def draw_detections(config: str, ckpt: str, data_root: str, options: List[str],
     import torch
     from mmdet.apis import inference_detector, init_detector
     from mmdet.visualization import DetLocalVisualizer
-    from mmengine.config import Config, DictAction
     from mmengine.structures import InstanceData
 
     import plugins  # noqa: F401
 
-    cfg = Config.fromfile(osp.join(ROOT, config))
-    ns = argparse.Namespace()
-    DictAction(['--o'], 'o')(None, ns, options)
-    cfg.merge_from_dict(ns.o)
-    model = init_detector(cfg, ckpt, device='cpu')
+    model = init_detector(merged_config(config, options), ckpt, device='cpu')
     ann = json.load(open(osp.join(data_root, 'annotations', 'instances_val.json')))
     cat_to_label = {c['id']: i for i, c in enumerate(sorted(ann['categories'],
                                                             key=lambda c: c['id']))}

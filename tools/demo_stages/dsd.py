@@ -1,11 +1,10 @@
 """DSD: 3D MONAI DynUNet (Runner and SupervisedTrainer) and the 2D mmseg UNet, with and without DSD."""
 from __future__ import annotations
 
-import argparse
 import os.path as osp
 from typing import List
 
-from .common import ROOT, DemoContext, markdown_table, train_and_eval
+from .common import DemoContext, markdown_table, merged_config, train_and_eval
 
 #: position of the stage in a full demo
 ORDER = 2
@@ -104,7 +103,6 @@ def draw_segmentation_slices(runs: List[tuple], out_png: str) -> str:
     import matplotlib.pyplot as plt
     import torch
     from matplotlib.colors import ListedColormap
-    from mmengine.config import Config, DictAction
     from mmengine.registry import MODELS
     from mmengine.runner import Runner, load_checkpoint
 
@@ -112,10 +110,7 @@ def draw_segmentation_slices(runs: List[tuple], out_png: str) -> str:
 
     panels, image, label = [], None, None
     for name, config, ckpt, options in runs:
-        cfg = Config.fromfile(osp.join(ROOT, config))
-        ns = argparse.Namespace()
-        DictAction(['--o'], 'o')(None, ns, options)
-        cfg.merge_from_dict(ns.o)
+        cfg = merged_config(config, options)
         model = MODELS.build(cfg.model)
         load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
         model.eval()

@@ -7,7 +7,7 @@ supervises the boxes and weights DDF.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from mmdet.structures.bbox import bbox_xyxy_to_cxcywh
@@ -91,19 +91,17 @@ def hungarian(assigner, cls: Tensor, boxes: Tensor, batch_gt: InstanceList,
     return stack_matches(per_image, cls.device)
 
 
-class GOMatches:
-    """Each output's own match and the GO union of them all.
+class GOMatches(NamedTuple):
+    """Each output's own match and the GO union of them all."""
 
-    Attributes:
-        layers (list[Triple]): Own match of every decoder layer.
-        pre (Triple): Own match of the pre boxes (with layer 0's logits).
-        enc (Triple | None): Own match of the query-aligned encoder top-k.
-        union (Triple): GO union, order last, aux 0..L−2, pre, encoder, votes.
-    """
-
-    def __init__(self, layers: List[Triple], pre: Triple, enc: Optional[Triple],
-                 union: Triple) -> None:
-        self.layers, self.pre, self.enc, self.union = layers, pre, enc, union
+    #: own match of every decoder layer
+    layers: List[Triple]
+    #: own match of the pre boxes (with layer 0's logits)
+    pre: Triple
+    #: own match of the query-aligned encoder top-k, if any
+    enc: Optional[Triple]
+    #: GO union, order last, aux 0..L−2, pre, encoder, votes
+    union: Triple
 
 
 def go_matches(assigner, cls: Tensor, boxes: Tensor, pre_boxes: Tensor,
