@@ -53,6 +53,39 @@ def test_every_tool_and_config_named_in_the_docs_is_tracked():
     assert not missing, f'named in the docs but not tracked: {missing}'
 
 
+#: ``{model}[_{part}...]_{gpus}xb{batch}-{schedule}_{dataset}.py``, OpenMMLab's order
+CONFIG_NAME = re.compile(r'^[a-z0-9-]+(?:_[a-z0-9-]+)*_(?P<nxb>\d+xb\d+)-(?P<sched>\d+(?:e|it|k))'
+                         r'_(?P<data>[a-z0-9-]+)\.py$')
+DATASETS = ('coco', 'msd', 'shapes2d', 'drive', 'xdviolence', 'nuscenes', 'semantickitti')
+
+
+def _config_text_with_local_bases(rel: str) -> str:
+    """A config's text and its relative ``_base_`` files' (``mmdet::`` ones skipped)."""
+    path = os.path.normpath(os.path.join(ROOT, 'configs', rel))
+    text = open(path).read()
+    for base in re.findall(r"_base_ = '(\.{1,2}/[^']+)'", text):
+        text += _config_text_with_local_bases(
+            os.path.relpath(os.path.join(os.path.dirname(path), base), os.path.join(ROOT, 'configs')))
+    return text
+
+
+def test_config_names_follow_one_pattern():
+    """Demo-data configs end in ``demo-<dataset>``; dataset names are spelled one way."""
+    bad = []
+    for folder in sorted(os.listdir(os.path.join(ROOT, 'configs'))):
+        if folder.startswith('_'):
+            continue
+        for name in sorted(os.listdir(os.path.join(ROOT, 'configs', folder))):
+            m = CONFIG_NAME.match(name)
+            data = m.group('data') if m else ''
+            dataset = data[len('demo-'):] if data.startswith('demo-') else data
+            demo = "'data/demo/" in _config_text_with_local_bases(os.path.join(folder, name))
+            if not m or dataset.split('-')[0] not in DATASETS or demo != data.startswith('demo-'):
+                bad.append(f'{folder}/{name}')
+    assert not bad, f'config names outside the pattern: {bad}'
+    assert not CONFIG_NAME.match('dynunet_1xb1-16e_msd-demo.py').group('data').startswith('demo-')
+
+
 def test_demo_data_maker_writes_every_format(tmp_path):
     import sys
 

@@ -2,4 +2,4 @@
 _base_ = './unet-s5-d16_fcn_1xb4-600it_demo-shapes2d-64x64.py'
 
 model = dict(type='DSDEncoderDecoder', auxiliary_head=None,
-             dsd=dict(temperature=3.0, alpha=1.0))
+             loss_dsd=dict(type='DSDLoss', temperature=3.0, alpha=1.0))

@@ -7,8 +7,8 @@ _base_ = '../_base_/plugin_runtime.py'
 data_root = 'data/xd-violence'
 model = dict(
     type='MACILSD', teacher=True,
-    mil_loss=dict(type='TopKMILLoss'),
-    contrastive_loss=dict(type='SemiBagContrastiveLoss', temperature=0.1, bag_threshold=0.5,
+    loss_mil=dict(type='TopKMILLoss'),
+    loss_contrastive=dict(type='SemiBagContrastiveLoss', temperature=0.1, bag_threshold=0.5,
                           upstream_rep_swap=True))
 
 train_dataloader = dict(

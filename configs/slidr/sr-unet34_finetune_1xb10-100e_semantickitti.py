@@ -7,7 +7,8 @@ model = dict(num_classes=20)
 dataset = dict(type='SemanticKITTIDataset', data_root=data_root)
 # _delete_: the nuScenes base's dataset keys (version, ...) do not apply here
 train_dataloader = dict(batch_size=10, dataset=dict(_delete_=True, **dataset, split='train',
-                                                     label_every=1, augment=True))
+                                                     label_every=1,
+                                                     pipeline=[dict(type='RandomRotateFlipCloud')]))
 val_dataloader = dict(dataset=dict(_delete_=True, **dataset, split='val', augment=False))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='PointMIoUMetric', num_classes=20, ignore_index=0,

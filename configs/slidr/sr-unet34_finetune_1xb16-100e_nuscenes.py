@@ -15,7 +15,8 @@ train_dataloader = dict(
     batch_size=16, num_workers=4, persistent_workers=True,
     sampler=dict(type='SampleSeedSampler', shuffle=True),  # per-sample seeds: exact resume
     collate_fn=dict(type='lidarseg_collate'),
-    dataset=dict(dataset, split='train', label_every=1, augment=True))
+    dataset=dict(dataset, split='train', label_every=1,
+                 pipeline=[dict(type='RandomRotateFlipCloud')]))
 val_dataloader = dict(
     batch_size=1, num_workers=2, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),

@@ -8,7 +8,8 @@ model = dict(pretrained=None,
                            planes=(16, 16, 32, 32, 32, 16, 16, 16), init_dim=16))
 dataset = dict(type='SemanticKITTIDataset', data_root=data_root)
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(dataset, split='train', label_every=1, augment=True))
+                        dataset=dict(dataset, split='train', label_every=1,
+                                     pipeline=[dict(type='RandomRotateFlipCloud')]))
 val_dataloader = dict(num_workers=0, persistent_workers=False,
                       dataset=dict(dataset, split='val', augment=False))
 test_dataloader = val_dataloader

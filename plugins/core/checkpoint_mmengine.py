@@ -59,14 +59,20 @@ class _DeferRemoval:
 class SafeCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook``; the previous checkpoint outlives a crash.
 
-    Same arguments and behaviour as the host's, except that (1) with
-    ``max_keep_ckpts`` the checkpoint to drop is deleted after the new one is
-    complete, (2) ``last_checkpoint`` is replaced atomically, and (3) at the
-    start of training, partial files of killed writes in the output folder
-    are removed.
+    Same arguments and behaviour as the host's, except that (1) checkpoints
+    to a local folder are written atomically (through the ``atomic_local``
+    file backend, unless ``backend_args`` or ``file_client_args`` name
+    another), (2) with ``max_keep_ckpts`` the checkpoint to drop is deleted
+    after the new one is complete, (3) ``last_checkpoint`` is replaced
+    atomically, and (4) at the start of training, partial files of killed
+    writes in the output folder are removed.
     """
 
     def before_train(self, runner) -> None:
+        out_dir = self.out_dir if self.out_dir is not None else runner.work_dir
+        if self.backend_args is None and self.file_client_args is None and \
+                '://' not in str(out_dir):
+            self.backend_args = dict(backend='atomic_local')
         super().before_train(runner)
         if is_main_process() and osp.isdir(str(self.out_dir)):
             remove_stale_partials(str(self.out_dir))

@@ -9,10 +9,13 @@
   reachable through ``getattr``) and numpy types, so that ``--resume`` and
   mmengine's own ``load_checkpoint`` load training checkpoints under
   ``torch.load(weights_only=True)``, the default since torch 2.6;
-* makes local checkpoint writes atomic by replacing mmengine's ``local`` file
-  backend with one whose ``put`` writes a temporary file and renames it;
-* (``checkpoint_mmengine``) checks every local checkpoint load and keeps the
-  previous checkpoint until a new one is complete (``CheckpointHook``);
+* registers a file backend named ``atomic_local`` whose ``put`` writes a
+  temporary file and renames it. Nothing global changes: mmengine's ``local``
+  backend stays as it is, and a config opts in with
+  ``backend_args=dict(backend='atomic_local')``;
+* (``checkpoint_mmengine``) checks every local checkpoint load, and its
+  ``CheckpointHook`` writes checkpoints through ``atomic_local`` and keeps the
+  previous checkpoint until a new one is complete;
 * (``sample_seed_mmengine``) samplers and a pipeline wrapper that give every
   sample its own seed, for exact resume.
 """
@@ -22,7 +25,8 @@ import inspect
 import os.path as osp
 from typing import Union
 
-from mmengine.fileio import LocalBackend, io as _mm_io, register_backend
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.fileio.backends import backends as _BACKENDS
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
@@ -34,7 +38,10 @@ from .hooks import RNGStateHook
 from .losses import InfoNCELoss, TemperatureKLLoss
 from .optim import SubmoduleOptimWrapperConstructor
 
-__all__ = ['AtomicLocalBackend']
+__all__ = ['AtomicLocalBackend', 'ATOMIC_BACKEND']
+
+#: the name a config's ``backend_args`` uses to opt in
+ATOMIC_BACKEND = 'atomic_local'
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -68,11 +75,8 @@ def _register() -> None:
     allow_types([HistoryBuffer])
     allow_getattr(HistoryBuffer, _is_statistics_method)
 
-    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
-    # Instances created before this point would keep writing non-atomically.
-    for key, backend in list(_mm_io.backend_instances.items()):
-        if type(backend) is LocalBackend:
-            del _mm_io.backend_instances[key]
+    if _BACKENDS.get(ATOMIC_BACKEND) is not AtomicLocalBackend:
+        register_backend(ATOMIC_BACKEND, AtomicLocalBackend)
 
 
 _register()

@@ -64,7 +64,7 @@ def merge_options(defaults: Mapping[str, Any], options: Optional[Mapping[str, An
 
 
 def build_registered(options: Optional[Mapping[str, Any]], default_type: str, registry: Any,
-                     what: str) -> Any:
+                     what: str, default_args: Optional[Mapping[str, Any]] = None) -> Any:
     """Build a module from a config dict in ``registry``, ``type`` defaulting.
 
     ``dict(loss_weight=0.15)`` and ``dict(type='FGLLoss', loss_weight=0.15)``
@@ -77,12 +77,15 @@ def build_registered(options: Optional[Mapping[str, Any]], default_type: str, re
         default_type (str): The registered name used when ``type`` is absent.
         registry: An mmengine ``Registry`` (anything with ``get`` and ``build``).
         what (str): How errors name the dict, e.g. ``'bbox_head.loss_fgl'``.
+        default_args (Mapping, optional): Arguments the host passes itself
+            (DSD's taps, say); the user's dict may not set them.
 
     Returns:
         The built module.
 
     Raises:
         TypeError: If ``options`` is not a mapping.
+        ValueError: If ``options`` sets a key of ``default_args``.
         KeyError: If the type is not registered, naming the closest registered names.
         ValueError: On an option the class does not accept (see :func:`check_keys`).
     """
@@ -98,8 +101,13 @@ def build_registered(options: Optional[Mapping[str, Any]], default_type: str, re
         raise KeyError(f'{what}.type {name!r} is not registered in the '
                        f'{getattr(registry, "name", "")} registry'
                        + (f'; did you mean {close}?' if close else ''))
-    check_kwargs({k: v for k, v in cfg.items() if k != 'type'}, cls, what)
-    return registry.build(cfg)
+    fixed = dict(default_args or {})
+    taken = sorted(k for k in cfg if k in fixed)
+    if taken:
+        raise ValueError(f'{what} may not set {taken}: the host passes '
+                         f'{"it" if len(taken) == 1 else "them"} itself')
+    check_kwargs({k: v for k, v in cfg.items() if k != 'type'}, cls, what, exclude=fixed)
+    return registry.build(cfg, default_args=fixed) if fixed else registry.build(cfg)
 
 
 def read_json(path: str, what: str = 'file') -> Any:

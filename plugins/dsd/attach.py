@@ -1,7 +1,7 @@
 """Attach DSD to a stock network through forward hooks (no forked network).
 
     taps = DSDTaps(net, 'dynunet', num_classes=3)     # heads become net.dsd_heads
-    loss_fn = DSDLoss(taps, temperature=3.0)
+    loss_fn = DSDLoss(taps, temperature=3.0)          # plugins.dsd.losses
     loss = loss_fn(net(x), y)                          # net(x) stays a plain tensor
 
 The hooks turn each tap's feature into full-resolution class logits at once
@@ -19,12 +19,14 @@ from torch import Tensor, nn
 
 from plugins.core.taps import Taps, TapSpec
 
-from .functional import _valid_mask, check_labels, dice_ce, dsd_loss
+from .functional import TAP_SLOTS
 from .heads import DSDHead, kaiming_init_
-from .lean import dsd_loss_lean
-from .presets import PRESETS, TAP_SLOTS, probe_taps
+from .presets import PRESETS, probe_taps
 
-__all__ = ['DSDTaps', 'DSDLoss', 'HeadsNotTrainedError']
+__all__ = ['DSDTaps', 'HeadsNotTrainedError', 'MODES']
+
+#: what the hooks record: full-resolution logits, or native features for the lean strategy
+MODES = ('straightforward', 'lean')
 
 
 def _probe_size(network: nn.Module, preset_name: str, divisor: int) -> int:
@@ -35,6 +37,11 @@ def _probe_size(network: nn.Module, preset_name: str, divisor: int) -> int:
             raise ValueError('cannot read img_size from this UNETR; pass probe_size=img_size')
         return int(feat[0]) * int(patch[0] if isinstance(patch, (tuple, list)) else patch)
     return 2 * divisor
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f'the DSD strategy must be one of {MODES}, got {mode!r}')
 
 
 class HeadsNotTrainedError(RuntimeError):
@@ -102,10 +109,12 @@ class DSDTaps:
         probe_size (int, optional): Input side of the shape probe (default
             ``img_size`` for UNETR, else twice the preset's divisor).
         in_channels (int): Input channels for the probe (0: read them off).
-        mode (str): ``'straightforward'`` (hooks compute the tap logits at
-            once) or ``'lean'`` (hooks keep the native-resolution features;
-            :class:`DSDLoss` recomputes each head and term in backward: same
-            loss, a fraction of the memory).
+        mode (str): What the hooks record for the loss's execution strategy:
+            ``'straightforward'`` (the tap logits, at once) or ``'lean'`` (the
+            native-resolution features; the loss recomputes each head and term
+            in backward: same loss, a fraction of the memory). A
+            :class:`~plugins.dsd.losses.DSDLoss` built with ``strategy=``
+            sets it.
 
     Raises:
         ValueError: On an unknown preset or mode, or a class-count mismatch.
@@ -115,9 +124,7 @@ class DSDTaps:
     def __init__(self, network: nn.Module, preset: str, num_classes: Optional[int] = None,
                  spatial_dims: int = 3, probe_size: Optional[int] = None,
                  in_channels: int = 0, mode: str = 'straightforward') -> None:
-        if mode not in ('straightforward', 'lean'):
-            raise ValueError(f"mode must be 'straightforward' or 'lean', got {mode!r}")
-        self.mode = mode
+        _check_mode(mode)
         if preset not in PRESETS:
             raise ValueError(f'unknown DSD preset {preset!r}; choose from {sorted(PRESETS)}')
         if getattr(network, 'deep_supervision', False):
@@ -158,13 +165,29 @@ class DSDTaps:
         network.add_module('dsd_heads', heads.to(device=param.device, dtype=param.dtype))
         network.training_only_modules = ('dsd_heads',)
         self.heads = {slot: heads[self.head_of[slot]] for slot in TAP_SLOTS}
-        specs = {slot: TapSpec(info[slot].spec.path, info[slot].spec.what,
-                               info[slot].spec.index,
-                               transform=None if mode == 'lean' else self.heads[slot])
-                 for slot in TAP_SLOTS}
-        self.taps = Taps(network, specs, keep='last')
+        self.mode = mode
+        self.taps = self._taps(mode)
         self._root = network.register_forward_pre_hook(self._start)
         self._watch = _HeadWatch(network, heads)
+
+    def _taps(self, mode: str) -> Taps:
+        specs = {slot: TapSpec(self.info[slot].spec.path, self.info[slot].spec.what,
+                               self.info[slot].spec.index,
+                               transform=None if mode == 'lean' else self.heads[slot])
+                 for slot in TAP_SLOTS}
+        return Taps(self.network, specs, keep='last')
+
+    def set_mode(self, mode: str) -> None:
+        """Record what ``mode`` needs from the next forward on (see the class).
+
+        Raises:
+            ValueError: On an unknown mode.
+        """
+        _check_mode(mode)
+        if mode != self.mode:
+            self.taps.remove()
+            self.taps = self._taps(mode)
+            self.mode = mode
 
     def _start(self, module: nn.Module, args) -> None:
         self.taps.clear()
@@ -204,60 +227,3 @@ class DSDTaps:
         rows = ', '.join(f'{s}={i.spec.path}({i.channels}@{i.scale})'
                          for s, i in self.info.items())
         return f'DSDTaps({rows})'
-
-
-class DSDLoss(nn.Module):
-    """DSD loss for ``loss(pred, target)`` call sites (MONAI trainers, bundles).
-
-    Args:
-        taps (DSDTaps): The taps of the network whose output is ``pred``.
-        temperature (float): ``T`` (3).
-        alpha (float): KD weight (1).
-        detach_teacher (bool): Option, default off.
-        encoder_kd (bool): Option; ``False`` keeps only the decoder KD terms.
-        ignore_index (int, optional): Label value to leave out of every term
-            (2D hosts pad labels with 255); both modes.
-
-    In eval mode (no tap logits recorded) the loss is ``DiceCE(main)``, the
-    reference's validation loss. The last call's terms are in
-    :attr:`last_terms`.
-    """
-
-    def __init__(self, taps: DSDTaps, temperature: float = 3.0, alpha: float = 1.0,
-                 detach_teacher: bool = False, encoder_kd: bool = True,
-                 ignore_index: Optional[int] = None) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
-        self.taps = taps
-        self.temperature = temperature
-        self.alpha = alpha
-        self.detach_teacher = detach_teacher
-        self.encoder_kd = encoder_kd
-        self.last_terms: Dict[str, Tensor] = {}
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """``pred (B, C, *S)`` main logits; ``target (B, 1, *S)`` class ids.
-
-        Raises:
-            KeyError: In train mode, if the taps recorded nothing.
-            ValueError: On bad labels or shapes.
-        """
-        if not self.taps.network.training:
-            ids = check_labels(target, pred.shape[1], tuple(pred.shape[2:]), pred.shape[0],
-                               self.ignore_index)
-            dice, ce = dice_ce(pred, ids, _valid_mask(ids, self.ignore_index))
-            self.last_terms = {'ds_main': (dice + ce).detach()}
-            return dice + ce
-        recorded = self.taps.pop_logits()
-        if self.taps.mode == 'lean':
-            total, self.last_terms = dsd_loss_lean(
-                pred, recorded, self.taps.heads, target, self.temperature, self.alpha,
-                self.detach_teacher, self.encoder_kd, self.ignore_index)
-            return total
-        recorded['main'] = pred
-        total, terms = dsd_loss(recorded, target, self.temperature, self.alpha,
-                                self.detach_teacher, self.encoder_kd, self.ignore_index,
-                                detach_terms=False)
-        self.last_terms = {k: v.detach() for k, v in terms.items()}
-        self.last_graph_terms = terms
-        return total

@@ -21,14 +21,20 @@ from torch import Tensor
 
 from plugins.core.functional import check_temperature, temperature_kl
 
-__all__ = ['SLOTS', 'DS_SLOTS', 'DECODER_STUDENTS', 'ENCODER_STUDENTS', 'dice_ce',
-           'kl_pix', 'dsd_loss', 'check_labels']
+__all__ = ['SLOTS', 'TAP_SLOTS', 'DS_SLOTS', 'DECODER_STUDENTS', 'ENCODER_STUDENTS', 'dice_ce',
+           'kl_pix', 'dsd_loss', 'check_labels', 'valid_mask']
 
-SLOTS = ('main', 'dec4', 'dec3', 'dec2', 'dec1', 'enc1', 'enc2', 'enc3', 'enc4')
-DS_SLOTS = ('main', 'dec4', 'dec3', 'dec2', 'dec1')
-DECODER_TEACHER, ENCODER_TEACHER = 'dec1', 'enc4'
-DECODER_STUDENTS = ('dec4', 'dec3', 'dec2')
-ENCODER_STUDENTS = ('enc1', 'enc2', 'enc3')
+#: the one definition of the slots; every other list derives from these two
+ENCODER_SLOTS = ('enc1', 'enc2', 'enc3', 'enc4')
+DECODER_SLOTS = ('dec4', 'dec3', 'dec2', 'dec1')
+#: the eight tapped slots in the order their heads are built (encoder first)
+TAP_SLOTS = ENCODER_SLOTS + DECODER_SLOTS
+#: the loss's canonical order: the network output, the decoder, the encoder
+SLOTS = ('main',) + DECODER_SLOTS + ENCODER_SLOTS
+DS_SLOTS = ('main',) + DECODER_SLOTS
+DECODER_TEACHER, ENCODER_TEACHER = DECODER_SLOTS[-1], ENCODER_SLOTS[-1]
+DECODER_STUDENTS = DECODER_SLOTS[:-1]
+ENCODER_STUDENTS = ENCODER_SLOTS[:-1]
 _SMOOTH = 1e-5
 
 
@@ -67,8 +73,8 @@ def check_labels(labels: Tensor, num_classes: int, spatial: Tuple[int, ...],
     return ids
 
 
-def _valid_mask(ids: Tensor, ignore_index: Optional[int]) -> Optional[Tensor]:
-    """``(B, 1, *S)`` float mask of kept voxels, or None if none is ignored."""
+def valid_mask(ids: Tensor, ignore_index: Optional[int]) -> Optional[Tensor]:
+    """``(B, 1, *S)`` bool mask of kept voxels, or None if none is ignored."""
     if ignore_index is None:
         return None
     keep = ids != ignore_index
@@ -194,7 +200,7 @@ def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 
         zero = sum(logits[s].sum() for s in need) * 0
         names = [f'ds_{s}' for s in DS_SLOTS] + [f'kd_{s}' for s, _ in pairs]
         return zero, {k: (zero.detach() if detach_terms else zero) for k in names}
-    mask = _valid_mask(ids, ignore_index)
+    mask = valid_mask(ids, ignore_index)
     terms: Dict[str, Tensor] = {}
     total = None
     for s in DS_SLOTS:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from plugins.core.functional import check_temperature
 
 from .functional import (DECODER_STUDENTS, DECODER_TEACHER, ENCODER_STUDENTS, ENCODER_TEACHER,
-                         SLOTS, _valid_mask, as_float32, check_labels, dice_ce)
+                         SLOTS, as_float32, check_labels, dice_ce, valid_mask)
 from .grads import TeacherKL, class_counts, dice_ce_grad_, softmax_pair
 from .heads import DSDHead
 
@@ -279,7 +279,7 @@ class _LeanDSD(torch.autograd.Function):
             # (keeping copies would double the memory the lean path saves)
             raise RuntimeError('the lean DSD loss was already back-propagated: a second '
                                'backward through the same graph (retain_graph=True) needs '
-                               "dsd=dict(mode='straightforward'), or a new forward")
+                               "loss_dsd=dict(strategy='straightforward'), or a new forward")
         ctx.spent = True
         out = []
         for key in ctx.keys:
@@ -319,7 +319,7 @@ def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[s
         raise KeyError(f'lean DSD needs features and heads for {slots}; missing {missing}')
     ids = check_labels(labels, main.shape[1], tuple(main.shape[2:]), main.shape[0],
                        ignore_index)
-    keep = _valid_mask(ids, ignore_index)
+    keep = valid_mask(ids, ignore_index)
     if keep is not None:
         ids = ids.masked_fill(~keep, 0)
     params: List[nn.Parameter] = []

@@ -15,9 +15,9 @@ from torch import nn
 
 from plugins.core.taps import Taps, TapSpec
 
-__all__ = ['PRESETS', 'Preset', 'TapInfo', 'probe_taps', 'unet_preset_paths']
+from .functional import TAP_SLOTS
 
-TAP_SLOTS = ('enc1', 'enc2', 'enc3', 'enc4', 'dec4', 'dec3', 'dec2', 'dec1')
+__all__ = ['PRESETS', 'Preset', 'TapInfo', 'probe_taps', 'unet_preset_paths']
 
 
 @dataclass(frozen=True)

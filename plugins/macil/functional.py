@@ -81,8 +81,14 @@ def mil_bag_scores(logits: Tensor, lengths: Tensor) -> Tensor:
     return torch.sigmoid(topk_mean(logits, lengths))
 
 
-def mil_loss(bag_scores: Tensor, labels: Tensor) -> Tensor:
+def mil_loss(bag_scores: Tensor, labels: Tensor, reduction: str = 'mean') -> Tensor:
     """``mean_i BCE(S_i, y_i)`` on probabilities.
+
+    Args:
+        bag_scores (Tensor): ``(B,)`` bag probabilities ``S_i``.
+        labels (Tensor): ``(B,)`` video labels in {0, 1}.
+        reduction (str): ``'mean'`` (the paper's), ``'sum'`` or ``'none'``
+            (one value per video, ``(B,)``).
 
     Raises:
         ValueError: On mismatched shapes or labels outside {0, 1}.
@@ -92,7 +98,7 @@ def mil_loss(bag_scores: Tensor, labels: Tensor) -> Tensor:
                          f'{tuple(labels.shape)} differ in shape')
     if bool(((labels != 0) & (labels != 1)).any()):
         raise ValueError(f'video labels must be 0 or 1, got {labels.unique().tolist()}')
-    return F.binary_cross_entropy(bag_scores, labels.to(bag_scores.dtype))
+    return F.binary_cross_entropy(bag_scores, labels.to(bag_scores.dtype), reduction=reduction)
 
 
 def _rank_indices(r: Tensor, t: int, k: int, largest: bool) -> Tensor:

@@ -168,11 +168,13 @@ def test_sigkill_during_writes_never_leaves_a_broken_file(tmp_path):
     assert all(p.name.startswith('.big.pth.') for p in leftovers)
 
 
-def test_mmengine_local_backend_writes_atomically(tmp_path):
-    from mmengine.fileio import get_file_backend
+def test_the_atomic_backend_is_opt_in_and_writes_atomically(tmp_path):
+    from mmengine.fileio import LocalBackend, get_file_backend
 
     from plugins.core.mmengine_adapter import AtomicLocalBackend
-    backend = get_file_backend(str(tmp_path / 'x.pth'))
+    # importing the plugins leaves mmengine's own local backend alone
+    assert type(get_file_backend(str(tmp_path / 'x.pth'))) is LocalBackend
+    backend = get_file_backend(str(tmp_path / 'x.pth'), backend_args=dict(backend='atomic_local'))
     assert isinstance(backend, AtomicLocalBackend)
     backend.put(b'abc', str(tmp_path / 'sub' / 'x.bin'))
     backend.put_text('last', str(tmp_path / 'last_checkpoint'))

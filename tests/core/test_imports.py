@@ -32,21 +32,28 @@ def test_adapters_register_when_mmengine_comes_after_plugins():
         from mmengine.registry import HOOKS, MODELS
         from mmengine.fileio import get_file_backend
         print(MODELS.get('TemperatureKLLoss').__name__, HOOKS.get('RNGStateHook').__name__,
-              type(get_file_backend('/tmp/x')).__name__)
+              type(get_file_backend('/tmp/x')).__name__,
+              type(get_file_backend('/tmp/x', backend_args=dict(backend='atomic_local'))).__name__)
     """)
-    assert out == 'TemperatureKLLoss RNGStateHook AtomicLocalBackend'
+    assert out == 'TemperatureKLLoss RNGStateHook LocalBackend AtomicLocalBackend'
 
 
 def test_adapters_register_when_mmengine_comes_first():
     out = _run("""
         from mmengine.fileio import get_file_backend
-        get_file_backend('/tmp/x')  # a plain LocalBackend is cached now
+        from mmengine.fileio import io
+        cached = get_file_backend('/tmp/x', enable_singleton=True)
+        before = dict(io.backend_instances)
+        assert before
         from mmengine.registry import MODELS
         assert MODELS.get('InfoNCELoss') is None
         import plugins
+        # the host's backend cache is not edited, and its local backend not replaced
+        assert io.backend_instances == before
+        assert get_file_backend('/tmp/x', enable_singleton=True) is cached
         print(MODELS.get('InfoNCELoss').__name__, type(get_file_backend('/tmp/x')).__name__)
     """)
-    assert out == 'InfoNCELoss AtomicLocalBackend'
+    assert out == 'InfoNCELoss LocalBackend'
 
 
 def test_custom_imports_in_a_config_registers_the_plugins(tmp_path):

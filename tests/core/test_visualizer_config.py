@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIGS = ['configs/dsd/dynunet_dsd_1xb1-16e_msd-demo.py',
+CONFIGS = ['configs/dsd/dynunet_dsd_1xb1-16e_demo-msd.py',
            'configs/macil/macil-sd_1xb128-50e_xdviolence.py',
            'configs/slidr/slidr_sr-unet34_1xb4-50e_nuscenes.py',
            'configs/golsd/dino-tiny_r18_golsd_1xb8-12e_demo-coco.py',

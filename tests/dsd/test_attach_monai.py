@@ -150,8 +150,38 @@ def test_lean_mode_equals_straightforward_loss_and_gradients(name, dtype):
 
 def test_bad_mode():
     make, _ = _nets()['dynunet']
-    with pytest.raises(ValueError, match="mode must be"):
+    with pytest.raises(ValueError, match="strategy must be one of"):
         DSDTaps(make(), 'dynunet', mode='cheap')
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        DSDLoss(DSDTaps(make(), 'dynunet'), strategy='cheap')
+
+
+def test_the_loss_strategy_sets_what_the_taps_record():
+    """``DSDLoss(strategy=...)`` switches taps built in the other mode: the
+    lean loss from straightforward taps equals the straightforward loss."""
+    make, size = _nets()['dynunet']
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, size, size, size)
+    y = torch.randint(0, C, (1, 1, size, size, size))
+    values = {}
+    for strategy in ('straightforward', 'lean'):
+        torch.manual_seed(0)
+        net = make()
+        taps = DSDTaps(net, 'dynunet', num_classes=C)         # records logits
+        loss_fn = DSDLoss(taps, strategy=strategy)
+        assert taps.mode == loss_fn.strategy == strategy
+        net.train()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        values[strategy] = (loss.item(), net.dsd_heads['L0'].conv.weight.grad.clone())
+        recorded = None
+        net(x)
+        recorded = taps.pop_logits()['enc1']
+        assert recorded.shape[1] == (C if strategy == 'straightforward' else
+                                     taps.info['enc1'].channels)
+    assert values['lean'][0] == pytest.approx(values['straightforward'][0], rel=1e-6)
+    torch.testing.assert_close(values['lean'][1], values['straightforward'][1], rtol=1e-4,
+                               atol=1e-7)
 
 
 def test_indivisible_spatial_size_is_a_clear_error():
@@ -241,7 +271,7 @@ def test_a_second_backward_through_a_retained_graph_is_refused_not_silent():
             torch.testing.assert_close(leaf.grad, r, rtol=1e-9, atol=1e-12)
             checked += 1
     assert checked > 20  # main, the features and the heads' parameters
-    with pytest.raises(RuntimeError, match="already back-propagated.*mode='straightforward'"):
+    with pytest.raises(RuntimeError, match="already back-propagated.*strategy='straightforward'"):
         lean.backward()
 
 

@@ -40,7 +40,7 @@ def test_mmseg_unet_step_stays_on_the_input_device(mode):
     pytest.importorskip('mmseg')
     from .test_mmseg import _build, _cfg, _samples
     cfg = _cfg().model
-    cfg.dsd = dict(cfg.get('dsd') or {}, mode=mode)
+    cfg.loss_dsd = dict(cfg.get('loss_dsd') or {}, strategy=mode)
     model = _build(cfg)
     torch.manual_seed(1)
     x = torch.randn(2, 3, 64, 64)

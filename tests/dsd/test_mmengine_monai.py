@@ -11,10 +11,10 @@ NET = dict(type='DynUNet', spatial_dims=3, in_channels=1, out_channels=C,
            filters=[4, 8, 16, 32, 40], res_block=True, norm_name='instance')
 
 
-def _model(dsd=None, **kw):
+def _model(taps=None, loss=None, **kw):
     from plugins.dsd.mmengine import MonaiSegmentor
     torch.manual_seed(0)
-    return MonaiSegmentor(dict(NET), C, (32, 32, 32), dsd=dsd, **kw)
+    return MonaiSegmentor(dict(NET), C, (32, 32, 32), dsd_taps=taps, loss_dsd=loss, **kw)
 
 
 @pytest.fixture(scope='module')
@@ -27,7 +27,7 @@ def task(tmp_path_factory):
 def test_loss_mode_dsd_and_plain():
     x = torch.randn(2, 1, 32, 32, 32)
     y = torch.randint(0, C, (2, 1, 32, 32, 32))
-    dsd = _model(dict(preset='dynunet', temperature=3.0))
+    dsd = _model(dict(preset='dynunet'), dict(type='DSDLoss', temperature=3.0))
     dsd.train()
     out = dsd(x, y, mode='loss')
     assert [k for k in out if 'loss' in k] == ['loss_dsd']
@@ -60,10 +60,20 @@ def test_predict_mode_is_the_stock_network_with_sliding_windows():
 
 
 def test_bad_options_are_named():
-    with pytest.raises(ValueError, match='model.dsd must include preset'):
-        _model(dict(temperature=3.0))
+    with pytest.raises(ValueError, match=r'model.dsd_taps=dict\(preset=...\)'):
+        _model(loss=dict(temperature=3.0))
     with pytest.raises(ValueError, match="'presett' \\(did you mean 'preset'\\?\\)"):
         _model(dict(presett='dynunet'))
+    with pytest.raises(ValueError, match="'temprature' \\(did you mean 'temperature'\\?\\)"):
+        _model(dict(preset='dynunet'), dict(type='DSDLoss', temprature=3.0))
+    with pytest.raises(KeyError, match='DSDLoss'):
+        _model(dict(preset='dynunet'), dict(type='DSDLos'))
+    with pytest.raises(ValueError, match=r"model.loss_dsd may not set \['taps'\]"):
+        _model(dict(preset='dynunet'), dict(taps=None))
+    with pytest.raises(ValueError, match='strategy must be one of'):
+        _model(dict(preset='dynunet'), dict(strategy='fast'))
+    with pytest.raises(ValueError, match='set one or the other'):
+        _model(dict(preset='dynunet'), dsd=dict(preset='dynunet'))
     with pytest.raises(ValueError, match="not found in monai.networks.nets"):
         from plugins.dsd.mmengine import build_monai_network
         build_monai_network(dict(type='NoSuchNet'))
@@ -129,11 +139,36 @@ def test_lean_mode_through_the_model():
     x = torch.randn(1, 1, 32, 32, 32)
     y = torch.randint(0, C, (1, 1, 32, 32, 32))
     a = _model(dict(preset='dynunet'))
-    b = _model(dict(preset='dynunet', mode='lean'))
+    b = _model(dict(preset='dynunet'), dict(type='DSDLoss', strategy='lean'))
     a.train(), b.train()
     la, lb = a(x, y, mode='loss'), b(x, y, mode='loss')
     assert lb['loss_dsd'].item() == pytest.approx(la['loss_dsd'].item(), rel=1e-6)
     assert set(la) == set(lb) and set(SLOTS[:1]) <= {k[7:] for k in la if k.startswith('dsd_ds')}
+    assert a.dsd_loss.strategy == 'straightforward' and b.dsd_loss.strategy == 'lean'
+
+
+def test_the_deprecated_block_warns_and_builds_the_same_model():
+    x = torch.randn(1, 1, 32, 32, 32)
+    y = torch.randint(0, C, (1, 1, 32, 32, 32))
+    with pytest.warns(DeprecationWarning, match=r"dsd_taps=\{'preset': 'dynunet'\} and "
+                                                r"loss_dsd=\{'type': 'DSDLoss', 'temperature': 2.0, "
+                                                r"'strategy': 'lean'\}"):
+        old = _model(dsd=dict(preset='dynunet', temperature=2.0, mode='lean'))
+    new = _model(dict(preset='dynunet'), dict(type='DSDLoss', temperature=2.0, strategy='lean'))
+    assert old.dsd_loss.strategy == 'lean' and old.dsd_loss.temperature == 2.0
+    old.train(), new.train()
+    assert torch.equal(old(x, y, mode='loss')['loss_dsd'], new(x, y, mode='loss')['loss_dsd'])
+
+
+def test_loss_weight_scales_the_total_and_the_logged_terms():
+    x = torch.randn(1, 1, 32, 32, 32)
+    y = torch.randint(0, C, (1, 1, 32, 32, 32))
+    a = _model(dict(preset='dynunet'), dict(type='DSDLoss'))
+    b = _model(dict(preset='dynunet'), dict(type='DSDLoss', loss_weight=0.5))
+    a.train(), b.train()
+    la, lb = a(x, y, mode='loss'), b(x, y, mode='loss')
+    for k in la:
+        assert lb[k].item() == pytest.approx(0.5 * la[k].item(), rel=1e-6)
 
 
 def test_a_nan_voxel_is_skipped_and_named(monkeypatch):
@@ -142,7 +177,7 @@ def test_a_nan_voxel_is_skipped_and_named(monkeypatch):
     from tests.guard_check import check_guard
     messages = []
     monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))
-    model = _model(dict(preset='dynunet', temperature=3.0))
+    model = _model(dict(preset='dynunet'), dict(temperature=3.0))
     wrapper = NonFiniteSkipOptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
     torch.manual_seed(2)
     x = torch.randn(1, 1, 32, 32, 32)

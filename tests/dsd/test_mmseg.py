@@ -116,8 +116,13 @@ def test_config_errors_are_named():
     with pytest.raises(ValueError, match='auxiliary_head=None'):
         _build(with_aux)
     bad = copy.deepcopy(cfg.model)
-    bad.dsd = dict(temprature=3.0)
-    with pytest.raises(ValueError, match=r"unknown key in model.dsd: 'temprature' \(did you mean 'temperature'\?\)"):
+    bad.loss_dsd = dict(type='DSDLoss', temprature=3.0)
+    with pytest.raises(ValueError, match=r"unknown key in model.loss_dsd: 'temprature' "
+                                         r"\(did you mean 'temperature'\?\)"):
+        _build(bad)
+    bad = copy.deepcopy(cfg.model)
+    bad.dsd_taps = dict(prest='mmseg_unet')
+    with pytest.raises(ValueError, match=r"unknown key in model.dsd_taps: 'prest' \(did you mean 'preset'\?\)"):
         _build(bad)
 
 
@@ -125,7 +130,7 @@ def test_prediction_is_the_stock_segmentor_and_export_loads_strictly(model):
     cfg = _cfg()
     stock_cfg = copy.deepcopy(cfg.model)
     stock_cfg.type = 'EncoderDecoder'
-    stock_cfg.pop('dsd')
+    stock_cfg.pop('loss_dsd')
     stock = _build(stock_cfg)
     state, dropped = export_state_dict(model)
     assert dropped and all(k.startswith('backbone.dsd_heads.') for k in dropped)
@@ -143,7 +148,7 @@ def test_prediction_is_the_stock_segmentor_and_export_loads_strictly(model):
 def test_lean_mode_with_the_padded_ignore_label_matches_straightforward():
     cfg = _cfg().model
     lean_cfg = copy.deepcopy(cfg)
-    lean_cfg.dsd = dict(cfg.get('dsd') or {}, mode='lean')
+    lean_cfg.loss_dsd = dict(cfg.get('loss_dsd') or {}, strategy='lean')
     torch.manual_seed(1)
     x = torch.randn(2, 3, 64, 64)
     labels = torch.randint(0, C, (2, 64, 64))

@@ -11,7 +11,7 @@ from .conftest import python, run, scalar_rows
 
 pytestmark = pytest.mark.slow
 
-CFG_3D = 'configs/dsd/dynunet_dsd_1xb1-16e_msd-demo.py'
+CFG_3D = 'configs/dsd/dynunet_dsd_1xb1-16e_demo-msd.py'
 CFG_2D = 'configs/dsd/unet-s5-d16_fcn_dsd_1xb4-600it_demo-shapes2d-64x64.py'
 
 

@@ -9,7 +9,7 @@ from .conftest import python, run, scalar_rows
 
 pytestmark = pytest.mark.slow
 
-CFG = 'configs/macil/macil-sd_1xb8-12e_demo-xdv.py'
+CFG = 'configs/macil/macil-sd_1xb8-12e_demo-xdviolence.py'
 
 
 def test_macil_trains_tests_and_exports_the_av_network(tmp_path):

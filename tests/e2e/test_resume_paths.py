@@ -26,9 +26,9 @@ CONFIGS = {
     'golsd-dino': 'configs/golsd/dino-tiny_r18_golsd_1xb8-12e_demo-coco.py',
     'golsd-deformable':
         'configs/golsd/deformable-detr-refine-twostage-tiny_r18_golsd_1xb8-12e_demo-coco.py',
-    'dsd-3d': 'configs/dsd/dynunet_dsd_1xb1-16e_msd-demo.py',
+    'dsd-3d': 'configs/dsd/dynunet_dsd_1xb1-16e_demo-msd.py',
     'dsd-2d': 'configs/dsd/unet-s5-d16_fcn_dsd_1xb4-600it_demo-shapes2d-64x64.py',
-    'macil': 'configs/macil/macil-sd_1xb8-12e_demo-xdv.py',
+    'macil': 'configs/macil/macil-sd_1xb8-12e_demo-xdviolence.py',
     'slidr-pretrain': 'configs/slidr/slidr_tiny-unet_1xb2-8e_demo-nuscenes.py',
     'slidr-finetune': 'configs/slidr/tiny-unet_finetune_1xb2-4e_demo-semantickitti.py',
 }

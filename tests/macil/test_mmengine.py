@@ -61,7 +61,7 @@ def test_masked_padding_option_trains_both_networks():
 
 
 def test_baseline_is_plain_mil_and_needs_only_an_av_optimizer():
-    model = _model(teacher=False, contrastive_loss=None)
+    model = _model(teacher=False, loss_contrastive=None)
     logs = model.train_step(_batch(), _wrappers(model))
     assert set(logs) == {'loss', 'mil', 'lambda'} and torch.equal(logs['loss'], logs['mil'])
     from mmengine.optim import OptimWrapper

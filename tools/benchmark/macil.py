@@ -38,7 +38,7 @@ def build(full: bool, device: str):
     from plugins.core.optim import SubmoduleOptimWrapperConstructor
     from plugins.macil.mmengine import MACILSD
     torch.manual_seed(0)
-    options = {} if full else {'contrastive_loss': None}  # the default: the method's loss
+    options = {} if full else {'loss_contrastive': None}  # the default: the method's loss
     model = MACILSD(teacher=full, **options).to(device)
     model.lambda_b = model.lambda_n = 1.0
     cfg = {'av': dict(optimizer=dict(type='Adam', lr=4e-4))}
@@ -65,7 +65,7 @@ def split_at_median(model, data: dict) -> None:
     with torch.no_grad():
         lengths = sequence_lengths(data['visual'])
         bag = mil_bag_scores(model.av(data['visual'], data['audio'])['logits'], lengths)
-    model.contrastive_loss.bag_threshold = float(bag.median())
+    model.loss_contrastive.bag_threshold = float(bag.median())
 
 
 def loss_ratio(b: int, t: int, dim: int, rounds: int, device: str):
@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
 
         def run():
             model.train()
-            if model.contrastive_loss is not None:
+            if model.loss_contrastive is not None:
                 split_at_median(model, data)  # untimed set-up folded in: cheap, no grad
             model.train_step(data, wrappers)
         return run

@@ -28,10 +28,10 @@ def run(ctx: DemoContext) -> str:
     opts = [f'{k}_dataloader.dataset.task_dir={task}' for k in ('train', 'val', 'test')]
     opts += [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
              f'default_hooks.checkpoint.interval={epochs}']
-    runs3d = [('DynUNet, Dice-CE (plain)', 'dsd3d_plain', 'configs/dsd/dynunet_1xb1-16e_msd-demo.py', []),
-              ('DynUNet + DSD', 'dsd3d_dsd', 'configs/dsd/dynunet_dsd_1xb1-16e_msd-demo.py', []),
-              ('DynUNet + DSD (lean)', 'dsd3d_lean', 'configs/dsd/dynunet_dsd_1xb1-16e_msd-demo.py',
-               ['model.dsd.mode=lean'])]
+    runs3d = [('DynUNet, Dice-CE (plain)', 'dsd3d_plain', 'configs/dsd/dynunet_1xb1-16e_demo-msd.py', []),
+              ('DynUNet + DSD', 'dsd3d_dsd', 'configs/dsd/dynunet_dsd_1xb1-16e_demo-msd.py', []),
+              ('DynUNet + DSD (lean)', 'dsd3d_lean', 'configs/dsd/dynunet_dsd_1xb1-16e_demo-msd.py',
+               ['model.loss_dsd.strategy=lean'])]
     if ctx.quick:
         runs3d = runs3d[:2]
     rows, slices = [], []

@@ -29,9 +29,9 @@ def run(ctx: DemoContext) -> str:
     gt = np.load(osp.join(root, 'gt.npy'))
     for label, name, config in (
             ('MACIL-SD (contrastive + self-distillation)', 'macil_sd',
-             'configs/macil/macil-sd_1xb8-12e_demo-xdv.py'),
+             'configs/macil/macil-sd_1xb8-12e_demo-xdviolence.py'),
             ('same AV network, top-k MIL only', 'macil_mil',
-             'configs/macil/mil-baseline_1xb8-12e_demo-xdv.py')):
+             'configs/macil/mil-baseline_1xb8-12e_demo-xdviolence.py')):
         scores = osp.abspath(osp.join(ctx.out, f'{name}_frame_scores.npy'))
         run = train_and_eval(ctx, name, config, base + [f'test_evaluator.dump_scores={scores}'],
                              epochs, 30)

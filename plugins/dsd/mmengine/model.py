@@ -2,7 +2,8 @@
 
     model = dict(type='MonaiSegmentor', num_classes=3, roi_size=(32, 32, 32),
                  network=dict(type='DynUNet', spatial_dims=3, in_channels=1, ...),
-                 dsd=dict(preset='dynunet', temperature=3.0))   # dsd=None: plain Dice-CE
+                 dsd_taps=dict(preset='dynunet'),              # leave both out: Dice-CE
+                 loss_dsd=dict(type='DSDLoss', temperature=3.0, strategy='lean'))
 
 The wrapped network is ``model.network``, the untouched MONAI module (plus
 ``network.dsd_heads`` with DSD); ``tools/export.py --strip-prefix network.``
@@ -17,14 +18,11 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from ...core.options import check_keys
-from ..attach import DSDLoss, DSDTaps
+from ..attach import DSDTaps
 from ..functional import check_labels, dice_ce
+from ..options import build_dsd_loss, check_taps_options, split_legacy
 
 __all__ = ['MonaiSegmentor', 'build_monai_network']
-
-_DSD_KEYS = ('preset', 'mode', 'temperature', 'alpha', 'detach_teacher', 'encoder_kd',
-             'probe_size')
 
 
 def build_monai_network(cfg: Union[dict, nn.Module]) -> nn.Module:
@@ -61,19 +59,27 @@ class MonaiSegmentor(BaseModel):
             :func:`build_monai_network`).
         num_classes (int): ``C`` (background included).
         roi_size (Sequence[int]): Sliding-window ROI (= training crop).
-        dsd (dict, optional): :class:`~plugins.dsd.DSDTaps` /
-            :class:`~plugins.dsd.DSDLoss` options (``preset`` required);
-            ``None`` trains with plain Dice-CE on the output.
+        dsd_taps (dict, optional): Where the DSD heads attach: ``preset``
+            (required with DSD) and ``probe_size`` (default ``roi_size`` for
+            UNETR).
+        loss_dsd (dict, optional): The DSD loss,
+            ``dict(type='DSDLoss', temperature=3.0, alpha=1.0,
+            strategy='straightforward' | 'lean', ...)``, built from the
+            registry with the taps passed in. Leave both out to train with
+            plain Dice-CE on the output.
+        dsd (dict, optional): Deprecated single block of both (warns).
         sw_batch_size (int): Windows per forward at inference (1).
         overlap (float): Window overlap (0.25, constant blending).
         data_preprocessor (dict, optional): mmengine data preprocessor.
 
     Raises:
-        ValueError: On unknown ``dsd`` keys or a missing preset.
+        ValueError: On unknown DSD keys (naming the nearest) or a missing
+            preset.
     """
 
     def __init__(self, network: Union[dict, nn.Module], num_classes: int,
-                 roi_size: Sequence[int], dsd: Optional[dict] = None,
+                 roi_size: Sequence[int], dsd_taps: Optional[dict] = None,
+                 loss_dsd: Optional[dict] = None, dsd: Optional[dict] = None,
                  sw_batch_size: int = 1, overlap: float = 0.25,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -85,17 +91,20 @@ class MonaiSegmentor(BaseModel):
         self.overlap = overlap
         self.dsd_taps: Optional[DSDTaps] = None
         if dsd is not None:
-            check_keys(dsd, _DSD_KEYS, 'model.dsd')
-            if 'preset' not in dsd:
-                raise ValueError(f'model.dsd must include preset (one of the DSD presets); '
-                                 f'got {sorted(dsd)}')
-            opts = dict(dsd)
-            taps_kw = {k: opts.pop(k) for k in ('preset', 'mode', 'probe_size') if k in opts}
+            if dsd_taps is not None or loss_dsd is not None:
+                raise ValueError('model.dsd is the deprecated form of model.dsd_taps and '
+                                 'model.loss_dsd: set one or the other')
+            dsd_taps, loss_dsd = split_legacy(dsd, 'model.dsd')
+        if dsd_taps is not None or loss_dsd is not None:
+            taps_kw = check_taps_options(dsd_taps, 'model.dsd_taps')
+            if 'preset' not in taps_kw:
+                raise ValueError(f'DSD needs model.dsd_taps=dict(preset=...) naming where its '
+                                 f'heads attach; got dsd_taps={dsd_taps}')
             if taps_kw.get('probe_size') is None and 'unetr' == taps_kw['preset']:
                 taps_kw['probe_size'] = self.roi_size[0]
             self.dsd_taps = DSDTaps(self.network, num_classes=self.num_classes,
                                     spatial_dims=len(self.roi_size), **taps_kw)
-            self.dsd_loss = DSDLoss(self.dsd_taps, **opts)
+            self.dsd_loss = build_dsd_loss(loss_dsd, self.dsd_taps, MODELS, 'model.loss_dsd')
 
     def forward(self, inputs: Tensor, data_samples: Optional[Tensor] = None,
                 mode: str = 'tensor') -> Union[Dict[str, Tensor], List[dict], Tensor]:

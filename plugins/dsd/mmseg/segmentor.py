@@ -2,7 +2,7 @@
 
     custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
     model = dict(type='DSDEncoderDecoder', auxiliary_head=None,
-                 dsd=dict(temperature=3.0, alpha=1.0))
+                 loss_dsd=dict(type='DSDLoss', temperature=3.0, alpha=1.0))
 
 Training runs the backbone once: hooks on ``backbone.encoder.0..4`` and
 ``backbone.decoder.3..1`` turn each tap into full-resolution class logits
@@ -22,7 +22,8 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ...core.options import merge_options
-from ..attach import DSDLoss, DSDTaps
+from ..attach import DSDTaps
+from ..options import build_dsd_loss, split_legacy
 
 __all__ = ['DSDEncoderDecoder']
 
@@ -32,40 +33,48 @@ class DSDEncoderDecoder(EncoderDecoder):
     """``EncoderDecoder`` whose training loss is DSD.
 
     Args:
-        dsd (dict, optional): ``temperature`` (3), ``alpha`` (1),
-            ``detach_teacher`` (False), ``encoder_kd`` (True), ``mode``
-            (``'straightforward'`` or ``'lean'``), ``ignore_index``
-            (255), ``preset`` (``'mmseg_unet'``), ``probe_size`` (input side of
-            the build-time shape probe; default twice the backbone's
+        dsd_taps (dict, optional): Where the heads attach: ``preset``
+            (``'mmseg_unet'``) and ``probe_size`` (input side of the
+            build-time shape probe; default twice the backbone's
             down-sampling).
+        loss_dsd (dict, optional): The DSD loss,
+            ``dict(type='DSDLoss', temperature=3.0, alpha=1.0,
+            detach_teacher=False, encoder_kd=True, ignore_index=255,
+            strategy='straightforward' | 'lean')``, built from mmseg's
+            registry with the taps passed in (``ignore_index`` defaults to
+            255 here: mmseg pads labels with it).
+        dsd (dict, optional): Deprecated single block of both (warns).
         **kwargs: As ``EncoderDecoder``.
 
     Raises:
         ValueError: If the config keeps an ``auxiliary_head`` (it would
-            supervise ``dec1`` a second time), on unknown ``dsd`` keys, or if
-            the decode head's logits are not at label resolution.
+            supervise ``dec1`` a second time), on unknown DSD keys (naming
+            the nearest), or if the decode head's logits are not at label
+            resolution.
     """
 
-    _DEFAULTS = dict(temperature=3.0, alpha=1.0, detach_teacher=False, encoder_kd=True,
-                     ignore_index=255, preset='mmseg_unet', probe_size=None,
-                     mode='straightforward')
+    _TAPS_DEFAULTS = dict(preset='mmseg_unet', probe_size=None)
+    _LOSS_DEFAULTS = dict(ignore_index=255)
 
-    def __init__(self, *args, dsd: Optional[dict] = None, **kwargs) -> None:
+    def __init__(self, *args, dsd_taps: Optional[dict] = None, loss_dsd: Optional[dict] = None,
+                 dsd: Optional[dict] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        cfg = merge_options(self._DEFAULTS, dsd, 'model.dsd')
+        if dsd is not None:
+            if dsd_taps is not None or loss_dsd is not None:
+                raise ValueError('model.dsd is the deprecated form of model.dsd_taps and '
+                                 'model.loss_dsd: set one or the other')
+            dsd_taps, loss_dsd = split_legacy(dsd, 'model.dsd')
+        taps_cfg = merge_options(self._TAPS_DEFAULTS, dsd_taps, 'model.dsd_taps')
         if self.with_auxiliary_head:
             raise ValueError('DSDEncoderDecoder supervises the decoder taps itself; set '
                              'auxiliary_head=None in the config (the base FCN-UNet '
                              'auxiliary head would supervise dec1 twice)')
-        self.dsd_cfg = cfg
         in_channels = self._input_channels()
-        self.dsd_taps = DSDTaps(self.backbone, cfg['preset'],
+        self.dsd_taps = DSDTaps(self.backbone, taps_cfg['preset'],
                                 num_classes=self.decode_head.out_channels, spatial_dims=2,
-                                probe_size=cfg['probe_size'], in_channels=in_channels,
-                                mode=cfg['mode'])
-        self.dsd_loss = DSDLoss(self.dsd_taps, cfg['temperature'], cfg['alpha'],
-                                cfg['detach_teacher'], cfg['encoder_kd'],
-                                cfg['ignore_index'])
+                                probe_size=taps_cfg['probe_size'], in_channels=in_channels)
+        self.dsd_loss = build_dsd_loss(loss_dsd, self.dsd_taps, MODELS, 'model.loss_dsd',
+                                       defaults=self._LOSS_DEFAULTS)
 
     def _input_channels(self) -> int:
         return int(getattr(self.backbone, 'in_channels', 0) or 0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..attach import DSDLoss
+from ..losses import DSDLoss
 
 __all__ = ['DSDTermsHandler']
 

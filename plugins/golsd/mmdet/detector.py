@@ -1,4 +1,4 @@
-"""GO-LSD detectors: DINO and Deformable-DETR with box refinement (spec §8)."""
+"""GO-LSD detectors: DINO and Deformable-DETR with box refinement (D-FINE, arXiv:2410.13842)."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple

@@ -1,4 +1,4 @@
-"""The λ ramp and the self-distillation EMA as mmengine hooks (spec §4.2, §5)."""
+"""The λ ramp and the self-distillation EMA as mmengine hooks (MACIL-SD, arXiv:2207.05500)."""
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence

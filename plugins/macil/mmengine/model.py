@@ -12,7 +12,7 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from ...core.options import check_kwargs
+from ...core.options import build_registered, check_kwargs
 from ..functional import sequence_lengths, weighted_total
 from ..modules import MACILAudioVisual, MACILVisualTeacher
 
@@ -40,12 +40,15 @@ class MACILSD(BaseModel):
     Args:
         teacher (bool): Train the visual-only teacher (self-distillation by the
             EMA hook).
-        mil_loss (dict): The top-k MIL loss (``TopKMILLoss``), for both nets.
-        contrastive_loss (dict, optional): The semi-bag contrastive loss
-            (``SemiBagContrastiveLoss``: ``temperature`` 0.1,
-            ``bag_threshold`` 0.5, ``upstream_rep_swap`` True). ``None`` with
-            ``teacher=False`` is the plain top-k MIL baseline on the same
-            network.
+        loss_mil (dict, optional): The top-k MIL loss for both nets,
+            ``dict(type='TopKMILLoss', loss_weight=1.0)`` (the default; ``type``
+            may be left out).
+        loss_contrastive (dict, optional): The semi-bag contrastive loss,
+            ``dict(type='SemiBagContrastiveLoss', temperature=0.1,
+            bag_threshold=0.5, upstream_rep_swap=True, loss_weight=1.0)``.
+            ``None`` with ``teacher=False`` is the plain top-k MIL baseline on
+            the same network. Both are built from the registry and their keys
+            checked: a misspelled option is an error naming the nearest one.
         network (dict, optional): Keyword arguments of both networks (sizes,
             ``mask_padding``).
 
@@ -53,14 +56,18 @@ class MACILSD(BaseModel):
         lambda_b, lambda_n (float): Contrastive weights, set each epoch by
             :class:`~plugins.macil.mmengine.MACILLambdaHook` (0 until then).
 
+    Raises:
+        KeyError: If a loss ``type`` is not registered.
+        ValueError: On an unknown loss or network option.
+
     The optim wrapper must be a dict with ``av`` (and ``teacher``) entries,
     e.g. ``constructor='SubmoduleOptimWrapperConstructor'``. Each iteration
     runs both forwards, then steps the AV network on ``L_AV`` and the teacher
     on its own MIL loss (kept out of the summed ``loss``).
     """
 
-    def __init__(self, teacher: bool = True, mil_loss: Optional[dict] = None,
-                 contrastive_loss: Optional[dict] = _DEFAULT_CONTRASTIVE,
+    def __init__(self, teacher: bool = True, loss_mil: Optional[dict] = None,
+                 loss_contrastive: Optional[dict] = _DEFAULT_CONTRASTIVE,
                  network: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -69,8 +76,10 @@ class MACILSD(BaseModel):
         self.av = MACILAudioVisual(**net)
         net.pop('audio_dim', None)
         self.teacher = MACILVisualTeacher(**net) if teacher else None
-        self.mil_loss = MODELS.build(mil_loss or dict(type='TopKMILLoss'))
-        self.contrastive_loss = MODELS.build(contrastive_loss) if contrastive_loss else None
+        self.loss_mil = build_registered(loss_mil, 'TopKMILLoss', MODELS, 'model.loss_mil')
+        self.loss_contrastive = (build_registered(loss_contrastive, 'SemiBagContrastiveLoss',
+                                                  MODELS, 'model.loss_contrastive')
+                                 if loss_contrastive is not None else None)
         self.lambda_b = 0.0
         self.lambda_n = 0.0
         self.training_only_modules = ('teacher',)
@@ -95,16 +104,16 @@ class MACILSD(BaseModel):
     def _av_loss(self, visual: Tensor, audio: Tensor, labels: Tensor,
                  lengths: Tensor) -> Dict[str, Tensor]:
         out = self.av(visual, audio, lengths)
-        mil, bag = self.mil_loss(out['logits'], labels, lengths)
+        mil, bag = self.loss_mil(out['logits'], labels, lengths)
         logs = {'loss': mil, 'mil': mil.detach()}
-        if self.contrastive_loss is None:
+        if self.loss_contrastive is None:
             return logs
-        terms, degenerate = self.contrastive_loss(out, bag, lengths)
+        terms, degenerate = self.loss_contrastive(out, bag, lengths)
         if degenerate:
             self._degenerate_batches += 1
             if self._degenerate_batches in (1, 10, 100, 1000):
                 print_log(f'MACIL-SD: {self._degenerate_batches} batch(es) so far with all '
-                          f'predictions on one side of {self.contrastive_loss.bag_threshold}; '
+                          f'predictions on one side of {self.loss_contrastive.bag_threshold}; '
                           f'their contrastive terms are 0', logger='current',
                           level=logging.INFO)
         logs['loss'] = weighted_total(mil, terms, self.lambda_b, self.lambda_n)
@@ -112,7 +121,7 @@ class MACILSD(BaseModel):
         return logs
 
     def _teacher_loss(self, visual: Tensor, labels: Tensor, lengths: Tensor) -> Tensor:
-        return self.mil_loss(self.teacher(visual, lengths=lengths)['logits'], labels,
+        return self.loss_mil(self.teacher(visual, lengths=lengths)['logits'], labels,
                              lengths)[0]
 
     def train_step(self, data: Union[dict, tuple, list],

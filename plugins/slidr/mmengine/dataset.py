@@ -6,16 +6,24 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from mmengine.dataset import Compose
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
 from ...core.lazy_index import LazyIndex
 from ...core.sample_seed import DrawIndex, draw_entropy
-from ..augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
 from ..geometry import cylindrical_voxelize, project_points
 from ..lidarseg import CAMERAS, scene_keyframes
 
-__all__ = ['NuScenesSLidRDataset', 'slidr_collate']
+__all__ = ['NuScenesSLidRDataset', 'slidr_collate', 'default_pretraining_pipeline']
+
+
+def default_pretraining_pipeline(crop: Sequence[int] = (224, 416),
+                                 min_pairs: int = 1024) -> List[dict]:
+    """The paper's pre-training augmentations, in the order of their draws."""
+    return [dict(type='RandomCameraOrder'), dict(type='RandomRotateFlipCloud'),
+            dict(type='DropCuboids', min_pairs=min_pairs),
+            dict(type='RandomResizedCropFlipImages', size=tuple(crop), min_pairs=min_pairs)]
 
 
 @DATASETS.register_module()
@@ -23,10 +31,12 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
     """Lidar keyframes with their six camera images, superpixels and pairings.
 
     Pairings come from the raw cloud (devkit calibration chain, float32, depth
-    > 1 m, strict bounds, half-to-even rounding); then, in training, the cloud
-    is rotated and flipped, each image cropped and resized to ``crop`` (redrawn
-    until enough pairings stay) and flipped, the camera order shuffled; the
-    cloud is voxelised on the cylindrical grid and pairings point to voxels.
+    > 1 m, strict bounds, half-to-even rounding); then the ``pipeline`` runs
+    (:mod:`plugins.slidr.transforms`; in training by default the camera order
+    is shuffled, the cloud rotated and flipped, a cuboid dropped, each image
+    cropped and resized to ``crop`` (redrawn until enough pairings stay) and
+    flipped); the cloud is voxelised on the cylindrical grid and pairings
+    point to voxels.
 
     Args:
         data_root (str): nuScenes root (with ``<version>/``).
@@ -37,9 +47,16 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
             (``tools/data/make_superpixels.py``); ``None`` computes them on
             the fly with ``slic_fast`` (kept in memory).
         superpixel_size (int): ``S``; maps with an id ≥ S are refused.
-        crop (tuple): Output image size ``(H, W)`` (224, 416).
-        min_pairs (int): Crop redraw threshold (1024; smaller for tiny data).
-        augment (bool): Training augmentations (validation: resize only).
+        crop (tuple): Output image size ``(H, W)`` (224, 416) of the default
+            pipelines.
+        min_pairs (int): Crop and cuboid redraw threshold of the default
+            training pipeline (1024; smaller for tiny data).
+        augment (bool): Use the training pipeline (default
+            :func:`default_pretraining_pipeline`) or the validation one
+            (resize only).
+        pipeline (list, optional): Transforms (registered ``type`` dicts or
+            callables) replacing the default; each draws from
+            ``results['rng']``.
         seed (int): Base seed of the augmentation stream.
         lazy_init, serialize_data, test_mode: mmengine's dataset options
             (:class:`~plugins.core.lazy_index.LazyIndex`): ``lazy_init`` defers
@@ -53,8 +70,8 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
     def __init__(self, data_root: str, version: str = 'v1.0-mini', split: str = 'mini_train',
                  superpixel_root: Optional[str] = None, superpixel_size: int = 150,
                  crop: Sequence[int] = (224, 416), min_pairs: int = 1024, augment: bool = True,
-                 seed: int = 0, lazy_init: bool = False, serialize_data: bool = False,
-                 test_mode: bool = False) -> None:
+                 pipeline: Optional[Sequence] = None, seed: int = 0, lazy_init: bool = False,
+                 serialize_data: bool = False, test_mode: bool = False) -> None:
         from nuscenes.utils.splits import create_splits_scenes
         splits = create_splits_scenes()
         if split not in splits:
@@ -72,6 +89,10 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
         self._init_index(lazy_init, serialize_data, test_mode)
         if self.test_mode:
             self.augment = False
+        if pipeline is None:
+            pipeline = (default_pretraining_pipeline(self.crop, min_pairs) if self.augment
+                        else [dict(type='ResizeImages', size=self.crop)])
+        self.pipeline = Compose(pipeline)
 
     def _load_index(self) -> None:
         from nuscenes.nuscenes import NuScenes
@@ -123,11 +144,8 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
             raise ValueError(f'empty scan {path}')
         lidar_calib = self._record('calibrated_sensor', lidar['calibrated_sensor_token'])
         lidar_pose = self._record('ego_pose', lidar['ego_pose_token'])
-        cams = list(CAMERAS)
-        if self.augment:
-            rng.shuffle(cams)
         raw_images, raw_sps, raw_pairs = [], [], []
-        for channel in cams:
+        for channel in CAMERAS:
             cam = self.nusc.get('sample_data', sample['data'][channel])
             image = cv2.imread(os.path.join(self.nusc.dataroot, cam['filename']))
             if image is None:
@@ -140,23 +158,13 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
                 self._record('calibrated_sensor', cam['calibrated_sensor_token']),
                 cam['width'], cam['height'])
             raw_pairs.append(np.stack([index, row, col], 1))
-        xyz = points[:, :3]
-        if self.augment:  # cloud transforms, then the per-image ones
-            xyz = rotate_flip_cloud(xyz, rng)
-            keep, raw_pairs = drop_cuboid(xyz, raw_pairs, rng, self.min_pairs)
-            xyz, points = xyz[keep], points[keep]
+        results = self.pipeline(dict(points=points, xyz=points[:, :3], images=raw_images,
+                                     superpixels=raw_sps, pairs=raw_pairs,
+                                     cameras=list(CAMERAS), rng=rng))
+        xyz, points = results['xyz'], results['points']
         images, sps, pairs = [], [], []
-        for n, (image, sp, p) in enumerate(zip(raw_images, raw_sps, raw_pairs)):
-            if self.augment:
-                image, sp, p = resized_crop(image, sp, p, self.crop, rng, self.min_pairs)
-                image, sp, p = flip_horizontal(image, sp, p, rng)
-            else:
-                h, w = image.shape[:2]
-                ch, cw = self.crop
-                image = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR)
-                sp = cv2.resize(sp, (cw, ch), interpolation=cv2.INTER_NEAREST)
-                p = np.stack([p[:, 0], np.minimum(np.round(p[:, 1] * ch / h), ch - 1),
-                              np.minimum(np.round(p[:, 2] * cw / w), cw - 1)], 1).astype(np.int64)
+        for n, (image, sp, p) in enumerate(zip(results['images'], results['superpixels'],
+                                               results['pairs'])):
             images.append(np.ascontiguousarray(image).transpose(2, 0, 1))
             sps.append(np.ascontiguousarray(sp))
             pairs.append(np.concatenate([p[:, :1], np.full((len(p), 1), n), p[:, 1:]], 1))

@@ -7,8 +7,8 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from ...core.options import check_kwargs
-from ..functional import pool_pixels, pool_points, superpixel_nce, superpixel_slots
+from ...core.options import build_registered, check_kwargs
+from ..functional import pool_pixels, pool_points, superpixel_slots
 from ..image_teacher import FrozenImageTeacher
 from ..sparse import SparseUNet
 
@@ -24,8 +24,11 @@ class SLidRPretrainer(BaseModel):
             (``out_channels`` = ``dim``).
         dim (int): Embedding size of both heads (64).
         superpixel_size (int): ``S`` (150).
-        temperature (float): τ (0.07).
-        kept_rule (str): ``'first_channel'`` (the reference) or ``'count'``.
+        loss_nce (dict, optional): The contrastive loss,
+            ``dict(type='SuperpixelNCELoss', temperature=0.07,
+            kept_rule='first_channel', loss_weight=1.0)`` (the default;
+            ``type`` may be left out). Built from the registry; a misspelled
+            option is an error naming the nearest one.
         teacher_weights (str, optional): A MoCo-v2 / torchvision ResNet-50 file
             for the frozen encoder (random weights otherwise).
 
@@ -35,9 +38,8 @@ class SLidRPretrainer(BaseModel):
     """
 
     def __init__(self, student: Optional[dict] = None, dim: int = 64, superpixel_size: int = 150,
-                 temperature: float = 0.07, kept_rule: str = 'first_channel',
-                 teacher_weights: Optional[str] = None, data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 loss_nce: Optional[dict] = None, teacher_weights: Optional[str] = None,
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         check_kwargs(student, SparseUNet, 'model.student')
         cfg = dict(student or {})
@@ -50,8 +52,7 @@ class SLidRPretrainer(BaseModel):
             from plugins.core.checkpoint import load_checkpoint
             self.teacher.load_encoder(load_checkpoint(teacher_weights))
         self.superpixel_size = superpixel_size
-        self.temperature = temperature
-        self.kept_rule = kept_rule
+        self.loss_nce = build_registered(loss_nce, 'SuperpixelNCELoss', MODELS, 'model.loss_nce')
         self.training_only_modules = ('teacher',)
 
     def forward(self, coords: Tensor, feats: Tensor, images: Tensor, superpixels: Tensor,
@@ -73,5 +74,5 @@ class SLidRPretrainer(BaseModel):
         pair_slots = slots[pairs[:, 1], pairs[:, 2], pairs[:, 3]]
         k, m = pool_points(f3, pairs[:, 0], pair_slots, num)
         q, _ = pool_pixels(g2, slots, num)
-        loss, kept = superpixel_nce(k, q, self.temperature, m, self.kept_rule)
+        loss, kept = self.loss_nce(k, q, m)
         return {'loss': loss, 'kept': loss.new_tensor(float(kept))}

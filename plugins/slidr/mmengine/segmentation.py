@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mmengine.dataset import Compose
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, FUNCTIONS, METRICS, MODELS
@@ -16,7 +17,6 @@ from torch.utils.data import Dataset
 from ...core.lazy_index import LazyIndex
 from ...core.options import check_kwargs
 from ...core.sample_seed import DrawIndex, draw_entropy
-from ..augment import rotate_flip_cloud
 from ..geometry import cylindrical_voxelize
 from ..lidarseg import NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene, scene_keyframes
 from ..metrics import confusion_matrix, iou_from_confusion, lovasz_softmax
@@ -28,11 +28,31 @@ __all__ = ['NuScenesLidarSegDataset', 'SemanticKITTIDataset', 'lidarseg_collate'
 
 class _SeededAugment:
     """A fresh augmentation stream per draw: (seed, run seed, epoch, index) from a
-    ``DrawIndex``, else (seed, index, this process's draw count)."""
+    ``DrawIndex``, else (seed, index, this process's draw count); and the
+    pipeline (default: :class:`~plugins.slidr.transforms.RandomRotateFlipCloud`
+    when augmenting, nothing otherwise)."""
 
     augment: bool
     seed: int
     _draw: int
+
+    def _set_pipeline(self, pipeline: Optional[Sequence]) -> None:
+        if pipeline is None:
+            pipeline = [dict(type='RandomRotateFlipCloud')] if self.augment else []
+        self.pipeline = Compose(pipeline)
+
+    def _item(self, idx: int, xyz: np.ndarray, feats: np.ndarray, labels: Tensor) -> dict:
+        """Run the pipeline on the cloud, voxelise, and take the representative
+        point's feature and label per voxel."""
+        rng = self._rng(idx)
+        if rng is None:  # not augmenting: a fixed stream for a pipeline that draws anyway
+            rng = np.random.default_rng([self.seed, int(idx)])
+        results = self.pipeline(dict(xyz=xyz, points=np.concatenate([xyz, feats], 1), rng=rng))
+        coords, inverse, first = cylindrical_voxelize(
+            torch.from_numpy(np.ascontiguousarray(results['xyz'])))
+        return dict(coords=coords,
+                    feats=torch.from_numpy(np.ascontiguousarray(feats[first.numpy()])),
+                    labels=labels[first], inverse=inverse, point_labels=labels)
 
     def _rng(self, idx: int):
         if not self.augment:
@@ -51,7 +71,11 @@ class NuScenesLidarSegDataset(LazyIndex, _SeededAugment, Dataset):
     Args:
         data_root, version, split: As :class:`NuScenesSLidRDataset`.
         label_every (int): Keep every k-th scene of the split (k = 100: 1 %).
-        augment (bool): Rotation about z and axis flips (training).
+        augment (bool): Rotation about z and axis flips (training): the
+            default pipeline.
+        pipeline (list, optional): Cloud transforms replacing the default
+            (:mod:`plugins.slidr.transforms`); each draws from
+            ``results['rng']``.
         lazy_init, serialize_data, test_mode: mmengine's dataset options
             (:class:`~plugins.core.lazy_index.LazyIndex`): ``lazy_init`` defers
             loading the nuScenes tables, ``test_mode`` turns ``augment`` off.
@@ -66,8 +90,8 @@ class NuScenesLidarSegDataset(LazyIndex, _SeededAugment, Dataset):
     """
 
     def __init__(self, data_root: str, version: str = 'v1.0-mini', split: str = 'mini_train',
-                 label_every: int = 1, augment: bool = True, seed: int = 0,
-                 lazy_init: bool = False, serialize_data: bool = False,
+                 label_every: int = 1, augment: bool = True, pipeline: Optional[Sequence] = None,
+                 seed: int = 0, lazy_init: bool = False, serialize_data: bool = False,
                  test_mode: bool = False) -> None:
         from nuscenes.utils.splits import create_splits_scenes
         splits = create_splits_scenes()
@@ -82,6 +106,7 @@ class NuScenesLidarSegDataset(LazyIndex, _SeededAugment, Dataset):
         self._init_index(lazy_init, serialize_data, test_mode)
         if self.test_mode:
             self.augment = False
+        self._set_pipeline(pipeline)
 
     def _load_index(self) -> None:
         from nuscenes.nuscenes import NuScenes
@@ -113,17 +138,7 @@ class NuScenesLidarSegDataset(LazyIndex, _SeededAugment, Dataset):
         fine = torch.from_numpy(np.fromfile(label_file, np.uint8).astype(np.int64))
         if fine.shape[0] != points.shape[0]:
             raise ValueError(f'{label_file} has {fine.shape[0]} labels for {points.shape[0]} points')
-        return _voxel_item(points[:, :3], points[:, 3:4], self.lut[fine], self._rng(idx))
-
-
-def _voxel_item(xyz: np.ndarray, feats: np.ndarray, labels: Tensor, rng) -> dict:
-    """Augment (rotation + flips when ``rng`` is given), voxelise, and take the
-    representative point's feature and label per voxel."""
-    if rng is not None:
-        xyz = rotate_flip_cloud(xyz, rng)
-    coords, inverse, first = cylindrical_voxelize(torch.from_numpy(np.ascontiguousarray(xyz)))
-    return dict(coords=coords, feats=torch.from_numpy(np.ascontiguousarray(feats[first.numpy()])),
-                labels=labels[first], inverse=inverse, point_labels=labels)
+        return self._item(idx, points[:, :3], points[:, 3:4], self.lut[fine])
 
 
 @DATASETS.register_module()
@@ -135,7 +150,9 @@ class SemanticKITTIDataset(LazyIndex, _SeededAugment, Dataset):
         split (str): ``'train'`` (00-07, 09, 10) or ``'val'`` (08).
         label_every (int): Keep every k-th of the sorted training scans (k = 100:
             1 %).
-        augment (bool): Rotation about z and axis flips.
+        augment (bool): Rotation about z and axis flips (the default
+            pipeline).
+        pipeline (list, optional): As :class:`NuScenesLidarSegDataset`.
         lazy_init, serialize_data, test_mode: As :class:`NuScenesLidarSegDataset`
             (``lazy_init`` defers listing the scans).
 
@@ -146,8 +163,9 @@ class SemanticKITTIDataset(LazyIndex, _SeededAugment, Dataset):
     """
 
     def __init__(self, data_root: str, split: str = 'train', label_every: int = 1,
-                 augment: bool = True, seed: int = 0, lazy_init: bool = False,
-                 serialize_data: bool = False, test_mode: bool = False) -> None:
+                 augment: bool = True, pipeline: Optional[Sequence] = None, seed: int = 0,
+                 lazy_init: bool = False, serialize_data: bool = False,
+                 test_mode: bool = False) -> None:
         from ..semantickitti import learning_map
         if split not in ('train', 'val'):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -160,6 +178,7 @@ class SemanticKITTIDataset(LazyIndex, _SeededAugment, Dataset):
         self._init_index(lazy_init, serialize_data, test_mode)
         if self.test_mode:
             self.augment = False
+        self._set_pipeline(pipeline)
 
     def _load_index(self) -> None:
         from ..semantickitti import TRAIN_SEQUENCES, VAL_SEQUENCES, scan_paths
@@ -182,7 +201,7 @@ class SemanticKITTIDataset(LazyIndex, _SeededAugment, Dataset):
         raw = torch.from_numpy(read_labels(label, points.shape[0]))
         if int(raw.max()) >= self.lut.numel():
             raise ValueError(f'{label} holds semantic id {int(raw.max())} outside the map')
-        return _voxel_item(points[:, :3], points[:, 3:4] + 1.0, self.lut[raw], self._rng(idx))
+        return self._item(idx, points[:, :3], points[:, 3:4] + 1.0, self.lut[raw])
 
 
 @FUNCTIONS.register_module()

@@ -1,5 +1,5 @@
 # Stock MONAI DynUNet on MSD-format data with plain Dice-CE, trained by the
-# mmengine Runner: `python tools/train.py configs/dsd/dynunet_1xb1-16e_msd-demo.py`.
+# mmengine Runner: `python tools/train.py configs/dsd/dynunet_1xb1-16e_demo-msd.py`.
 # The DSD config next to it changes only the model's `dsd` key.
 _base_ = '../_base_/plugin_runtime.py'
 
