@@ -20,8 +20,9 @@ def _packages():
 
     ``testing`` holds the synthetic data makers and is not a plugin.
     """
-    names = sorted(info.name for info in pkgutil.iter_modules(__path__)
-                   if info.ispkg and info.name not in ('core', 'testing'))
+    names = sorted(
+        info.name for info in pkgutil.iter_modules(__path__)
+        if info.ispkg and info.name not in ('core', 'testing'))
     return ['core'] + names
 
 
@@ -36,16 +37,17 @@ def _host_adapters():
 
 
 def _adapter_loader(adapters):
+
     def load(_module):
         for name in adapters:
             importlib.import_module(name)
+
     return load
 
 
 # mmengine 0.10.7 imports pkg_resources on every config load; the pinned
 # setuptools still ships it but warns each time.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
-                        category=UserWarning)
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 register_numpy_types()
 #: host module -> adapter modules that register into it (each package declares its own)
 HOST_ADAPTERS = _host_adapters()

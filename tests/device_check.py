@@ -19,7 +19,7 @@ __all__ = ['on_input_device']
 def _has_meta(values) -> bool:
     flat = []
     for v in values:
-        flat.extend(v if isinstance(v, (tuple, list)) else (v,))
+        flat.extend(v if isinstance(v, (tuple, list)) else (v, ))
     return any(isinstance(t, torch.Tensor) and t.is_meta for t in flat)
 
 

@@ -40,11 +40,15 @@ def check_guard(model, optim_wrapper, bad_batch, clean_batch, messages=None):
     from mmengine.optim import OptimWrapperDict
 
     from plugins.core.nonfinite_mmengine import NonFiniteGuardHook
-    wrappers = (list(optim_wrapper.values()) if isinstance(optim_wrapper, OptimWrapperDict)
-                else [optim_wrapper])
+    wrappers = (
+        list(optim_wrapper.values())
+        if isinstance(optim_wrapper, OptimWrapperDict) else [optim_wrapper])
     hook = NonFiniteGuardHook()
-    runner = SimpleNamespace(optim_wrapper=optim_wrapper, param_schedulers=[], iter=0,
-                             message_hub=MessageHub.get_instance(f'guard-{id(model)}'))
+    runner = SimpleNamespace(
+        optim_wrapper=optim_wrapper,
+        param_schedulers=[],
+        iter=0,
+        message_hub=MessageHub.get_instance(f'guard-{id(model)}'))
     hook.before_train(runner)
     model.train()
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -74,8 +78,11 @@ def check_guard(model, optim_wrapper, bad_batch, clean_batch, messages=None):
     out = model.train_step(clean_batch, optim_wrapper)
     hook.after_train_iter(runner, 1, clean_batch, out)
     assert len(hook.skipped) == skipped and all(w.skips.consecutive == 0 for w in wrappers)
-    logged = {k: float(torch.as_tensor(v).detach()) for k, v in out.items()
-              if isinstance(v, (float, int, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
+    logged = {
+        k: float(torch.as_tensor(v).detach())
+        for k, v in out.items()
+        if isinstance(v, (float, int, torch.Tensor)) and torch.as_tensor(v).numel() == 1
+    }
     assert all(v == v and abs(v) != float('inf') for v in logged.values()), logged
     after = model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), 'the clean step did not train'

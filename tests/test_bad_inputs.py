@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip('mmengine')
 
-import plugins  # noqa: E402,F401
+import plugins  # noqa: F401
 
 NAN = float('nan')
 
@@ -30,8 +30,8 @@ def _w(r=32):
 def _fgl(target):
     from plugins.golsd.functional import fgl_loss
     m = target.shape[0]
-    return fgl_loss(torch.zeros(m, 4 * 33), target, torch.ones(m, 4), torch.zeros(m, 4),
-                    torch.ones(m), 1.0)
+    return fgl_loss(
+        torch.zeros(m, 4 * 33), target, torch.ones(m, 4), torch.zeros(m, 4), torch.ones(m), 1.0)
 
 
 def _two_bin_nan():
@@ -105,8 +105,8 @@ def _empty_batch_is_zero(result):
 def msd(tmp_path_factory):
     pytest.importorskip('monai')
     from plugins.testing.msd import make_msd_synthetic
-    return make_msd_synthetic(str(tmp_path_factory.mktemp('msd_bad')), num_train=3,
-                              num_test=0, size=16, num_classes=3)
+    return make_msd_synthetic(
+        str(tmp_path_factory.mktemp('msd_bad')), num_train=3, num_test=0, size=16, num_classes=3)
 
 
 def _msd_dataset(task, **kw):
@@ -141,24 +141,27 @@ def _msd_label_shape(task, tmp):
 
 
 def _msd_2d_image(task, tmp):
+
     def edit(d):
         _nifti(_first(d, 'imagesTr'), (16, 16))
         _nifti(_first(d, 'labelsTr'), (16, 16))
+
     ds = _msd_dataset(_msd_with(task, tmp, 'image_2d', edit))
     return [ds[i] for i in range(len(ds))]
 
 
 def _msd_truncated(task, tmp):
+
     def edit(d):
         path = os.path.join(d, 'dataset.json')
         text = open(path).read()
-        open(path, 'w').write(text[: len(text) // 2])
+        open(path, 'w').write(text[:len(text) // 2])
+
     return _msd_dataset(_msd_with(task, tmp, 'truncated', edit))
 
 
 def _msd_missing_file(task, tmp):
-    return _msd_dataset(_msd_with(task, tmp, 'missing', lambda d: os.remove(
-        _first(d, 'labelsTr'))))
+    return _msd_dataset(_msd_with(task, tmp, 'missing', lambda d: os.remove(_first(d, 'labelsTr'))))
 
 
 # --------------------------------------------------------------------- SLidR
@@ -175,7 +178,7 @@ def _slots_of(sp, **kw):
 def _unet():
     from plugins.slidr.sparse import SparseUNet
     torch.manual_seed(0)
-    return SparseUNet(1, 4, layers=(1,) * 8, planes=(4,) * 8, init_dim=4)
+    return SparseUNet(1, 4, layers=(1, ) * 8, planes=(4, ) * 8, init_dim=4)
 
 
 def _unet_train(coords):
@@ -206,15 +209,20 @@ def _coco(tmp, text_or_data, name):
     path = os.path.join(tmp, name)
     with open(path, 'w') as f:
         f.write(text_or_data if isinstance(text_or_data, str) else json.dumps(text_or_data))
-    return DATASETS.build(dict(type='CocoDataset', ann_file=path, data_root=str(tmp),
-                               metainfo=dict(classes=('square',)), pipeline=[],
-                               test_mode=True))
+    return DATASETS.build(
+        dict(
+            type='CocoDataset',
+            ann_file=path,
+            data_root=str(tmp),
+            metainfo=dict(classes=('square', )),
+            pipeline=[],
+            test_mode=True))
 
 
-COCO = dict(images=[dict(id=1, file_name='a.png', width=8, height=8)],
-            categories=[dict(id=1, name='square')],
-            annotations=[dict(id=5, image_id=1, category_id=7, bbox=[1, 1, 3, 3], area=9,
-                              iscrowd=0)])
+COCO = dict(
+    images=[dict(id=1, file_name='a.png', width=8, height=8)],
+    categories=[dict(id=1, name='square')],
+    annotations=[dict(id=5, image_id=1, category_id=7, bbox=[1, 1, 3, 3], area=9, iscrowd=0)])
 
 
 # --------------------------------------------------------------------- MACIL
@@ -237,35 +245,39 @@ def _submodule_wrappers():
 
 CASES = [
     # GO-LSD functional
-    ('golsd/reg_max odd', lambda c: _w(31), (ValueError, r'reg_max must be an even integer >= 4, got 31')),
+    ('golsd/reg_max odd', lambda c: _w(31), (ValueError,
+                                             r'reg_max must be an even integer >= 4, got 31')),
     ('golsd/reg_max 2', lambda c: _w(2), (ValueError, r'got 2')),
-    ('golsd/reg_scale 0', lambda c: __import__('plugins.golsd.functional', fromlist=['x'])
-     .weighting_function(32, 0.0, 0.5), (ValueError, r'reg_scale must be a finite number > 0, got 0.0')),
-    ('golsd/reg_scale nan', lambda c: __import__('plugins.golsd.functional', fromlist=['x'])
-     .weighting_function(32, NAN, 0.5), (ValueError, r'reg_scale .* got nan')),
-    ('golsd/up negative', lambda c: __import__('plugins.golsd.functional', fromlist=['x'])
-     .weighting_function(32, 4.0, -1.0), (ValueError, r'up must be a finite number > 0, got -1.0')),
+    ('golsd/reg_scale 0',
+     lambda c: __import__('plugins.golsd.functional', fromlist=['x']).weighting_function(
+         32, 0.0, 0.5), (ValueError, r'reg_scale must be a finite number > 0, got 0.0')),
+    ('golsd/reg_scale nan', lambda c: __import__('plugins.golsd.functional', fromlist=['x']).
+     weighting_function(32, NAN, 0.5), (ValueError, r'reg_scale .* got nan')),
+    ('golsd/up negative', lambda c: __import__('plugins.golsd.functional', fromlist=['x']).
+     weighting_function(32, 4.0, -1.0), (ValueError, r'up must be a finite number > 0, got -1.0')),
     ('golsd/fgl target bin out of range', lambda c: _fgl(torch.tensor([[40, 0, 0, 0]])),
      (ValueError, r'target_left must lie in \[0, 31\].*\[0, 40\]')),
     ('golsd/fgl negative target bin', lambda c: _fgl(torch.tensor([[-1, 0, 0, 0]])),
      (ValueError, r'\[-1, 0\]')),
-    ('golsd/fgl row mismatch', lambda c: __import__('plugins.golsd.functional', fromlist=['x'])
-     .fgl_loss(torch.zeros(2, 132), torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4),
-               torch.zeros(1, 4), torch.ones(1), 1.0), (ValueError, r'2 corner rows for 1 targets')),
-    ('golsd/corner width', lambda c: __import__('plugins.golsd.functional', fromlist=['x'])
-     .distribution_integral(torch.zeros(2, 10), _w()), (ValueError, r'end in 10 values')),
-    ('golsd/ddf shapes', lambda c: __import__('plugins.golsd.functional', fromlist=['x'])
-     .ddf_loss(torch.zeros(2, 132), torch.zeros(3, 132), torch.zeros(2, dtype=torch.bool),
-               torch.ones(2)), (ValueError, r'student \(2, 132\) and teacher')),
-    ('golsd/lqe k 0', lambda c: __import__('plugins.golsd.functional', fromlist=['x'])
-     .lqe_statistics(torch.zeros(1, 132), k=0), (ValueError, r'k must be in 1\.\.33')),
+    ('golsd/fgl row mismatch',
+     lambda c: __import__('plugins.golsd.functional', fromlist=['x']).fgl_loss(
+         torch.zeros(2, 132), torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4),
+         torch.zeros(1, 4), torch.ones(1), 1.0), (ValueError, r'2 corner rows for 1 targets')),
+    ('golsd/corner width', lambda c: __import__('plugins.golsd.functional', fromlist=['x']).
+     distribution_integral(torch.zeros(2, 10), _w()), (ValueError, r'end in 10 values')),
+    ('golsd/ddf shapes', lambda c: __import__('plugins.golsd.functional', fromlist=['x']).ddf_loss(
+        torch.zeros(2, 132), torch.zeros(3, 132), torch.zeros(2, dtype=torch.bool), torch.ones(2)),
+     (ValueError, r'student \(2, 132\) and teacher')),
+    ('golsd/lqe k 0', lambda c: __import__('plugins.golsd.functional', fromlist=['x']).
+     lqe_statistics(torch.zeros(1, 132), k=0), (ValueError, r'k must be in 1\.\.33')),
     ('golsd/two-bin NaN offset', lambda c: _two_bin_nan(), _nan_weights_propagate),
-    ('golsd/go_union lengths', lambda c: __import__('plugins.golsd.functional', fromlist=['x'])
-     .go_union([(torch.zeros(2, dtype=torch.long), torch.zeros(1, dtype=torch.long),
-                 torch.zeros(2, dtype=torch.long))]), (ValueError, r'match set 0')),
+    ('golsd/go_union lengths', lambda c: __import__('plugins.golsd.functional', fromlist=['x']).
+     go_union([(torch.zeros(2, dtype=torch.long), torch.zeros(1, dtype=torch.long),
+                torch.zeros(2, dtype=torch.long))]), (ValueError, r'match set 0')),
     # GO-LSD options and ground truth
-    ('golsd/golsd option typo', lambda c: __import__('plugins.golsd.mmdet.fdr', fromlist=['x'])
-     .fdr_config({'reg_maks': 16}), (ValueError, r"'reg_maks' \(did you mean 'reg_max'\?\)")),
+    ('golsd/golsd option typo',
+     lambda c: __import__('plugins.golsd.mmdet.fdr', fromlist=['x']).fdr_config({'reg_maks': 16}),
+     (ValueError, r"'reg_maks' \(did you mean 'reg_max'\?\)")),
     ('golsd/loss_fgl typo', lambda c: _golsd_model(loss_fgl=dict(loss_wieght=0.3)),
      (ValueError, r"bbox_head.loss_fgl: 'loss_wieght' \(did you mean 'loss_weight'\?\)")),
     ('golsd/loss_ddf unknown', lambda c: _golsd_model(loss_ddf=dict(weight=0.3)),
@@ -293,25 +305,25 @@ CASES = [
      (KeyError, r"missing \['dec4', 'dec3'")),
     ('dsd/slot shape', lambda c: _dsd(_slots(dec1=torch.zeros(2, 3, 4, 4))),
      (ValueError, r'slot dec1 has shape \(2, 3, 4, 4\), main has \(2, 3, 8, 8\)')),
-    ('dsd/label out of range', lambda c: _dsd(labels=torch.full((2, 1, 8, 8), 7)),
-     (ValueError, r'label values \[7\] are outside the class range')),
-    ('dsd/label non-integer', lambda c: _dsd(labels=torch.full((2, 1, 8, 8), 0.5)),
-     (ValueError, r'non-integer')),
+    ('dsd/label out of range', lambda c: _dsd(labels=torch.full(
+        (2, 1, 8, 8), 7)), (ValueError, r'label values \[7\] are outside the class range')),
+    ('dsd/label non-integer', lambda c: _dsd(labels=torch.full(
+        (2, 1, 8, 8), 0.5)), (ValueError, r'non-integer')),
     ('dsd/label shape', lambda c: _dsd(labels=torch.zeros(2, 1, 4, 4, dtype=torch.long)),
      (ValueError, r'labels must have shape \(B, 1, \*S\) = \(2, 1, 8, 8\)')),
     ('dsd/temperature 0', lambda c: _dsd(temperature=0.0),
      (ValueError, r'temperature must be a finite number > 0, got 0.0')),
     ('dsd/3-D logits', lambda c: _dsd(_slots(shape=(3, 8))),
      (ValueError, r'logits must be \(B, C, H, W\) or \(B, C, D, H, W\), got \(2, 3, 8\)')),
-    ('dsd/msd no dataset.json', lambda c: _msd_dataset(str(c.tmp)),
-     (FileNotFoundError, r'has no dataset.json')),
+    ('dsd/msd no dataset.json', lambda c: _msd_dataset(str(c.tmp)), (FileNotFoundError,
+                                                                     r'has no dataset.json')),
     ('dsd/msd truncated dataset.json', lambda c: _msd_truncated(c.msd, c.tmp),
      (ValueError, r'truncated/dataset.json is not valid JSON: .* \(the text ends early')),
     ('dsd/msd listed file missing', lambda c: _msd_missing_file(c.msd, c.tmp),
      (FileNotFoundError, r'missing/dataset.json lists .*labelsTr.*which does not exist')),
     ('dsd/msd label shape differs', lambda c: _msd_label_shape(c.msd, c.tmp),
      (ValueError, r"labelsTr/.*: label shape \(16, 16, 12\) differs from the image's "
-                  r'\(16, 16, 16\)')),
+      r'\(16, 16, 16\)')),
     ('dsd/msd 2-D image in 3-D task', lambda c: _msd_2d_image(c.msd, c.tmp),
      (ValueError, r'imagesTr/.*: a 2-D image \(shape \(16, 16\)\) in a 3-D task')),
     ('dsd/msd split', lambda c: _msd_dataset(c.msd, split='training'),
@@ -320,49 +332,50 @@ CASES = [
     ('slidr/NaN z', lambda c: _voxelize([[1., 2., 0.], [1., 2., NAN]]),
      (ValueError, r'1 of 2 points have non-finite coordinates, e.g. row 1')),
     ('slidr/inf x', lambda c: _voxelize([[float('inf'), 2., 0.]]), (ValueError, r'row 0: \[inf')),
-    ('slidr/xyz shape', lambda c: _voxelize([[1., 2.]]), (ValueError, r'xyz must be \(N, 3\), got \(1, 2\)')),
+    ('slidr/xyz shape', lambda c: _voxelize([[1., 2.]]), (ValueError,
+                                                          r'xyz must be \(N, 3\), got \(1, 2\)')),
     ('slidr/voxel size 0', lambda c: _voxelize([[1., 2., 3.]], size=0.0),
      (ValueError, r'must be > 0, got 0.0')),
-    ('slidr/float superpixels', lambda c: _slots_of(torch.full((1, 4, 4), 2.7)),
-     (TypeError, r'superpixel ids must be integers, got torch.float32')),
-    ('slidr/negative superpixels', lambda c: _slots_of(torch.full((1, 4, 4), -1)),
-     (ValueError, r'superpixel ids must be >= 0')),
-    ('slidr/superpixel overflow', lambda c: _slots_of(torch.full((2, 4, 4), 200)),
-     (ValueError, r'reach 200 in image 0')),
-    ('slidr/superpixel mode', lambda c: _slots_of(torch.zeros(1, 4, 4, dtype=torch.long),
-                                                  on_overflow='wrap'),
+    ('slidr/float superpixels', lambda c: _slots_of(torch.full(
+        (1, 4, 4), 2.7)), (TypeError, r'superpixel ids must be integers, got torch.float32')),
+    ('slidr/negative superpixels', lambda c: _slots_of(torch.full(
+        (1, 4, 4), -1)), (ValueError, r'superpixel ids must be >= 0')),
+    ('slidr/superpixel overflow', lambda c: _slots_of(torch.full(
+        (2, 4, 4), 200)), (ValueError, r'reach 200 in image 0')),
+    ('slidr/superpixel mode',
+     lambda c: _slots_of(torch.zeros(1, 4, 4, dtype=torch.long), on_overflow='wrap'),
      (ValueError, r"on_overflow must be 'error' or 'offsets', got 'wrap'")),
-    ('slidr/pairing slot', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
-     .pool_points(torch.zeros(3, 2), torch.tensor([0, 1]), torch.tensor([0, 9]), 4),
+    ('slidr/pairing slot', lambda c: __import__('plugins.slidr.functional', fromlist=['x']).
+     pool_points(torch.zeros(3, 2), torch.tensor([0, 1]), torch.tensor([0, 9]), 4),
      (ValueError, r'slots outside \[0, 4\)')),
-    ('slidr/pairing row', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
-     .pool_points(torch.zeros(3, 2), torch.tensor([0, 5]), torch.tensor([0, 1]), 4),
+    ('slidr/pairing row', lambda c: __import__('plugins.slidr.functional', fromlist=['x']).
+     pool_points(torch.zeros(3, 2), torch.tensor([0, 5]), torch.tensor([0, 1]), 4),
      (ValueError, r'3D rows outside \[0, 3\)')),
-    ('slidr/slot map', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
-     .pool_pixels(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 3, dtype=torch.long), 4),
+    ('slidr/slot map', lambda c: __import__('plugins.slidr.functional', fromlist=['x']).pool_pixels(
+        torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 3, dtype=torch.long), 4),
      (ValueError, r'slot map \(1, 3, 3\) does not match pixel features \(1, 2, 4, 4\)')),
-    ('slidr/kept rule', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
-     .kept_slots(torch.zeros(2, 2), rule='any'), (ValueError, r"got 'any'")),
-    ('slidr/nce shapes', lambda c: __import__('plugins.slidr.functional', fromlist=['x'])
-     .superpixel_nce(torch.zeros(3, 4), torch.zeros(3, 5)),
-     (ValueError, r'\(3, 4\) and 2D \(3, 5\)')),
-    ('slidr/lovasz label >= C', lambda c: __import__('plugins.slidr.metrics', fromlist=['x'])
-     .lovasz_softmax(torch.full((3, 4), 0.25), torch.tensor([0, 1, 4])),
+    ('slidr/kept rule', lambda c: __import__('plugins.slidr.functional', fromlist=['x']).kept_slots(
+        torch.zeros(2, 2), rule='any'), (ValueError, r"got 'any'")),
+    ('slidr/nce shapes',
+     lambda c: __import__('plugins.slidr.functional', fromlist=['x']).superpixel_nce(
+         torch.zeros(3, 4), torch.zeros(3, 5)), (ValueError, r'\(3, 4\) and 2D \(3, 5\)')),
+    ('slidr/lovasz label >= C', lambda c: __import__('plugins.slidr.metrics', fromlist=['x']).
+     lovasz_softmax(torch.full((3, 4), 0.25), torch.tensor([0, 1, 4])),
      (ValueError, r'labels must lie in \[0, 4\).*got values in \[0, 4\]')),
-    ('slidr/confusion pred >= C', lambda c: __import__('plugins.slidr.metrics', fromlist=['x'])
-     .confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3),
+    ('slidr/confusion pred >= C', lambda c: __import__('plugins.slidr.metrics', fromlist=['x']).
+     confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3),
      (ValueError, r'pred ids must lie in \[0, 3\), got values in \[0, 3\]')),
-    ('slidr/confusion lengths', lambda c: __import__('plugins.slidr.metrics', fromlist=['x'])
-     .confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), 3),
+    ('slidr/confusion lengths', lambda c: __import__('plugins.slidr.metrics', fromlist=['x']).
+     confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), 3),
      (ValueError, r'pred \(3,\) and target \(2,\) differ')),
-    ('slidr/zero quaternion', lambda c: __import__('plugins.slidr.geometry', fromlist=['x'])
-     .quaternion_to_matrix([0, 0, 0, 0]), (ValueError, r'non-zero quaternion')),
-    ('slidr/intrinsic shape', lambda c: __import__('plugins.slidr.geometry', fromlist=['x'])
-     .project_to_image(np.ones((3, 2)), np.eye(4), 10, 10),
+    ('slidr/zero quaternion', lambda c: __import__('plugins.slidr.geometry', fromlist=['x']).
+     quaternion_to_matrix([0, 0, 0, 0]), (ValueError, r'non-zero quaternion')),
+    ('slidr/intrinsic shape', lambda c: __import__('plugins.slidr.geometry', fromlist=['x']).
+     project_to_image(np.ones((3, 2)), np.eye(4), 10, 10),
      (ValueError, r'camera_intrinsic must be 3x3, got shape \(4, 4\)')),
     ('slidr/one voxel in training', lambda c: _unet_train([[0, 0, 0, 0]]),
      (ValueError, r'1 voxel\(s\) reach a batch norm of 4 channels in training')),
-    ('slidr/wrapped coordinates', lambda c: _unet_train([[0, 0, 0, -2 ** 62], [0, 1, 0, 2 ** 62]]),
+    ('slidr/wrapped coordinates', lambda c: _unet_train([[0, 0, 0, -2**62], [0, 1, 0, 2**62]]),
      (ValueError, r'too many to pack into int64 keys')),
     ('slidr/empty scan', lambda c: _unet_train(torch.zeros(0, 4, dtype=torch.long).tolist()),
      (ValueError, r'coords must be \(V, 4\)|empty scan')),
@@ -370,61 +383,64 @@ CASES = [
      (ValueError, r'calib_.*\.txt: Tr has 7 numbers, expected 12')),
     ('slidr/calib not a number', lambda c: _calib(c.tmp, f'P2: {P}\nTr: 1 2 x\n'),
      (ValueError, r'calib_.*\.txt, line 2: Tr holds a value that is not a number')),
-    ('slidr/calib missing P2', lambda c: _calib(c.tmp, f'Tr: {P}\n'), (KeyError, r"lacks \['P2'\]")),
+    ('slidr/calib missing P2', lambda c: _calib(c.tmp, f'Tr: {P}\n'), (KeyError,
+                                                                       r"lacks \['P2'\]")),
     ('coco/unknown category', lambda c: _coco(c.tmp, COCO, 'cat.json'),
      (ValueError, r"cat.json: annotation 5 of image 'a.png' has category_id 7, which is not "
-                  r"among the file's categories \[1\]")),
+      r"among the file's categories \[1\]")),
     ('coco/truncated json', lambda c: _coco(c.tmp, '{"images": [{"id": 1, "file_na', 'cut.json'),
      (ValueError, r'annotation file .*cut.json is not valid JSON')),
-    ('slidr/student option typo', lambda c: __import__('plugins.slidr.mmengine', fromlist=['x'])
-     .SLidRPretrainer(student=dict(layres=(1,) * 8)),
+    ('slidr/student option typo', lambda c: __import__(
+        'plugins.slidr.mmengine', fromlist=['x']).SLidRPretrainer(student=dict(layres=(1, ) * 8)),
      (ValueError, r"model.student: 'layres' \(did you mean 'layers'\?\)")),
-    ('slidr/backbone option typo', lambda c: __import__('plugins.slidr.mmengine', fromlist=['x'])
-     .SLidRSegmentor(backbone=dict(init_dims=8)),
+    ('slidr/backbone option typo', lambda c: __import__(
+        'plugins.slidr.mmengine', fromlist=['x']).SLidRSegmentor(backbone=dict(init_dims=8)),
      (ValueError, r"model.backbone: 'init_dims' \(did you mean 'init_dim'\?\)")),
     # MACIL
-    ('macil/network option typo', lambda c: __import__('plugins.macil.mmengine', fromlist=['x'])
-     .MACILSD(network=dict(visual_dims=512)),
+    ('macil/network option typo', lambda c: __import__('plugins.macil.mmengine', fromlist=['x']
+                                                       ).MACILSD(network=dict(visual_dims=512)),
      (ValueError, r"model.network: 'visual_dims' \(did you mean 'visual_dim'\?\)")),
     ('macil/visual dims', lambda c: _av(visual_dim=512),
      (ValueError, r'visual features have 512 dims, the network expects 1024')),
     ('macil/audio dims', lambda c: _av(audio_dim=64),
      (ValueError, r'audio features have 64 dims, the network expects 128')),
     ('macil/batch mismatch', lambda c: _av(b=(2, 3)), (ValueError, r'must share B and T')),
-    ('macil/video labels', lambda c: __import__('plugins.macil.functional', fromlist=['x'])
-     .mil_loss(torch.full((2,), 0.5), torch.tensor([0.0, 2.0])),
+    ('macil/video labels', lambda c: __import__('plugins.macil.functional', fromlist=['x']).
+     mil_loss(torch.full((2, ), 0.5), torch.tensor([0.0, 2.0])),
      (ValueError, r'video labels must be 0 or 1, got \[0.0, 2.0\]')),
-    ('macil/NaN scores', lambda c: __import__('plugins.macil.functional', fromlist=['x'])
-     .pr_auc(np.array([0.1, NAN]), np.array([0, 1])), (ValueError, r'NaN or inf')),
-    ('macil/no positive frame', lambda c: __import__('plugins.macil.functional', fromlist=['x'])
-     .pr_auc(np.array([0.1, 0.2]), np.array([0, 0])), (ValueError, r'at least one positive')),
-    ('macil/negative epoch', lambda c: __import__('plugins.macil.functional', fromlist=['x'])
-     .lambda_ramp(-1), (ValueError, r'epoch must be >= 0, got -1')),
-    ('macil/lengths', lambda c: __import__('plugins.macil.functional', fromlist=['x'])
-     .topk_mean(torch.zeros(2, 5), torch.tensor([3, 9])), (ValueError, r'1 <= T_i <= 5')),
+    ('macil/NaN scores', lambda c: __import__('plugins.macil.functional', fromlist=['x']).pr_auc(
+        np.array([0.1, NAN]), np.array([0, 1])), (ValueError, r'NaN or inf')),
+    ('macil/no positive frame', lambda c: __import__('plugins.macil.functional', fromlist=['x']).
+     pr_auc(np.array([0.1, 0.2]), np.array([0, 0])), (ValueError, r'at least one positive')),
+    ('macil/negative epoch',
+     lambda c: __import__('plugins.macil.functional', fromlist=['x']).lambda_ramp(-1),
+     (ValueError, r'epoch must be >= 0, got -1')),
+    ('macil/lengths', lambda c: __import__('plugins.macil.functional', fromlist=['x']).topk_mean(
+        torch.zeros(2, 5), torch.tensor([3, 9])), (ValueError, r'1 <= T_i <= 5')),
     # core
-    ('core/temperature inf', lambda c: __import__('plugins.core.functional', fromlist=['x'])
-     .check_temperature(float('inf')), (ValueError, r'got inf')),
-    ('core/kl class_reduction', lambda c: __import__('plugins.core.losses', fromlist=['x'])
-     .TemperatureKLLoss(class_reduction='avg'), (ValueError, r"got 'avg'")),
-    ('core/info_nce features', lambda c: __import__('plugins.core.functional', fromlist=['x'])
-     .info_nce(torch.zeros(2, 4), torch.zeros(2, 3)), (ValueError, r'3 features, query has 4')),
-    ('core/option typo', lambda c: __import__('plugins.core.options', fromlist=['x'])
-     .check_keys({'temprature': 3}, ['temperature', 'alpha'], 'dsd'),
+    ('core/temperature inf', lambda c: __import__('plugins.core.functional', fromlist=['x']).
+     check_temperature(float('inf')), (ValueError, r'got inf')),
+    ('core/kl class_reduction', lambda c: __import__('plugins.core.losses', fromlist=['x']).
+     TemperatureKLLoss(class_reduction='avg'), (ValueError, r"got 'avg'")),
+    ('core/info_nce features', lambda c: __import__('plugins.core.functional', fromlist=['x']).
+     info_nce(torch.zeros(2, 4), torch.zeros(2, 3)), (ValueError, r'3 features, query has 4')),
+    ('core/option typo', lambda c: __import__('plugins.core.options', fromlist=['x']).check_keys(
+        {'temprature': 3}, ['temperature', 'alpha'], 'dsd'),
      (ValueError, r"unknown key in dsd: 'temprature' \(did you mean 'temperature'\?\)")),
-    ('core/option not a dict', lambda c: __import__('plugins.core.options', fromlist=['x'])
-     .check_keys([('a', 1)], ['a'], 'model.dsd'), (TypeError, r'model.dsd must be a dict')),
-    ('core/tap path', lambda c: __import__('plugins.core.taps', fromlist=['x'])
-     .resolve_module(torch.nn.Sequential(torch.nn.Linear(1, 1)), 'encoder.0'),
-     (KeyError, r'encoder')),
-    ('core/skip limit 0', lambda c: __import__('plugins.core.nonfinite', fromlist=['x'])
-     .SkipCounter(0), (ValueError, r'max_consecutive_skips must be ≥ 1, got 0')),
+    ('core/option not a dict', lambda c: __import__('plugins.core.options', fromlist=['x']).
+     check_keys([('a', 1)], ['a'], 'model.dsd'), (TypeError, r'model.dsd must be a dict')),
+    ('core/tap path', lambda c: __import__('plugins.core.taps', fromlist=['x']).resolve_module(
+        torch.nn.Sequential(torch.nn.Linear(1, 1)), 'encoder.0'), (KeyError, r'encoder')),
+    ('core/skip limit 0',
+     lambda c: __import__('plugins.core.nonfinite', fromlist=['x']).SkipCounter(0),
+     (ValueError, r'max_consecutive_skips must be ≥ 1, got 0')),
     ('core/optimizer submodule', lambda c: _submodule_wrappers(),
      (ValueError, r"names submodule 'vision', which the model lacks; its submodules are \['av'\]")),
-    ('core/draw index', lambda c: __import__('plugins.core.sample_seed', fromlist=['x'])
-     .DrawIndex(3, -2, 0), (ValueError, r'draw must be ≥ 0, got -2')),
-    ('core/json', lambda c: __import__('plugins.core.options', fromlist=['x'])
-     .read_json(str(c.tmp / 'nope.json'), 'COCO annotations'),
+    ('core/draw index',
+     lambda c: __import__('plugins.core.sample_seed', fromlist=['x']).DrawIndex(3, -2, 0),
+     (ValueError, r'draw must be ≥ 0, got -2')),
+    ('core/json', lambda c: __import__('plugins.core.options', fromlist=['x']).read_json(
+        str(c.tmp / 'nope.json'), 'COCO annotations'),
      (FileNotFoundError, r'COCO annotations .*nope.json does not exist')),
 ]
 

@@ -16,9 +16,14 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 @pytest.mark.slow
 def test_all_benchmarks_run_and_their_baselines_agree():
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'benchmark', 'run_all.py'),
-                           '--device', 'cpu', '--quick'], capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'benchmark', 'run_all.py'), '--device', 'cpu', '--quick'
+    ],
+                          capture_output=True,
+                          text=True,
+                          timeout=900,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ('golsd', 'slidr', 'dsd', 'macil'):
         assert f'=== {name}: ok' in proc.stdout
@@ -35,5 +40,5 @@ def test_fdr_loss_baseline_is_the_same_maths():
     b = case['corners'].clone().requires_grad_(True)
     va, vb = bench.fdr_batched(case, a), bench.fdr_per_layer(case, b)
     torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.autograd.grad(va, a)[0], torch.autograd.grad(vb, b)[0],
-                               rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(
+        torch.autograd.grad(va, a)[0], torch.autograd.grad(vb, b)[0], rtol=1e-4, atol=1e-7)

@@ -6,8 +6,9 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True)
-                 if os.sep + '_base_' + os.sep not in p)
+CONFIGS = sorted(
+    p for p in glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if os.sep + '_base_' + os.sep not in p)
 
 
 def _datasets(cfg):
@@ -46,8 +47,10 @@ def test_every_config_trains_through_the_non_finite_guard(path):
     cfg = load_config(path)
     wrapper = dict(cfg.optim_wrapper)
     if wrapper.get('constructor') == 'SubmoduleOptimWrapperConstructor':
-        types = [sub.get('type', wrapper.get('type')) for key, sub in wrapper.items()
-                 if isinstance(sub, dict) and 'optimizer' in sub]
+        types = [
+            sub.get('type', wrapper.get('type')) for key, sub in wrapper.items()
+            if isinstance(sub, dict) and 'optimizer' in sub
+        ]
     else:
         types = [wrapper.get('type')]
     assert types and all(OPTIM_WRAPPERS.get(t) is NonFiniteSkipOptimWrapper for t in types), types

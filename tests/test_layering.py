@@ -53,8 +53,8 @@ def _all_imports() -> Dict[str, List[Tuple[int, str]]]:
             if name.endswith('.py'):
                 path = osp.join(folder, name)
                 with open(path, encoding='utf-8') as f:
-                    found[osp.relpath(path, ROOT)] = imports_of(
-                        f.read(), _module_name(path), name == '__init__.py')
+                    found[osp.relpath(path, ROOT)] = imports_of(f.read(), _module_name(path),
+                                                                name == '__init__.py')
     return found
 
 

@@ -31,8 +31,10 @@ LOSSES = sorted(_plugin_losses())
 
 
 def test_the_four_methods_register_their_losses():
-    assert {'FGLLoss', 'DDFLoss', 'DSDLoss', 'TopKMILLoss', 'SemiBagContrastiveLoss',
-            'SuperpixelNCELoss'} <= set(LOSSES)
+    assert {
+        'FGLLoss', 'DDFLoss', 'DSDLoss', 'TopKMILLoss', 'SemiBagContrastiveLoss',
+        'SuperpixelNCELoss'
+    } <= set(LOSSES)
 
 
 @pytest.mark.parametrize('name', LOSSES)
@@ -41,12 +43,12 @@ def test_built_by_type_with_a_loss_weight_and_typos_name_the_nearest_key(name):
     cls, registry = _plugin_losses()[name]
     params = inspect.signature(cls).parameters
     assert 'loss_weight' in params, f'{name} has no loss_weight'
-    fixed = {'taps': None} if 'taps' in params else None   # DSD: the host passes its taps
-    loss = build_registered(dict(type=name, loss_weight=0.25), name, registry, 'cfg.loss',
-                            default_args=fixed)
+    fixed = {'taps': None} if 'taps' in params else None  # DSD: the host passes its taps
+    loss = build_registered(
+        dict(type=name, loss_weight=0.25), name, registry, 'cfg.loss', default_args=fixed)
     assert type(loss) is cls and loss.loss_weight == 0.25
     with pytest.raises(ValueError, match=r"'loss_wieght' \(did you mean 'loss_weight'\?\)"):
-        build_registered(dict(type=name, loss_wieght=0.25), name, registry, 'cfg.loss',
-                         default_args=fixed)
+        build_registered(
+            dict(type=name, loss_wieght=0.25), name, registry, 'cfg.loss', default_args=fixed)
     with pytest.raises(KeyError, match=name):
         build_registered(dict(type=name[:-1]), name, registry, 'cfg.loss', default_args=fixed)

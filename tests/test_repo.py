@@ -21,16 +21,17 @@ def test_readme_first_block_is_demo_then_tests():
 
 def test_ci_runs_exactly_the_readme_test_command():
     ci = open(os.path.join(ROOT, '.ci', 'run')).read()
-    extracted = subprocess.run(
-        ['bash', '-c', "awk '/^```/{n++; next} n==1' README.md | sed -n 2p"],
-        cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    extracted = subprocess.run(['bash', '-c', "awk '/^```/{n++; next} n==1' README.md | sed -n 2p"],
+                               cwd=ROOT,
+                               capture_output=True,
+                               text=True).stdout.strip()
     assert extracted == _first_code_block()[1]
     assert 'eval "$cmd"' in ci
 
 
 def test_top_level_layout():
-    for name in ('plugins', 'configs', 'tools', 'tests', 'docs', 'pyproject.toml',
-                 'README.md', '.ci'):
+    for name in ('plugins', 'configs', 'tools', 'tests', 'docs', 'pyproject.toml', 'README.md',
+                 '.ci'):
         assert os.path.exists(os.path.join(ROOT, name)), name
     assert os.path.isdir(os.path.join(ROOT, 'plugins', 'core'))
 
@@ -38,14 +39,16 @@ def test_top_level_layout():
 def test_every_tool_and_config_named_in_the_docs_is_tracked():
     """A path the README or docs tell users to run must be in the repository
     (not just on this disk: an ignore rule once hid tools/data/)."""
-    tracked = set(subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.split())
+    tracked = set(
+        subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True,
+                       text=True).stdout.split())
     if not tracked:  # not a git checkout (e.g. an sdist): nothing to compare
         return
     texts = [open(os.path.join(ROOT, 'README.md')).read()]
     docs = os.path.join(ROOT, 'docs')
-    texts += [open(os.path.join(docs, n)).read() for n in sorted(os.listdir(docs))
-              if n.endswith('.md')]
+    texts += [
+        open(os.path.join(docs, n)).read() for n in sorted(os.listdir(docs)) if n.endswith('.md')
+    ]
     named = set()
     for text in texts:
         named |= set(re.findall(r'\b((?:tools|configs)/[\w./-]+\.py)\b', text))
@@ -65,7 +68,8 @@ def _config_text_with_local_bases(rel: str) -> str:
     text = open(path).read()
     for base in re.findall(r"_base_ = '(\.{1,2}/[^']+)'", text):
         text += _config_text_with_local_bases(
-            os.path.relpath(os.path.join(os.path.dirname(path), base), os.path.join(ROOT, 'configs')))
+            os.path.relpath(
+                os.path.join(os.path.dirname(path), base), os.path.join(ROOT, 'configs')))
     return text
 
 
@@ -93,7 +97,11 @@ def test_demo_data_maker_writes_every_format(tmp_path):
     assert set(demo_makers()) == {'coco', 'msd', 'shapes2d', 'xdv', 'nuscenes', 'semantickitti'}
     for fmt in demo_makers():
         out = tmp_path / fmt
-        proc = subprocess.run([sys.executable, 'tools/data/make_demo_data.py', fmt, '--out',
-                               str(out), '--small'], cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, 'tools/data/make_demo_data.py', fmt, '--out',
+             str(out), '--small'],
+            cwd=ROOT,
+            capture_output=True,
+            text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert any(out.rglob('*')), fmt

@@ -24,8 +24,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from plugins.core.checkpoint import (export_state_dict, load_checkpoint,  # noqa: E402
-                                     save_checkpoint)
+from plugins.core.checkpoint import export_state_dict, load_checkpoint, save_checkpoint
 
 
 def config_training_only(config: str = None, text: str = None) -> list:
@@ -56,14 +55,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description='Export deployable weights')
     parser.add_argument('checkpoint', help='training checkpoint')
     parser.add_argument('out', help='output file')
-    parser.add_argument('--drop', nargs='*', default=[],
-                        help='module prefixes or glob patterns to remove')
-    parser.add_argument('--keep', nargs='*', default=None,
-                        help='keep only these prefixes or patterns')
-    parser.add_argument('--strip-prefix', default=None,
-                        help='remove this leading module path from the kept keys')
-    parser.add_argument('--config', default=None,
-                        help='training config: also drop what its model marks training-only')
+    parser.add_argument(
+        '--drop', nargs='*', default=[], help='module prefixes or glob patterns to remove')
+    parser.add_argument(
+        '--keep', nargs='*', default=None, help='keep only these prefixes or patterns')
+    parser.add_argument(
+        '--strip-prefix', default=None, help='remove this leading module path from the kept keys')
+    parser.add_argument(
+        '--config',
+        default=None,
+        help='training config: also drop what its model marks training-only')
     args = parser.parse_args(argv)
     ckpt = load_checkpoint(args.checkpoint)
     keys = list(ckpt.get('state_dict', ckpt)) if isinstance(ckpt, dict) else []
@@ -84,8 +85,11 @@ def main(argv=None) -> None:
               'applies')
     state, dropped = export_state_dict(ckpt, drop, args.strip_prefix, args.keep)
     meta = dict(ckpt.get('meta', {})) if isinstance(ckpt, dict) else {}
-    meta = {k: v for k, v in meta.items() if k in ('epoch', 'iter', 'dataset_meta',
-                                                   'mmengine_version', 'experiment_name')}
+    meta = {
+        k: v
+        for k, v in meta.items()
+        if k in ('epoch', 'iter', 'dataset_meta', 'mmengine_version', 'experiment_name')
+    }
     meta.update(exported_from=osp.abspath(args.checkpoint), dropped_keys=dropped)
     save_checkpoint({'state_dict': state, 'meta': meta}, args.out)
     n = sum(v.numel() for v in state.values() if hasattr(v, 'numel'))

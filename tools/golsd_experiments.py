@@ -29,13 +29,20 @@ from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-import demo  # noqa: E402  (tools/demo.py: data, training and evaluation helpers)
+import demo  # (tools/demo.py: data, training and evaluation helpers)
 
 ITERS_PER_EPOCH = 12  # 96 training images, batch 8
 PLAIN = 'configs/golsd/dino-tiny_r18_1xb8-12e_demo-coco.py'
 GOLSD = 'configs/golsd/dino-tiny_r18_golsd_1xb8-12e_demo-coco.py'
-_FOCAL = dict(bbox_head=dict(loss_cls=dict(_delete_=True, type='FocalLoss', use_sigmoid=True,
-                                           gamma=2.0, alpha=0.25, loss_weight=1.0)))
+_FOCAL = dict(
+    bbox_head=dict(
+        loss_cls=dict(
+            _delete_=True,
+            type='FocalLoss',
+            use_sigmoid=True,
+            gamma=2.0,
+            alpha=0.25,
+            loss_weight=1.0)))
 _NO_FGL = dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0)))
 _NO_DDF = dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))
 _LQE = dict(bbox_head=dict(lqe=dict(k=4, hidden=64)))
@@ -44,16 +51,15 @@ _LQE = dict(bbox_head=dict(lqe=dict(k=4, hidden=64)))
 ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
     'plain': ('DINO (plain, Focal)', PLAIN, ()),
     'golsd': ('DINO + GO-LSD/FDR (VFL, the plugin default)', GOLSD, ()),
-    'golsd-focal': ('DINO + GO-LSD/FDR with Focal', GOLSD, (_FOCAL,)),
+    'golsd-focal': ('DINO + GO-LSD/FDR with Focal', GOLSD, (_FOCAL, )),
     'fdr-only': ('FDR only (VFL; FGL, DDF weights 0)', GOLSD, (_NO_FGL, _NO_DDF)),
     'fdr-only-focal': ('FDR only with Focal', GOLSD, (_FOCAL, _NO_FGL, _NO_DDF)),
-    'fgl-only': ('FDR + FGL (VFL; DDF weight 0)', GOLSD, (_NO_DDF,)),
+    'fgl-only': ('FDR + FGL (VFL; DDF weight 0)', GOLSD, (_NO_DDF, )),
     'fgl-only-focal': ('FDR + FGL with Focal', GOLSD, (_FOCAL, _NO_DDF)),
-    'ddf-only': ('FDR + DDF (VFL; FGL weight 0)', GOLSD, (_NO_FGL,)),
+    'ddf-only': ('FDR + DDF (VFL; FGL weight 0)', GOLSD, (_NO_FGL, )),
     'ddf-only-focal': ('FDR + DDF with Focal', GOLSD, (_FOCAL, _NO_FGL)),
-    'golsd-lqe': ('DINO + GO-LSD/FDR + LQE (location-quality scores)', GOLSD, (_LQE,)),
+    'golsd-lqe': ('DINO + GO-LSD/FDR + LQE (location-quality scores)', GOLSD, (_LQE, )),
 }
-
 
 #: ``--backbone`` choices: how the ResNet-18 of every row starts and trains
 BACKBONES = ('frozen', 'finetune', 'scratch')
@@ -78,10 +84,12 @@ def backbone_override(ctx: 'demo.DemoContext', mode: str = 'scratch') -> dict:
     ckpt = osp.join(ctx.out, 'detection', f'epoch_{2 if ctx.quick else 8}.pth')
     if not osp.isfile(ckpt):
         demo.STAGES['detection'](ctx)
-    return dict(backbone=dict(
-        init_cfg=dict(_delete_=True, type='Pretrained', prefix='backbone.',
-                      checkpoint=osp.abspath(ckpt)),
-        frozen_stages=4 if mode == 'frozen' else -1, norm_eval=True))
+    return dict(
+        backbone=dict(
+            init_cfg=dict(
+                _delete_=True, type='Pretrained', prefix='backbone.', checkpoint=osp.abspath(ckpt)),
+            frozen_stages=4 if mode == 'frozen' else -1,
+            norm_eval=True))
 
 
 def merge_overrides(overrides: Sequence[dict]) -> dict:
@@ -100,8 +108,7 @@ def merge_overrides(overrides: Sequence[dict]) -> dict:
     return merged
 
 
-def write_config(ctx: 'demo.DemoContext', name: str, base: str,
-                 overrides: Sequence[dict]) -> str:
+def write_config(ctx: 'demo.DemoContext', name: str, base: str, overrides: Sequence[dict]) -> str:
     """A config inheriting ``base`` with ``model = <merged overrides>`` under
     ``<out>/configs``."""
     folder = osp.join(ctx.out, 'configs')
@@ -115,13 +122,18 @@ def write_config(ctx: 'demo.DemoContext', name: str, base: str,
 
 def map_curve(rows: Sequence[dict]) -> Tuple[List[int], List[float]]:
     """``(steps, bbox mAP)`` of the evaluations logged during training."""
-    pts = [(int(r['step']) * ITERS_PER_EPOCH, r['coco/bbox_mAP'])
-           for r in rows if 'coco/bbox_mAP' in r]
+    pts = [(int(r['step']) * ITERS_PER_EPOCH, r['coco/bbox_mAP']) for r in rows
+           if 'coco/bbox_mAP' in r]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int], epochs: int,
-             lr_step: int, val_every: int, backbone: str = 'scratch',
+def run_rows(ctx: 'demo.DemoContext',
+             rows: Sequence[str],
+             seeds: Sequence[int],
+             epochs: int,
+             lr_step: int,
+             val_every: int,
+             backbone: str = 'scratch',
              jobs: int = 1) -> Dict[str, List[dict]]:
     """Train and evaluate every row with every seed.
 
@@ -147,17 +159,19 @@ def run_rows(ctx: 'demo.DemoContext', rows: Sequence[str], seeds: Sequence[int],
     data_root = demo.coco_data(ctx)
     model_override = backbone_override(ctx, backbone)
     options = demo.coco_options(data_root, epochs) + [
-        f'train_cfg.val_interval={min(val_every, epochs)}',
-        f'param_scheduler.0.end={epochs}', f'param_scheduler.0.milestones=[{lr_step}]']
+        f'train_cfg.val_interval={min(val_every, epochs)}', f'param_scheduler.0.end={epochs}',
+        f'param_scheduler.0.milestones=[{lr_step}]'
+    ]
     if backbone == 'finetune':
         options.append('optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult=0.1')
-    configs = {row: write_config(ctx, f'golsd_{row}', ROWS[row][1],
-                                 (model_override,) + ROWS[row][2]) for row in rows}
+    configs = {
+        row: write_config(ctx, f'golsd_{row}', ROWS[row][1], (model_override, ) + ROWS[row][2])
+        for row in rows
+    }
 
     def one(row: str, seed: int) -> dict:
         run = demo.train_and_eval(ctx, f'golsd_{row}_e{epochs}_s{seed}', configs[row],
-                                  options + [f'randomness.seed={seed}'], epochs,
-                                  ITERS_PER_EPOCH)
+                                  options + [f'randomness.seed={seed}'], epochs, ITERS_PER_EPOCH)
         return dict(run, config=configs[row], seed=seed, options=options)
 
     todo = [(row, seed) for row in rows for seed in seeds]
@@ -186,16 +200,20 @@ def summary_table(results: Dict[str, List[dict]], epochs: int) -> str:
     rows = []
     for row, runs in results.items():
         m = [r['metrics'] for r in runs]
-        mean = {k: statistics.mean(x.get(f'coco/bbox_{k}', float('nan')) for x in m)
-                for k in ('mAP', 'mAP_50', 'mAP_75')}
+        mean = {
+            k: statistics.mean(x.get(f'coco/bbox_{k}', float('nan')) for x in m)
+            for k in ('mAP', 'mAP_50', 'mAP_75')
+        }
         train_s = statistics.mean(r['train_s'] for r in runs)
-        rows.append([ROWS[row][0], epochs * ITERS_PER_EPOCH, len(runs),
-                     '–' if train_s != train_s else f'{train_s:.0f}', mean['mAP'],
-                     mean['mAP_50'], mean['mAP_75'],
-                     ' / '.join(f"{x.get('coco/bbox_mAP', float('nan')):.3f}" for x in m)])
-    return demo.markdown_table(['model', 'steps', 'seeds', 'train time per run (s)',
-                                'bbox mAP (mean)', 'mAP@50 (mean)', 'mAP@75 (mean)',
-                                'bbox mAP per seed'], rows)
+        rows.append([
+            ROWS[row][0], epochs * ITERS_PER_EPOCH,
+            len(runs), '–' if train_s != train_s else f'{train_s:.0f}', mean['mAP'], mean['mAP_50'],
+            mean['mAP_75'], ' / '.join(f"{x.get('coco/bbox_mAP', float('nan')):.3f}" for x in m)
+        ])
+    return demo.markdown_table([
+        'model', 'steps', 'seeds', 'train time per run (s)', 'bbox mAP (mean)', 'mAP@50 (mean)',
+        'mAP@75 (mean)', 'bbox mAP per seed'
+    ], rows)
 
 
 def prediction_type_table(runs: Dict[str, dict]) -> str:
@@ -205,8 +223,10 @@ def prediction_type_table(runs: Dict[str, dict]) -> str:
     from golsd_outputs import COLUMNS, evaluate
     rows = []
     for label, run in runs.items():
-        layers = [r for r in evaluate(run['config'], run['ckpt'], demo.cfg_options(run['options']))
-                  if r[0].startswith('layer ')]
+        layers = [
+            r for r in evaluate(run['config'], run['ckpt'], demo.cfg_options(run['options']))
+            if r[0].startswith('layer ')
+        ]
         rows.append([label] + layers[-1][1:])
     return demo.markdown_table(['model', *COLUMNS], rows)
 
@@ -225,8 +245,14 @@ def plot_map_curves(results: Dict[str, List[dict]], out_png: str, title: str) ->
         n = min(len(c[0]) for c in curves)
         if n:
             mean = [statistics.mean(c[1][i] for c in curves) for i in range(n)]
-            ax.plot(curves[0][0][:n], mean, color=f'C{idx}', lw=2.2, marker='o', ms=3,
-                    label=f'{ROWS[row][0]} (mean of {len(runs)})')
+            ax.plot(
+                curves[0][0][:n],
+                mean,
+                color=f'C{idx}',
+                lw=2.2,
+                marker='o',
+                ms=3,
+                label=f'{ROWS[row][0]} (mean of {len(runs)})')
     ax.set_xlabel('training steps (batch 8)')
     ax.set_ylabel('bbox mAP (val)')
     ax.grid(alpha=0.3)
@@ -259,10 +285,14 @@ def collect_runs(outs: Sequence[str], rows: Sequence[str], seeds: Sequence[int],
             with open(osp.join(found[0], 'logs', f'{name}_test.log')) as f:
                 metrics = demo.parse_metrics(f.read())
             work_dir = osp.join(found[0], name)
-            results.setdefault(row, []).append(dict(
-                metrics=metrics, rows=read_scalars(find_scalars(work_dir)),
-                train_s=float('nan'), seed=seed, work_dir=work_dir,
-                ckpt=osp.join(work_dir, f'epoch_{epochs}.pth')))
+            results.setdefault(row, []).append(
+                dict(
+                    metrics=metrics,
+                    rows=read_scalars(find_scalars(work_dir)),
+                    train_s=float('nan'),
+                    seed=seed,
+                    work_dir=work_dir,
+                    ckpt=osp.join(work_dir, f'epoch_{epochs}.pth')))
     return results
 
 
@@ -271,21 +301,34 @@ def main(argv=None) -> str:
     parser.add_argument('--rows', nargs='+', default=['plain', 'golsd'], choices=sorted(ROWS))
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--epochs', type=int, default=12, help='12 iterations each')
-    parser.add_argument('--lr-step', type=int, default=None,
-                        help='epoch of the 10x LR drop (default: 10 of 12, else 5/6 of --epochs)')
+    parser.add_argument(
+        '--lr-step',
+        type=int,
+        default=None,
+        help='epoch of the 10x LR drop (default: 10 of 12, else 5/6 of --epochs)')
     parser.add_argument('--val-every', type=int, default=3, help='epochs between evaluations')
     parser.add_argument('--out', default='work_dirs/golsd_experiments')
     parser.add_argument('--data', default='data/demo')
-    parser.add_argument('--backbone', default='scratch', choices=BACKBONES,
-                        help='a ResNet-18 trained from scratch with the detector (the demo), '
-                        'the detection stage\'s weights frozen, or those weights trained at '
-                        'LR x0.1')
-    parser.add_argument('--jobs', type=int, default=1,
-                        help='runs at a time; above 1 each run gets one thread (its numbers '
-                        'then equal a one-thread run alone)')
-    parser.add_argument('--collect', nargs='+', default=None, metavar='DIR',
-                        help='train nothing: tabulate and plot the runs already in these '
-                        '--out folders (e.g. rows run in parallel)')
+    parser.add_argument(
+        '--backbone',
+        default='scratch',
+        choices=BACKBONES,
+        help='a ResNet-18 trained from scratch with the detector (the demo), '
+        'the detection stage\'s weights frozen, or those weights trained at '
+        'LR x0.1')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=1,
+        help='runs at a time; above 1 each run gets one thread (its numbers '
+        'then equal a one-thread run alone)')
+    parser.add_argument(
+        '--collect',
+        nargs='+',
+        default=None,
+        metavar='DIR',
+        help='train nothing: tabulate and plot the runs already in these '
+        '--out folders (e.g. rows run in parallel)')
     args = parser.parse_args(argv)
     lr_step = args.lr_step or (10 if args.epochs == 12 else round(args.epochs * 5 / 6))
     os.chdir(demo.ROOT)

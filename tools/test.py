@@ -20,9 +20,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import plugins  # noqa: E402,F401
-from plugins.core.runner_setup import (add_common_args, build_runner,  # noqa: E402
-                                       drop_training_parts, load_config)
+import plugins  # noqa: F401
+from plugins.core.runner_setup import (add_common_args, build_runner, drop_training_parts,
+                                       load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,13 +31,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='folder for the evaluation logs')
     parser.add_argument('--out', help='dump the raw predictions to this .pkl file')
-    parser.add_argument('--show-dir',
-                        help="draw every test image's predictions into this folder with the "
-                        "config's visualizer (mmdet DetLocalVisualizer, mmseg "
-                        'SegLocalVisualizer)')
-    parser.add_argument('--non-strict', action='store_true',
-                        help='evaluate even if the checkpoint does not hold exactly the '
-                        "model's tensors (missing ones keep their initial values)")
+    parser.add_argument(
+        '--show-dir',
+        help="draw every test image's predictions into this folder with the "
+        "config's visualizer (mmdet DetLocalVisualizer, mmseg "
+        'SegLocalVisualizer)')
+    parser.add_argument(
+        '--non-strict',
+        action='store_true',
+        help='evaluate even if the checkpoint does not hold exactly the '
+        "model's tensors (missing ones keep their initial values)")
     add_common_args(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -62,8 +65,8 @@ def main(argv=None) -> dict:
             raise ValueError(f'--out must end with .pkl or .pickle, got {args.out!r}')
         evaluator = cfg.test_evaluator
         dump = dict(type='DumpResults', out_file_path=args.out)
-        cfg.test_evaluator = (list(evaluator) + [dump] if isinstance(evaluator, (list, tuple))
-                              else [evaluator, dump])
+        cfg.test_evaluator = (
+            list(evaluator) + [dump] if isinstance(evaluator, (list, tuple)) else [evaluator, dump])
     runner = build_runner(cfg)
     if not args.non_strict:
         model = getattr(runner.model, 'module', runner.model)  # DDP

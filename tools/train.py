@@ -20,9 +20,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import plugins  # noqa: E402,F401  (safe loading, registrations)
-from plugins.core.runner_setup import (add_common_args, build_runner,  # noqa: E402
-                                       check_torchvision_weights, load_config)
+import plugins  # noqa: F401  (safe loading, registrations)
+from plugins.core.runner_setup import (add_common_args, build_runner, check_torchvision_weights,
+                                       load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,13 +30,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='folder for logs and checkpoints')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
         help='resume from this checkpoint, or, with no value, from the latest '
         'checkpoint in the work dir')
-    parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision (needs a GPU)')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the learning rate by the batch size')
+    parser.add_argument(
+        '--amp', action='store_true', help='automatic mixed precision (needs a GPU)')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true', help='scale the learning rate by the batch size')
     add_common_args(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -45,8 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options, args.work_dir,
-                      args.launcher)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp:
         from plugins.core.runner_setup import enable_amp
         enable_amp(cfg)

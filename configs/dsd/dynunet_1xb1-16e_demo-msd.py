@@ -14,20 +14,29 @@ model = dict(
     sw_batch_size=1,
     overlap=0.25,
     network=dict(
-        type='DynUNet', spatial_dims=3, in_channels=1, out_channels=num_classes,
-        kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2], upsample_kernel_size=[2, 2, 2, 2],
-        filters=[8, 16, 32, 64, 80], res_block=True, norm_name='instance'))
+        type='DynUNet',
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=num_classes,
+        kernel_size=[3] * 5,
+        strides=[1, 2, 2, 2, 2],
+        upsample_kernel_size=[2, 2, 2, 2],
+        filters=[8, 16, 32, 64, 80],
+        res_block=True,
+        norm_name='instance'))
 
 dataset = dict(type='MSDDataset', task_dir=task_dir, num_val=2, roi_size=roi_size)
 train_dataloader = dict(
-    batch_size=1, num_workers=0,
+    batch_size=1,
+    num_workers=0,
     # per-sample seeds (run seed, epoch, index) for MONAI's random crops and flips:
     # a resumed run repeats them exactly
     sampler=dict(type='SampleSeedSampler', shuffle=True),
     collate_fn=dict(type='msd_collate'),
     dataset=dict(dataset, split='train', num_samples=2))
 val_dataloader = dict(
-    batch_size=1, num_workers=0,
+    batch_size=1,
+    num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='msd_collate'),
     dataset=dict(dataset, split='val'))
@@ -46,6 +55,5 @@ optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-5))
 param_scheduler = dict(type='StepLR', step_size=100, gamma=0.5, by_epoch=True)
 
 default_hooks = dict(
-    logger=dict(interval=5),
-    checkpoint=dict(interval=4, save_best='msd/dice', rule='greater'))
+    logger=dict(interval=5), checkpoint=dict(interval=4, save_best='msd/dice', rule='greater'))
 randomness = dict(seed=100, deterministic=False)

@@ -3,5 +3,6 @@
 # `python tools/export.py CKPT OUT --strip-prefix network.` for the stock DynUNet.
 _base_ = './dynunet_1xb1-16e_demo-msd.py'
 
-model = dict(dsd_taps=dict(preset='dynunet'),
-             loss_dsd=dict(type='DSDLoss', temperature=3.0, alpha=1.0, strategy='straightforward'))
+model = dict(
+    dsd_taps=dict(preset='dynunet'),
+    loss_dsd=dict(type='DSDLoss', temperature=3.0, alpha=1.0, strategy='straightforward'))

@@ -4,8 +4,10 @@
 _base_ = 'mmseg::unet/unet-s5-d16_fcn_4xb4-40k_drive-64x64.py'
 custom_imports = dict(imports=['plugins'], allow_failed_imports=False)
 
-model = dict(type='DSDEncoderDecoder', auxiliary_head=None,
-             loss_dsd=dict(type='DSDLoss', temperature=3.0, alpha=1.0, ignore_index=255))
+model = dict(
+    type='DSDEncoderDecoder',
+    auxiliary_head=None,
+    loss_dsd=dict(type='DSDLoss', temperature=3.0, alpha=1.0, ignore_index=255))
 
 # skip (and name) steps with a non-finite loss or gradient; see docs/core.md
 optim_wrapper = dict(type='NonFiniteSkipOptimWrapper')

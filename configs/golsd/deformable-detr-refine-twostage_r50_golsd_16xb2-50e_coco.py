@@ -10,8 +10,13 @@ model = dict(
     golsd=dict(reg_max=32, reg_scale=4.0, up=0.5, T=5.0),
     bbox_head=dict(
         type='GOLSDDeformableDETRHead',
-        loss_cls=dict(type='VarifocalLoss', use_sigmoid=True, alpha=0.75, gamma=2.0,
-                      iou_weighted=True, loss_weight=1.0),
+        loss_cls=dict(
+            type='VarifocalLoss',
+            use_sigmoid=True,
+            alpha=0.75,
+            gamma=2.0,
+            iou_weighted=True,
+            loss_weight=1.0),
         loss_fgl=dict(type='FGLLoss', loss_weight=0.15),
         loss_ddf=dict(type='DDFLoss', loss_weight=1.5)))
 

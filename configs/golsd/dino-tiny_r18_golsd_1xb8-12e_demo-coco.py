@@ -4,8 +4,17 @@
 # outrank true positives (docs/golsd.md, "Why VarifocalLoss").
 _base_ = './dino-tiny_r18_1xb8-12e_demo-coco.py'
 
-model = dict(type='GOLSDDINO', golsd=dict(reg_max=32, reg_scale=4.0, up=0.5, T=5.0),
-             bbox_head=dict(type='GOLSDDINOHead', loss_fgl=dict(type='FGLLoss', loss_weight=0.15),
-                            loss_ddf=dict(type='DDFLoss', loss_weight=1.5),
-                            loss_cls=dict(type='VarifocalLoss', use_sigmoid=True, alpha=0.75,
-                                          gamma=2.0, iou_weighted=True, loss_weight=1.0)))
+model = dict(
+    type='GOLSDDINO',
+    golsd=dict(reg_max=32, reg_scale=4.0, up=0.5, T=5.0),
+    bbox_head=dict(
+        type='GOLSDDINOHead',
+        loss_fgl=dict(type='FGLLoss', loss_weight=0.15),
+        loss_ddf=dict(type='DDFLoss', loss_weight=1.5),
+        loss_cls=dict(
+            type='VarifocalLoss',
+            use_sigmoid=True,
+            alpha=0.75,
+            gamma=2.0,
+            iou_weighted=True,
+            loss_weight=1.0)))

@@ -3,8 +3,10 @@
 _base_ = './slidr_sr-unet34_1xb4-50e_nuscenes.py'
 
 data_root = 'data/demo/nuscenes'
-model = dict(dim=16, student=dict(layers=(1, 1, 1, 1, 1, 1, 1, 1),
-                                  planes=(16, 16, 32, 32, 32, 16, 16, 16), init_dim=16))
+model = dict(
+    dim=16,
+    student=dict(
+        layers=(1, 1, 1, 1, 1, 1, 1, 1), planes=(16, 16, 32, 32, 32, 16, 16, 16), init_dim=16))
 train_pipeline = [
     dict(type='RandomCameraOrder'),
     dict(type='RandomRotateFlipCloud'),
@@ -12,9 +14,15 @@ train_pipeline = [
     dict(type='RandomResizedCropFlipImages', size=(96, 176), min_pairs=64),
 ]
 train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, version='v1.0-mini', split='mini_train',
-                 superpixel_root=None, pipeline=train_pipeline))
+    batch_size=2,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root,
+        version='v1.0-mini',
+        split='mini_train',
+        superpixel_root=None,
+        pipeline=train_pipeline))
 max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=0.05))

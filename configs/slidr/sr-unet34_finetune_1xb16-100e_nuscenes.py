@@ -5,20 +5,32 @@
 _base_ = '../_base_/plugin_runtime.py'
 
 data_root = 'data/nuscenes'
-model = dict(type='SLidRSegmentor', num_classes=17, pretrained=None, linear_probe=False,
-             lovasz=True, ignore_index=0,
-             backbone=dict(in_channels=1, layers=(2, 3, 4, 6, 2, 2, 2, 2),
-                           planes=(32, 64, 128, 256, 256, 128, 96, 96), init_dim=32,
-                           momentum=0.02))
+model = dict(
+    type='SLidRSegmentor',
+    num_classes=17,
+    pretrained=None,
+    linear_probe=False,
+    lovasz=True,
+    ignore_index=0,
+    backbone=dict(
+        in_channels=1,
+        layers=(2, 3, 4, 6, 2, 2, 2, 2),
+        planes=(32, 64, 128, 256, 256, 128, 96, 96),
+        init_dim=32,
+        momentum=0.02))
 dataset = dict(type='NuScenesLidarSegDataset', data_root=data_root, version='v1.0-trainval')
 train_dataloader = dict(
-    batch_size=16, num_workers=4, persistent_workers=True,
+    batch_size=16,
+    num_workers=4,
+    persistent_workers=True,
     sampler=dict(type='SampleSeedSampler', shuffle=True),  # per-sample seeds: exact resume
     collate_fn=dict(type='lidarseg_collate'),
-    dataset=dict(dataset, split='train', label_every=1,
-                 pipeline=[dict(type='RandomRotateFlipCloud')]))
+    dataset=dict(
+        dataset, split='train', label_every=1, pipeline=[dict(type='RandomRotateFlipCloud')]))
 val_dataloader = dict(
-    batch_size=1, num_workers=2, persistent_workers=True,
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='lidarseg_collate'),
     dataset=dict(dataset, split='val', augment=False))

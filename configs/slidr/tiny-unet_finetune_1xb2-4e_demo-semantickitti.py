@@ -3,15 +3,19 @@
 _base_ = './sr-unet34_finetune_1xb10-100e_semantickitti.py'
 
 data_root = 'data/demo/semantickitti'
-model = dict(pretrained=None,
-             backbone=dict(layers=(1, 1, 1, 1, 1, 1, 1, 1),
-                           planes=(16, 16, 32, 32, 32, 16, 16, 16), init_dim=16))
+model = dict(
+    pretrained=None,
+    backbone=dict(
+        layers=(1, 1, 1, 1, 1, 1, 1, 1), planes=(16, 16, 32, 32, 32, 16, 16, 16), init_dim=16))
 dataset = dict(type='SemanticKITTIDataset', data_root=data_root)
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(dataset, split='train', label_every=1,
-                                     pipeline=[dict(type='RandomRotateFlipCloud')]))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(dataset, split='val', augment=False))
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        dataset, split='train', label_every=1, pipeline=[dict(type='RandomRotateFlipCloud')]))
+val_dataloader = dict(
+    num_workers=0, persistent_workers=False, dataset=dict(dataset, split='val', augment=False))
 test_dataloader = val_dataloader
 max_epochs = 4
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)

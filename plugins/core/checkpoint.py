@@ -35,8 +35,8 @@ __all__ = [
     'UnsafeCheckpointError', 'CheckpointFileError', 'EmptyCheckpointError',
     'TruncatedCheckpointError', 'CorruptCheckpointError', 'NotACheckpointError',
     'check_checkpoint_file', 'remove_stale_partials', 'check_state_dict_matches',
-    'CheckpointMismatchError', 'unmatched_patterns', 'allow_types', 'allow_getattr', 'register_numpy_types',
-    'load_checkpoint', 'save_checkpoint', 'atomic_write_bytes',
+    'CheckpointMismatchError', 'unmatched_patterns', 'allow_types', 'allow_getattr',
+    'register_numpy_types', 'load_checkpoint', 'save_checkpoint', 'atomic_write_bytes',
     'export_state_dict', 'training_only_prefixes'
 ]
 
@@ -178,8 +178,7 @@ def _restricted_bytes(*args: Any) -> bytes:
                                 f'arguments, which is not on the allow-list; refusing to load it')
 
 
-def allow_getattr(cls: type, names: Union[Iterable[str],
-                                          Callable[[str], bool]]) -> None:
+def allow_getattr(cls: type, names: Union[Iterable[str], Callable[[str], bool]]) -> None:
     """Let checkpoints look up the given attributes of ``cls``.
 
     Args:
@@ -193,8 +192,7 @@ def allow_getattr(cls: type, names: Union[Iterable[str],
         allowed = frozenset(names)
         check = allowed.__contains__
     _GETATTR_ALLOWED[cls] = check
-    torch.serialization.add_safe_globals([(_restricted_getattr,
-                                           'builtins.getattr')])
+    torch.serialization.add_safe_globals([(_restricted_getattr, 'builtins.getattr')])
 
 
 def allow_types(types: Sequence[Any]) -> None:
@@ -211,8 +209,9 @@ def register_numpy_types() -> None:
     import numpy as np
     items: List[Any] = [np.ndarray, np.dtype]
     multiarray = getattr(np, '_core', None)
-    multiarray = (multiarray.multiarray if multiarray is not None
-                  and hasattr(multiarray, 'multiarray') else np.core.multiarray)
+    multiarray = (
+        multiarray.multiarray
+        if multiarray is not None and hasattr(multiarray, 'multiarray') else np.core.multiarray)
     for fn_name in ('_reconstruct', 'scalar'):
         fn = getattr(multiarray, fn_name)
         # numpy 1.x pickles under numpy.core, numpy 2.x under numpy._core.
@@ -460,15 +459,15 @@ def export_state_dict(
         if drop_it:
             dropped.append(key)
             continue
-        out[new_key] = (value.detach().cpu()
-                        if isinstance(value, torch.Tensor) else value)
+        out[new_key] = (value.detach().cpu() if isinstance(value, torch.Tensor) else value)
     if not out:
         raise ValueError(f'export left no tensors (dropped {len(dropped)}: '
                          f'{dropped[:5]}...); check drop/keep/strip_prefix')
     return out, dropped
 
 
-def check_state_dict_matches(model: nn.Module, checkpoint: Mapping[str, Any],
+def check_state_dict_matches(model: nn.Module,
+                             checkpoint: Mapping[str, Any],
                              name: str = 'checkpoint') -> None:
     """Check that ``checkpoint`` holds exactly the model's tensors.
 
@@ -491,14 +490,15 @@ def check_state_dict_matches(model: nn.Module, checkpoint: Mapping[str, Any],
     optional = training_only_prefixes(model)
     missing = [k for k in own if k not in state and not any(_matches(k, p) for p in optional)]
     unexpected = [k for k in state if k not in own]
-    shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in own
-              if k in state and isinstance(state[k], torch.Tensor)
-              and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in own if k in state
+        and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if not (missing or unexpected or shapes):
         return
     parts = []
-    for label, keys in (('missing', missing), ('unexpected', unexpected),
-                        ('of another shape', shapes)):
+    for label, keys in (('missing', missing), ('unexpected', unexpected), ('of another shape',
+                                                                           shapes)):
         if keys:
             parts.append(f'{len(keys)} {label} ({", ".join(keys[:3])}'
                          f'{", ..." if len(keys) > 3 else ""})')

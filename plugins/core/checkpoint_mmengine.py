@@ -88,8 +88,8 @@ class SafeCheckpointHook(CheckpointHook):
         if not is_main_process():
             return
         # the host wrote last_checkpoint with open(..., 'w'); make it whole
-        atomic_write_bytes(str(self.last_ckpt).encode(), osp.join(runner.work_dir,
-                                                                  'last_checkpoint'))
+        atomic_write_bytes(
+            str(self.last_ckpt).encode(), osp.join(runner.work_dir, 'last_checkpoint'))
         for path in deferred.removed:
             if backend.isfile(path):
                 backend.remove(path)
@@ -104,13 +104,14 @@ class TorchvisionWeightsError(ModuleNotFoundError):
 def torchvision_weights_message(name: str, where: str = '') -> str:
     """What to do instead of ``torchvision://<name>`` (``where``: the config key)."""
     at = f' ({where})' if where else ''
-    return (f"'torchvision://{name}'{at} needs torchvision to find the weights' URL, and "
-            f'torchvision cannot be imported here (not installed, or not a build for the '
-            f'installed torch {torch.__version__}). Either download the file once and point the config at it, '
-            f"e.g. checkpoint='/path/to/resnet50-0676ba61.pth' (for resnet50: "
-            f'https://download.pytorch.org/models/resnet50-0676ba61.pth); or give an '
-            f"'https://...' URL of the weights directly; or start without them: "
-            f"--cfg-options model.backbone.init_cfg=None (training from scratch).")
+    return (
+        f"'torchvision://{name}'{at} needs torchvision to find the weights' URL, and "
+        f'torchvision cannot be imported here (not installed, or not a build for the '
+        f'installed torch {torch.__version__}). Either download the file once and point the config at it, '
+        f"e.g. checkpoint='/path/to/resnet50-0676ba61.pth' (for resnet50: "
+        f'https://download.pytorch.org/models/resnet50-0676ba61.pth); or give an '
+        f"'https://...' URL of the weights directly; or start without them: "
+        f"--cfg-options model.backbone.init_cfg=None (training from scratch).")
 
 
 def torchvision_available() -> bool:
@@ -134,8 +135,8 @@ _MMENGINE_TORCHVISION = CheckpointLoader._schemes.get('torchvision://')
 def _register() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
     if _MMENGINE_TORCHVISION is not None and _MMENGINE_TORCHVISION is not _load_from_torchvision:
-        CheckpointLoader.register_scheme(prefixes=('torchvision://', 'modelzoo://'),
-                                         loader=_load_from_torchvision, force=True)
+        CheckpointLoader.register_scheme(
+            prefixes=('torchvision://', 'modelzoo://'), loader=_load_from_torchvision, force=True)
     if HOOKS.get('CheckpointHook') is not SafeCheckpointHook:
         HOOKS.register_module(name='CheckpointHook', module=SafeCheckpointHook, force=True)
     if 'SafeCheckpointHook' not in HOOKS.module_dict:

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['temperature_kl', 'temperature_kl_last', 'tempered_teacher', 'fused_kl_forward',
-           'fused_kl_backward', 'info_nce', 'check_temperature']
+__all__ = [
+    'temperature_kl', 'temperature_kl_last', 'tempered_teacher', 'fused_kl_forward',
+    'fused_kl_backward', 'info_nce', 'check_temperature'
+]
 
 
 def check_temperature(temperature: float, name: str = 'temperature') -> float:
@@ -68,9 +70,8 @@ def temperature_kl(student: Tensor,
     """
     if student.shape != teacher.shape and not (
             teacher.dim() == student.dim()
-            and all(t in (1, s) for s, t in zip(student.shape, teacher.shape))
-            and (not -student.dim() <= dim < student.dim()
-                 or teacher.shape[dim] == student.shape[dim])):
+            and all(t in (1, s) for s, t in zip(student.shape, teacher.shape)) and
+        (not -student.dim() <= dim < student.dim() or teacher.shape[dim] == student.shape[dim])):
         raise ValueError(f'student logits {tuple(student.shape)} and teacher '
                          f'logits {tuple(teacher.shape)} differ in shape (the teacher may '
                          'only have size 1 where the student has more, e.g. one teacher '
@@ -143,8 +144,7 @@ class _FusedKL(torch.autograd.Function):
     """KL of ``logits[:n]`` against a fixed teacher; zero gradient on ``logits[n:]``."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, n: int, p_t: Tensor, neg_entropy: Tensor,
-                t: float) -> Tensor:
+    def forward(ctx, logits: Tensor, n: int, p_t: Tensor, neg_entropy: Tensor, t: float) -> Tensor:
         kl, q = fused_kl_forward(logits[:n], p_t, neg_entropy, t)
         ctx.save_for_backward(q, p_t)
         ctx.t, ctx.shape = t, logits.shape
@@ -160,7 +160,9 @@ class _FusedKL(torch.autograd.Function):
         return out, None, None, None, None
 
 
-def temperature_kl_last(student: Tensor, teacher: Tensor, temperature: float = 1.0,
+def temperature_kl_last(student: Tensor,
+                        teacher: Tensor,
+                        temperature: float = 1.0,
                         num_students: Optional[int] = None) -> Tensor:
     """:func:`temperature_kl` over the last axis with a detached teacher, fused.
 
@@ -190,9 +192,10 @@ def temperature_kl_last(student: Tensor, teacher: Tensor, temperature: float = 1
     if not 0 < n <= student.shape[0]:
         raise ValueError(f'num_students must be in [1, {student.shape[0]}], got {n}')
     shape = (n, *student.shape[1:])
-    if tuple(teacher.shape) != shape and not (
-            teacher.dim() == student.dim() and teacher.shape[-1] == student.shape[-1]
-            and all(t in (1, s) for s, t in zip(shape, teacher.shape))):
+    if tuple(teacher.shape) != shape and not (teacher.dim() == student.dim()
+                                              and teacher.shape[-1] == student.shape[-1] and all(
+                                                  t in (1, s)
+                                                  for s, t in zip(shape, teacher.shape))):
         raise ValueError(f'student logits {shape} and teacher '
                          f'logits {tuple(teacher.shape)} differ in shape')
     t = check_temperature(temperature)

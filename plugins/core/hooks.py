@@ -15,11 +15,13 @@ def get_rng_state() -> Dict[str, Any]:
     """Python, numpy, torch (and CUDA) random states of this process."""
     np_state = np.random.get_state()
     state = {
-        'python': random.getstate(),
+        'python':
+        random.getstate(),
         # a plain tuple of builtins and one array: loads with weights_only
-        'numpy': (str(np_state[0]), np.asarray(np_state[1]), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])),
-        'torch': torch.get_rng_state(),
+        'numpy': (str(np_state[0]), np.asarray(np_state[1]), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])),
+        'torch':
+        torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()

@@ -44,8 +44,7 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
                         break
         finally:
             self._busy.discard(fullname)
-        if spec is None or spec.loader is None or not hasattr(
-                spec.loader, 'exec_module'):
+        if spec is None or spec.loader is None or not hasattr(spec.loader, 'exec_module'):
             return spec
         spec.loader = _CallbackLoader(spec.loader, fullname)
         return spec

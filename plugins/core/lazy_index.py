@@ -31,7 +31,9 @@ class LazyIndex:
     _index_ready = False
     test_mode = False
 
-    def _init_index(self, lazy_init: bool = False, serialize_data: bool = False,
+    def _init_index(self,
+                    lazy_init: bool = False,
+                    serialize_data: bool = False,
                     test_mode: bool = False) -> None:
         del serialize_data  # see the class docstring
         self.test_mode = bool(test_mode)

@@ -91,10 +91,10 @@ class TemperatureKLLoss(_WeightedLoss):
         Returns:
             Tensor: Scalar, or ``(N, *)`` with ``reduction='none'``.
         """
-        kl = temperature_kl(pred, target, self.temperature, self.class_dim,
-                            self.class_reduction, self.detach_teacher)
-        return self.loss_weight * weight_reduce(
-            kl, weight, self._reduction(reduction_override), avg_factor)
+        kl = temperature_kl(pred, target, self.temperature, self.class_dim, self.class_reduction,
+                            self.detach_teacher)
+        return self.loss_weight * weight_reduce(kl, weight, self._reduction(reduction_override),
+                                                avg_factor)
 
     def extra_repr(self) -> str:
         return (f'temperature={self.temperature}, '
@@ -144,11 +144,10 @@ class InfoNCELoss(_WeightedLoss):
         Returns:
             Tensor: Scalar, or ``(N,)`` with ``reduction='none'``.
         """
-        per_row = info_nce(pred, target, negatives, self.temperature,
-                           self.normalize)
-        return self.loss_weight * weight_reduce(
-            per_row, weight, self._reduction(reduction_override), avg_factor)
+        per_row = info_nce(pred, target, negatives, self.temperature, self.normalize)
+        return self.loss_weight * weight_reduce(per_row, weight,
+                                                self._reduction(reduction_override), avg_factor)
 
     def extra_repr(self) -> str:
-        return (f'temperature={self.temperature}, normalize={self.normalize}, '
-                + super().extra_repr())
+        return (f'temperature={self.temperature}, normalize={self.normalize}, ' +
+                super().extra_repr())

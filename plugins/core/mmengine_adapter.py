@@ -58,8 +58,7 @@ def _is_statistics_method(name: str) -> bool:
     if name.startswith('_'):
         return False
     value = HistoryBuffer.__dict__.get(name)
-    return inspect.isfunction(value) or isinstance(value, (classmethod,
-                                                           staticmethod))
+    return inspect.isfunction(value) or isinstance(value, (classmethod, staticmethod))
 
 
 def _register() -> None:

@@ -13,8 +13,10 @@ from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-__all__ = ['NonFiniteTrainingError', 'all_finite', 'first_non_finite',
-           'first_non_finite_grad', 'SkipCounter']
+__all__ = [
+    'NonFiniteTrainingError', 'all_finite', 'first_non_finite', 'first_non_finite_grad',
+    'SkipCounter'
+]
 
 Number = Union[int, float, Tensor]
 
@@ -62,8 +64,7 @@ def first_non_finite(values: Mapping[str, Number]) -> Optional[str]:
     return None
 
 
-def first_non_finite_grad(
-        named_params: Iterable[Tuple[str, torch.nn.Parameter]]) -> Optional[str]:
+def first_non_finite_grad(named_params: Iterable[Tuple[str, torch.nn.Parameter]]) -> Optional[str]:
     """Name of the first parameter whose gradient holds a NaN or an inf.
 
     Returns:

@@ -85,15 +85,18 @@ class NonFiniteSkipOptimWrapper(OptimWrapper):
         super().backward(loss, **kwargs)
 
     def _params(self) -> List[nn.Parameter]:
-        return [p for group in self.optimizer.param_groups for p in group['params']
-                if p.grad is not None]
+        return [
+            p for group in self.optimizer.param_groups for p in group['params']
+            if p.grad is not None
+        ]
 
     def _reason(self, loss_ok: bool) -> str:
         if not loss_ok:
             return 'non-finite loss'
         model = self._model_ref() if self._model_ref is not None else None
-        named = (list(model.named_parameters()) if model is not None else
-                 [(f'param {i}', p) for i, p in enumerate(self._params())])
+        named = (
+            list(model.named_parameters())
+            if model is not None else [(f'param {i}', p) for i, p in enumerate(self._params())])
         name = first_non_finite_grad(named)
         return f'non-finite gradient of {name!r}' if name else 'non-finite gradient'
 
@@ -118,16 +121,21 @@ class NonFiniteSkipOptimWrapper(OptimWrapper):
                 buf.copy_(saved)
         # the schedulers step after this (ParamSchedulerHook); the guard hook
         # puts them and the learning rates back to this state
-        self.skip_state = ([copy.deepcopy(s.state_dict()) for s in self.schedulers],
-                           [copy.deepcopy({k: v for k, v in g.items() if k != 'params'})
-                            for g in self.optimizer.param_groups])
-        self.last_skip = (self._reason(loss_ok is None or bool(loss_ok))
-                          if not bool(local_ok) else
-                          'a non-finite loss or gradient on another rank')
+        self.skip_state = ([copy.deepcopy(s.state_dict()) for s in self.schedulers], [
+            copy.deepcopy({
+                k: v
+                for k, v in g.items() if k != 'params'
+            }) for g in self.optimizer.param_groups
+        ])
+        self.last_skip = (
+            self._reason(loss_ok is None or bool(loss_ok))
+            if not bool(local_ok) else 'a non-finite loss or gradient on another rank')
         if not self.quiet:
-            print_log(f'step skipped: {self.last_skip} ({self.skips.total + 1} skipped so '
-                      f'far, {self.skips.consecutive + 1} in a row)', logger='current',
-                      level=logging.WARNING)
+            print_log(
+                f'step skipped: {self.last_skip} ({self.skips.total + 1} skipped so '
+                f'far, {self.skips.consecutive + 1} in a row)',
+                logger='current',
+                level=logging.WARNING)
         self.skips.skip(self.last_skip)  # may raise NonFiniteTrainingError
 
 
@@ -154,8 +162,8 @@ def _guarded(runner) -> List[Tuple[Optional[str], NonFiniteSkipOptimWrapper]]:
 def _schedulers(runner, name: Optional[str]) -> list:
     scheds = getattr(runner, 'param_schedulers', None) or []
     if isinstance(scheds, dict):
-        scheds = scheds.get(name, []) if name is not None else [
-            s for group in scheds.values() for s in group]
+        scheds = scheds.get(
+            name, []) if name is not None else [s for group in scheds.values() for s in group]
     return list(scheds)
 
 
@@ -221,7 +229,10 @@ class NonFiniteGuardHook(Hook):
         # a resumed run continues the count saved in its checkpoint
         self.total = int(runner.message_hub.get_info('skipped_steps', 0) or 0)
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch: Any = None,
                          outputs: Optional[dict] = None) -> None:
         for name, wrapper in _guarded(runner):
             if wrapper.last_skip is None:
@@ -230,10 +241,12 @@ class NonFiniteGuardHook(Hook):
             what = f'loss key {key!r} was non-finite first' if key else 'no logged loss was non-finite'
             part = '' if name is None else f' of {name!r}'
             self.total += 1
-            print_log(f'iteration {runner.iter + 1}: optimizer step{part} skipped, {what} '
-                      f'({wrapper.last_skip}); {self.total} skipped so far, '
-                      f'{wrapper.skips.consecutive} in a row', logger='current',
-                      level=logging.WARNING)
+            print_log(
+                f'iteration {runner.iter + 1}: optimizer step{part} skipped, {what} '
+                f'({wrapper.last_skip}); {self.total} skipped so far, '
+                f'{wrapper.skips.consecutive} in a row',
+                logger='current',
+                level=logging.WARNING)
             runner.message_hub.update_info('skipped_steps', self.total)
             self.skipped = (self.skipped + [(runner.iter, key, wrapper.last_skip)])[-100:]
             if wrapper.skip_state is not None:

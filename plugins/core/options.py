@@ -38,7 +38,9 @@ def check_keys(options: Optional[Mapping[str, Any]], known: Iterable[str], what:
                      f'{", ".join(parts)}; known: {known}')
 
 
-def check_kwargs(options: Optional[Mapping[str, Any]], target: Any, what: str,
+def check_kwargs(options: Optional[Mapping[str, Any]],
+                 target: Any,
+                 what: str,
                  exclude: Iterable[str] = ()) -> None:
     """:func:`check_keys` against the keyword arguments ``target`` accepts.
 
@@ -48,9 +50,10 @@ def check_kwargs(options: Optional[Mapping[str, Any]], target: Any, what: str,
     """
     import inspect
     params = inspect.signature(target).parameters
-    known = [n for n, p in params.items()
-             if n != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-             and n not in set(exclude)]
+    known = [
+        n for n, p in params.items()
+        if n != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in set(exclude)
+    ]
     check_keys(options, known, what)
 
 
@@ -63,8 +66,11 @@ def merge_options(defaults: Mapping[str, Any], options: Optional[Mapping[str, An
     return out
 
 
-def build_registered(options: Optional[Mapping[str, Any]], default_type: str, registry: Any,
-                     what: str, default_args: Optional[Mapping[str, Any]] = None) -> Any:
+def build_registered(options: Optional[Mapping[str, Any]],
+                     default_type: str,
+                     registry: Any,
+                     what: str,
+                     default_args: Optional[Mapping[str, Any]] = None) -> Any:
     """Build a module from a config dict in ``registry``, ``type`` defaulting.
 
     ``dict(loss_weight=0.15)`` and ``dict(type='FGLLoss', loss_weight=0.15)``
@@ -99,8 +105,8 @@ def build_registered(options: Optional[Mapping[str, Any]], default_type: str, re
         known = sorted(getattr(registry, 'module_dict', {}))
         close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
         raise KeyError(f'{what}.type {name!r} is not registered in the '
-                       f'{getattr(registry, "name", "")} registry'
-                       + (f'; did you mean {close}?' if close else ''))
+                       f'{getattr(registry, "name", "")} registry' +
+                       (f'; did you mean {close}?' if close else ''))
     fixed = dict(default_args or {})
     taken = sorted(k for k in cfg if k in fixed)
     if taken:

@@ -60,8 +60,7 @@ def plot_curves(runs: Mapping[str, Sequence[dict]],
     present = [k for k in keys if any(k in r for rows in runs.values() for r in rows)]
     if not present:
         raise ValueError(f'none of {list(keys)} appears in the logs')
-    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
     for ax, key in zip(axes[0], present):
         for idx, (label, rows) in enumerate(runs.items()):
             pts = [(r[x_key], r[key]) for r in rows if key in r and x_key in r]
@@ -86,8 +85,11 @@ def _save(fig, out_png: str) -> str:
     return out_png
 
 
-def plot_xy_curves(curves: Mapping[str, Sequence[Sequence[float]]], out_png: str,
-                   xlabel: str, ylabel: str, title: str = '') -> str:
+def plot_xy_curves(curves: Mapping[str, Sequence[Sequence[float]]],
+                   out_png: str,
+                   xlabel: str,
+                   ylabel: str,
+                   title: str = '') -> str:
     """One panel of ``label -> (xs, ys)`` lines (e.g. precision–recall curves).
 
     Returns:
@@ -116,13 +118,13 @@ def plot_xy_curves(curves: Mapping[str, Sequence[Sequence[float]]], out_png: str
     return _save(fig, out_png)
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence],
-                   floatfmt: str = '.3f') -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence], floatfmt: str = '.3f') -> str:
     """A GitHub-flavoured markdown table."""
+
     def fmt(v):
         return format(v, floatfmt) if isinstance(v, float) else str(v)
-    lines = ['| ' + ' | '.join(header) + ' |',
-             '|' + '|'.join('---' for _ in header) + '|']
+
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
     lines += ['| ' + ' | '.join(fmt(v) for v in row) + ' |' for row in rows]
     return '\n'.join(lines)
 

@@ -9,8 +9,10 @@ from typing import Any, Dict, Optional
 
 import torch
 
-__all__ = ['load_config', 'build_runner', 'enable_amp', 'setup_cpu_distributed',
-           'add_common_args', 'latest_checkpoint']
+__all__ = [
+    'load_config', 'build_runner', 'enable_amp', 'setup_cpu_distributed', 'add_common_args',
+    'latest_checkpoint'
+]
 
 
 class _DictAction(argparse.Action):
@@ -18,18 +20,23 @@ class _DictAction(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         from mmengine.config import DictAction
-        DictAction(self.option_strings, self.dest)(parser, namespace, values,
-                                                   option_string)
+        DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """``--cfg-options``, ``--launcher`` and ``--local_rank`` of the tools."""
     parser.add_argument(
-        '--cfg-options', nargs='+', action=_DictAction, default={},
+        '--cfg-options',
+        nargs='+',
+        action=_DictAction,
+        default={},
         help='override config settings, key=value pairs, e.g. '
         'train_cfg.max_epochs=2 "model.backbone.depth=18"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
@@ -45,8 +52,9 @@ def setup_cpu_distributed(cfg) -> None:
         RuntimeError: If the ``torchrun`` environment variables are missing.
     """
     import torch.distributed as dist
-    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
-               if k not in os.environ]
+    missing = [
+        k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ
+    ]
     if missing:
         raise RuntimeError(f'--launcher pytorch needs the torchrun environment; '
                            f'missing {missing}. Start with torchrun '
@@ -220,8 +228,8 @@ def suggest_registered(err: KeyError) -> Optional[KeyError]:
     import re
 
     import mmengine.registry as registries
-    match = re.search(r'(\S+) is not in the (?:(\w+)::)?(\w+) registry', str(err.args[0]
-                                                                          if err.args else err))
+    match = re.search(r'(\S+) is not in the (?:(\w+)::)?(\w+) registry',
+                      str(err.args[0] if err.args else err))
     if not match:
         return None
     name, kind = match.group(1).strip('`\''), match.group(3)
@@ -230,8 +238,8 @@ def suggest_registered(err: KeyError) -> Optional[KeyError]:
         if isinstance(value, registries.Registry) and value.name == kind:
             names |= _registry_names(value)
     close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.6)
-    hint = (f'did you mean {", ".join(repr(c) for c in close)}?' if close else
-            'no registered name is close; check the spelling and custom_imports')
+    hint = (f'did you mean {", ".join(repr(c) for c in close)}?'
+            if close else 'no registered name is close; check the spelling and custom_imports')
     return KeyError(f'type {name!r} is not a registered {kind}: {hint}')
 
 

@@ -102,11 +102,11 @@ def resolve_module(model: nn.Module, path: str) -> nn.Module:
         while parent and parent not in names:
             parent = parent.rpartition('.')[0]
         prefix = parent + '.' if parent else ''
-        close = [n for n in names if n.startswith(prefix) and n != parent
-                 and '.' not in n[len(prefix):]][:8]
+        close = [
+            n for n in names if n.startswith(prefix) and n != parent and '.' not in n[len(prefix):]
+        ][:8]
     hint = f'; closest: {", ".join(close)}' if close else ''
-    raise MissingModuleError(
-        f'{type(model).__name__} has no submodule {path!r}{hint}')
+    raise MissingModuleError(f'{type(model).__name__} has no submodule {path!r}{hint}')
 
 
 class Taps:
@@ -153,8 +153,10 @@ class Taps:
         self.enabled = enabled
         self._records: Dict[str, List[Any]] = {n: [] for n in self.specs}
         self._handles: List[torch.utils.hooks.RemovableHandle] = []
-        modules = {n: resolve_module(model, s.path)
-                   for n, s in self.specs.items()}  # validate all first
+        modules = {
+            n: resolve_module(model, s.path)
+            for n, s in self.specs.items()
+        }  # validate all first
         for name, spec in self.specs.items():
             self._attach(name, spec, modules[name])
 
@@ -171,19 +173,22 @@ class Taps:
 
     def _attach(self, name: str, spec: TapSpec, module: nn.Module) -> None:
         if spec.what == 'output':
+
             def hook(mod, args, output, _n=name, _s=spec):
                 if self.enabled:
                     self._store(_n, _s, output)
+
             handle = module.register_forward_hook(hook)
         else:
+
             def pre_hook(mod, args, _n=name, _s=spec):
                 if self.enabled:
                     if _s.index >= len(args):
-                        raise IndexError(
-                            f'tap {_n!r}: {_s.path!r} was called with '
-                            f'{len(args)} positional inputs, the tap wants '
-                            f'input {_s.index}')
+                        raise IndexError(f'tap {_n!r}: {_s.path!r} was called with '
+                                         f'{len(args)} positional inputs, the tap wants '
+                                         f'input {_s.index}')
                     self._store(_n, _s, args[_s.index])
+
             handle = module.register_forward_pre_hook(pre_hook)
         self._handles.append(handle)
 

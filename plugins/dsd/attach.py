@@ -61,8 +61,8 @@ class _HeadWatch:
     def __init__(self, network: nn.Module, heads: nn.Module, max_checks: int = 20) -> None:
         self.heads = [p for p in heads.parameters() if p.requires_grad]
         own = {id(p) for p in heads.parameters()}
-        self.body = next((p for p in network.parameters()
-                          if p.requires_grad and id(p) not in own), None)
+        self.body = next((p for p in network.parameters() if p.requires_grad and id(p) not in own),
+                         None)
         self.first = None
         self.left = max_checks
 
@@ -76,8 +76,7 @@ class _HeadWatch:
             return True
         with torch.no_grad():
             if self.first is None:
-                self.first = (self.body.detach().clone(),
-                              [p.detach().clone() for p in self.heads])
+                self.first = (self.body.detach().clone(), [p.detach().clone() for p in self.heads])
                 return False
             body, heads = self.first
             if torch.equal(body, self.body):
@@ -121,9 +120,14 @@ class DSDTaps:
         MissingModuleError: If a tap path is missing from the network.
     """
 
-    def __init__(self, network: nn.Module, preset: str, num_classes: Optional[int] = None,
-                 spatial_dims: int = 3, probe_size: Optional[int] = None,
-                 in_channels: int = 0, mode: str = 'straightforward') -> None:
+    def __init__(self,
+                 network: nn.Module,
+                 preset: str,
+                 num_classes: Optional[int] = None,
+                 spatial_dims: int = 3,
+                 probe_size: Optional[int] = None,
+                 in_channels: int = 0,
+                 mode: str = 'straightforward') -> None:
         _check_mode(mode)
         if preset not in PRESETS:
             raise ValueError(f'unknown DSD preset {preset!r}; choose from {sorted(PRESETS)}')
@@ -163,7 +167,7 @@ class DSDTaps:
             self.head_of[slot] = key
         param = next(network.parameters())
         network.add_module('dsd_heads', heads.to(device=param.device, dtype=param.dtype))
-        network.training_only_modules = ('dsd_heads',)
+        network.training_only_modules = ('dsd_heads', )
         self.heads = {slot: heads[self.head_of[slot]] for slot in TAP_SLOTS}
         self.mode = mode
         self.taps = self._taps(mode)
@@ -171,10 +175,15 @@ class DSDTaps:
         self._watch = _HeadWatch(network, heads)
 
     def _taps(self, mode: str) -> Taps:
-        specs = {slot: TapSpec(self.info[slot].spec.path, self.info[slot].spec.what,
-                               self.info[slot].spec.index,
-                               transform=None if mode == 'lean' else self.heads[slot])
-                 for slot in TAP_SLOTS}
+        specs = {
+            slot:
+            TapSpec(
+                self.info[slot].spec.path,
+                self.info[slot].spec.what,
+                self.info[slot].spec.index,
+                transform=None if mode == 'lean' else self.heads[slot])
+            for slot in TAP_SLOTS
+        }
         return Taps(self.network, specs, keep='last')
 
     def set_mode(self, mode: str) -> None:
@@ -224,6 +233,5 @@ class DSDTaps:
         self._root.remove()
 
     def __repr__(self) -> str:
-        rows = ', '.join(f'{s}={i.spec.path}({i.channels}@{i.scale})'
-                         for s, i in self.info.items())
+        rows = ', '.join(f'{s}={i.spec.path}({i.channels}@{i.scale})' for s, i in self.info.items())
         return f'DSDTaps({rows})'

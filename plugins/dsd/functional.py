@@ -21,8 +21,10 @@ from torch import Tensor
 
 from plugins.core.functional import check_temperature, temperature_kl
 
-__all__ = ['SLOTS', 'TAP_SLOTS', 'DS_SLOTS', 'DECODER_STUDENTS', 'ENCODER_STUDENTS', 'dice_ce',
-           'kl_pix', 'dsd_loss', 'check_labels', 'valid_mask']
+__all__ = [
+    'SLOTS', 'TAP_SLOTS', 'DS_SLOTS', 'DECODER_STUDENTS', 'ENCODER_STUDENTS', 'dice_ce', 'kl_pix',
+    'dsd_loss', 'check_labels', 'valid_mask'
+]
 
 #: the one definition of the slots; every other list derives from these two
 ENCODER_SLOTS = ('enc1', 'enc2', 'enc3', 'enc4')
@@ -30,16 +32,19 @@ DECODER_SLOTS = ('dec4', 'dec3', 'dec2', 'dec1')
 #: the eight tapped slots in the order their heads are built (encoder first)
 TAP_SLOTS = ENCODER_SLOTS + DECODER_SLOTS
 #: the loss's canonical order: the network output, the decoder, the encoder
-SLOTS = ('main',) + DECODER_SLOTS + ENCODER_SLOTS
-DS_SLOTS = ('main',) + DECODER_SLOTS
+SLOTS = ('main', ) + DECODER_SLOTS + ENCODER_SLOTS
+DS_SLOTS = ('main', ) + DECODER_SLOTS
 DECODER_TEACHER, ENCODER_TEACHER = DECODER_SLOTS[-1], ENCODER_SLOTS[-1]
 DECODER_STUDENTS = DECODER_SLOTS[:-1]
 ENCODER_STUDENTS = ENCODER_SLOTS[:-1]
 _SMOOTH = 1e-5
 
 
-def check_labels(labels: Tensor, num_classes: int, spatial: Tuple[int, ...],
-                 batch: int, ignore_index: Optional[int] = None) -> Tensor:
+def check_labels(labels: Tensor,
+                 num_classes: int,
+                 spatial: Tuple[int, ...],
+                 batch: int,
+                 ignore_index: Optional[int] = None) -> Tensor:
     """Validate ``(B, 1, *S)`` integer class ids and return them as long.
 
     Args:
@@ -81,8 +86,7 @@ def valid_mask(ids: Tensor, ignore_index: Optional[int]) -> Optional[Tensor]:
     return None if bool(keep.all()) else keep
 
 
-def dice_ce(logits: Tensor, labels: Tensor,
-            mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def dice_ce(logits: Tensor, labels: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Dice + CE as MONAI's ``DiceCELoss(include_background=True,
     to_onehot_y=True, softmax=True)``.
 
@@ -130,21 +134,28 @@ def _soft_dice(z: Tensor, labels: Tensor, mask: Optional[Tensor] = None) -> Tens
     return (1.0 - (2.0 * inter + _SMOOTH) / (denom + _SMOOTH)).mean()
 
 
-def kl_pix(student: Tensor, teacher: Tensor, temperature: float,
-           detach_teacher: bool = False, mask: Optional[Tensor] = None) -> Tensor:
+def kl_pix(student: Tensor,
+           teacher: Tensor,
+           temperature: float,
+           detach_teacher: bool = False,
+           mask: Optional[Tensor] = None) -> Tensor:
     """``T²·KLpix(p_T(teacher) ‖ p_T(student))``: KL summed over classes, then
     averaged over batch and voxels (not ``batchmean``); over the kept voxels
     when ``mask (B, 1, *S)`` is given."""
-    kl = temperature_kl(student, teacher, temperature, dim=1, class_reduction='sum',
-                        detach_teacher=detach_teacher)
+    kl = temperature_kl(
+        student, teacher, temperature, dim=1, class_reduction='sum', detach_teacher=detach_teacher)
     if mask is None:
         return kl.mean()
     return (kl * mask[:, 0]).sum() / mask.sum().clamp(min=1)
 
 
-def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 3.0,
-             alpha: float = 1.0, detach_teacher: bool = False,
-             encoder_kd: bool = True, ignore_index: Optional[int] = None,
+def dsd_loss(logits: Mapping[str, Tensor],
+             labels: Tensor,
+             temperature: float = 3.0,
+             alpha: float = 1.0,
+             detach_teacher: bool = False,
+             encoder_kd: bool = True,
+             ignore_index: Optional[int] = None,
              detach_terms: bool = True) -> Tuple[Tensor, Dict[str, Tensor]]:
     """The DSD loss and its 11 terms.
 
@@ -191,8 +202,7 @@ def dsd_loss(logits: Mapping[str, Tensor], labels: Tensor, temperature: float = 
             raise ValueError(f'slot {s} has shape {tuple(logits[s].shape)}, main has '
                              f'{tuple(ref.shape)}: every tap must be full-resolution '
                              f'class logits')
-    ids = check_labels(labels, ref.shape[1], tuple(ref.shape[2:]), ref.shape[0],
-                       ignore_index)
+    ids = check_labels(labels, ref.shape[1], tuple(ref.shape[2:]), ref.shape[0], ignore_index)
     pairs = [(s, DECODER_TEACHER) for s in DECODER_STUDENTS]
     if encoder_kd:
         pairs += [(s, ENCODER_TEACHER) for s in ENCODER_STUDENTS]

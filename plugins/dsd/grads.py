@@ -30,8 +30,7 @@ from torch import Tensor
 
 from .functional import _SMOOTH, as_float32
 
-__all__ = ['softmax_pair', 'class_counts', 'dice_ce_grad_', 'TeacherKL',
-           'dice_ce_value_and_grad']
+__all__ = ['softmax_pair', 'class_counts', 'dice_ce_grad_', 'TeacherKL', 'dice_ce_value_and_grad']
 
 # log-probabilities below this are exactly zero probabilities in float32 and
 # float64; clamping them keeps 0·log 0 terms at 0 instead of NaN
@@ -57,20 +56,28 @@ def softmax_pair(z: Tensor, spare: Tensor, floor: bool = False) -> Tuple[Tensor,
     return spare, z
 
 
-def class_counts(labels: Tensor, num_classes: int, dtype: torch.dtype,
+def class_counts(labels: Tensor,
+                 num_classes: int,
+                 dtype: torch.dtype,
                  mask: Optional[Tensor] = None) -> Tensor:
     """``Σ_v G``: ``(B, C)`` voxel counts per sample and class of ``(B, 1, N)``
     ids (only where the ``(B, 1, N)`` 0/1 ``mask`` is 1, when given)."""
     ids = labels.flatten(1)
-    weight = (torch.ones(ids.shape, dtype=dtype, device=ids.device) if mask is None
-              else mask.flatten(1).to(dtype))
-    return torch.zeros(ids.shape[0], num_classes, dtype=dtype,
-                       device=ids.device).scatter_add_(1, ids, weight)
+    weight = (
+        torch.ones(ids.shape, dtype=dtype, device=ids.device)
+        if mask is None else mask.flatten(1).to(dtype))
+    return torch.zeros(
+        ids.shape[0], num_classes, dtype=dtype, device=ids.device).scatter_add_(1, ids, weight)
 
 
-def dice_ce_grad_(prob: Tensor, log_prob: Tensor, labels: Tensor, counts: Tensor,
-                  grad: Optional[Tensor], grad_scale: float = 1.0,
-                  accumulate: bool = False, mask: Optional[Tensor] = None,
+def dice_ce_grad_(prob: Tensor,
+                  log_prob: Tensor,
+                  labels: Tensor,
+                  counts: Tensor,
+                  grad: Optional[Tensor],
+                  grad_scale: float = 1.0,
+                  accumulate: bool = False,
+                  mask: Optional[Tensor] = None,
                   valid: Optional[Tensor] = None) -> Tensor:
     """``DiceCE`` from ``P`` and ``log P``, and ``grad_scale·∂DiceCE/∂z`` into ``grad``.
 
@@ -90,7 +97,7 @@ def dice_ce_grad_(prob: Tensor, log_prob: Tensor, labels: Tensor, counts: Tensor
         Tensor: The scalar ``Dice + CE``.
     """
     b, c, n = prob.shape
-    p_y = prob.gather(1, labels)                                    # (B, 1, N)
+    p_y = prob.gather(1, labels)  # (B, 1, N)
     if mask is None:
         ce = log_prob.gather(1, labels).mean().neg()
         ce_scale = grad_scale / (b * n)
@@ -106,9 +113,9 @@ def dice_ce_grad_(prob: Tensor, log_prob: Tensor, labels: Tensor, counts: Tensor
         return dice + ce
     a = (2.0 * inter + _SMOOTH) / union.square() * (grad_scale / (b * c))
     k = (2.0 * grad_scale / (b * c)) / union
-    hit = k.gather(1, labels[:, 0]).unsqueeze(1).mul_(p_y)         # k_y P_y
-    inner = torch.bmm(a.unsqueeze(1), prob).sub_(hit)              # r
-    col = (a + ce_scale).unsqueeze(2)                               # ce_scale: float or 0-d
+    hit = k.gather(1, labels[:, 0]).unsqueeze(1).mul_(p_y)  # k_y P_y
+    inner = torch.bmm(a.unsqueeze(1), prob).sub_(hit)  # r
+    col = (a + ce_scale).unsqueeze(2)  # ce_scale: float or 0-d
     if accumulate:
         grad.addcmul_(prob, col)
     else:
@@ -139,9 +146,14 @@ class TeacherKL:
         valid (Tensor, optional): ``max(Σ mask, 1)``.
     """
 
-    def __init__(self, scaled_logits: Tensor, prob: Tensor, temperature: float,
-                 temp: Tensor, accumulator: Optional[Tensor] = None,
-                 mask: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> None:
+    def __init__(self,
+                 scaled_logits: Tensor,
+                 prob: Tensor,
+                 temperature: float,
+                 temp: Tensor,
+                 accumulator: Optional[Tensor] = None,
+                 mask: Optional[Tensor] = None,
+                 valid: Optional[Tensor] = None) -> None:
         self.log_p, self.p = softmax_pair(scaled_logits, prob, floor=True)
         self.temperature = temperature
         b, _, n = prob.shape
@@ -152,7 +164,10 @@ class TeacherKL:
         self.weight = 0.0
         self.kl_sum: Optional[Tensor] = None
 
-    def student(self, scaled_logits: Tensor, spare: Tensor, grad_scale: float = 1.0,
+    def student(self,
+                scaled_logits: Tensor,
+                spare: Tensor,
+                grad_scale: float = 1.0,
                 need_grad: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
         """``T²·KLpix(p ‖ q)`` for one student given ``s/T``.
 
@@ -175,7 +190,7 @@ class TeacherKL:
                 torch.mul(log_q, grad_scale, out=self.acc)
             else:
                 self.acc.add_(log_q, alpha=grad_scale)
-        kl = self.entropy - log_q.mul_(self.p).sum(1, keepdim=True)          # (B, 1, N)
+        kl = self.entropy - log_q.mul_(self.p).sum(1, keepdim=True)  # (B, 1, N)
         t = self.temperature
         if self.mask is None:
             value = kl.mean() * (t * t)
@@ -209,7 +224,8 @@ class TeacherKL:
         return teacher_grad.sub_(acc, alpha=self.norm)
 
 
-def dice_ce_value_and_grad(logits: Tensor, labels: Tensor,
+def dice_ce_value_and_grad(logits: Tensor,
+                           labels: Tensor,
                            grad_scale: float = 1.0) -> Tuple[Tensor, Tensor]:
     """``DiceCE(z, y)`` and ``grad_scale·∂DiceCE/∂z`` for ``(B, C, *S)`` logits
     (allocating; the lean mode uses the in-place pieces)."""

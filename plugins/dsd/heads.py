@@ -29,7 +29,10 @@ class DSDHead(nn.Module):
         ValueError: On a scale that is not a power of two, or bad dims/sizes.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, scale: int,
+    def __init__(self,
+                 in_channels: int,
+                 num_classes: int,
+                 scale: int,
                  spatial_dims: int = 3) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -77,8 +80,9 @@ class DSDHead(nn.Module):
 def _pointwise(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``(B, F, *s)`` → ``(B, C, *s)`` by ``weight (C, F)`` and ``bias (C)``."""
     flat = x.flatten(2)
-    out = torch.baddbmm(bias.view(1, -1, 1).to(flat.dtype).expand(x.shape[0], -1, flat.shape[2]),
-                        weight.to(flat.dtype).expand(x.shape[0], -1, -1), flat)
+    out = torch.baddbmm(
+        bias.view(1, -1, 1).to(flat.dtype).expand(x.shape[0], -1, flat.shape[2]),
+        weight.to(flat.dtype).expand(x.shape[0], -1, -1), flat)
     return out.view(x.shape[0], weight.shape[0], *x.shape[2:])
 
 

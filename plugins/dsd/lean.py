@@ -89,11 +89,11 @@ class _Plan:
     alpha: float
     detach_teacher: bool
     encoder_kd: bool
-    labels: Tensor          # (B, 1, N) in offset order (when offsets > 1)
-    size: Tuple[int, ...]   # full-resolution spatial size
-    offsets: int            # 2^dims if some head up-samples (offset order), else 1
-    grad_enabled: bool      # autograd on at the call (no gradients under no_grad)
-    mask: Optional[Tensor] = None   # (B, 1, N) bool kept voxels, offset order
+    labels: Tensor  # (B, 1, N) in offset order (when offsets > 1)
+    size: Tuple[int, ...]  # full-resolution spatial size
+    offsets: int  # 2^dims if some head up-samples (offset order), else 1
+    grad_enabled: bool  # autograd on at the call (no gradients under no_grad)
+    mask: Optional[Tensor] = None  # (B, 1, N) bool kept voxels, offset order
 
     @property
     def names(self) -> List[str]:
@@ -137,7 +137,7 @@ class _LastStep:
             self.xf = to_offset_order(xf) if self.reordered else xf.flatten(2)
             self.rep = 1
         else:
-            self.xf = xf.flatten(2)                                # (B, C, N')
+            self.xf = xf.flatten(2)  # (B, C, N')
             self.rep = offsets
         self.b = xf.shape[0]
 
@@ -150,25 +150,27 @@ class _LastStep:
         w = self.weight(out.dtype)
         bias = self.head.up.bias.detach().to(out.dtype).repeat_interleave(self.rep)
         n = self.xf.shape[2]
-        torch.baddbmm(bias.view(1, -1, 1).expand(self.b, -1, n),
-                      w.t().expand(self.b, -1, -1), self.xf,
-                      out=out.view(self.b, -1, n))
+        torch.baddbmm(
+            bias.view(1, -1, 1).expand(self.b, -1, n),
+            w.t().expand(self.b, -1, -1),
+            self.xf,
+            out=out.view(self.b, -1, n))
         return out
 
     def backward(self, grad_z: Tensor, grads: Dict[object, Tensor], key_x: str,
                  size: Tuple[int, ...]) -> None:
         """Accumulate d/dx (under ``key_x``) and d/d(up params) (under their id)."""
         n = self.xf.shape[2]
-        g = grad_z.view(self.b, -1, n)                             # (B, C_out·rep, N')
+        g = grad_z.view(self.b, -1, n)  # (B, C_out·rep, N')
         if self.need_x:
             w = self.weight(g.dtype)
-            gx = torch.bmm(w.expand(self.b, -1, -1), g)            # (B, C_in, N')
+            gx = torch.bmm(w.expand(self.b, -1, -1), g)  # (B, C_in, N')
             if self.reordered:
                 gx = from_offset_order(gx, size)
             _add(grads, key_x, gx.reshape(self.x_shape).to(self.dtype))
         up = self.head.up
         if self.need_w:
-            gw = torch.bmm(self.xf, g.transpose(1, 2)).sum(0)      # (C_in, C_out·rep)
+            gw = torch.bmm(self.xf, g.transpose(1, 2)).sum(0)  # (C_in, C_out·rep)
             _add(grads, id(up.weight), gw.view(up.weight.shape).to(up.weight.dtype))
         if self.need_b:
             gb = grad_z.view(self.b, up.bias.shape[0], -1).sum((0, 2))
@@ -179,8 +181,9 @@ def _add(grads: Dict[object, Tensor], key: object, g: Tensor) -> None:
     grads[key] = g if key not in grads else grads[key] + g
 
 
-def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
-                ) -> Tuple[Dict[str, Tensor], Dict[object, Tensor], torch.dtype]:
+def _lean_terms(
+        plan: _Plan,
+        inputs: Tuple[Tensor, ...]) -> Tuple[Dict[str, Tensor], Dict[object, Tensor], torch.dtype]:
     """Every term's value and the gradients at the node's inputs."""
     n = len(plan.slots)
     xs = dict(zip(plan.slots, inputs[:n]))
@@ -190,8 +193,8 @@ def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
     ref = next(iter(xs.values()))
     dtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
     num_classes = plan.heads[plan.slots[0]].up.weight.shape[1]
-    buffers = _Buffers(torch.empty(labels.shape[0], num_classes, labels.shape[2],
-                                   dtype=dtype, device=ref.device))
+    buffers = _Buffers(
+        torch.empty(labels.shape[0], num_classes, labels.shape[2], dtype=dtype, device=ref.device))
     mask = valid = None
     if plan.mask is not None:
         mask = plan.mask.to(dtype)
@@ -208,8 +211,8 @@ def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
     def supervise(z: Tensor, grad: Optional[Tensor], name: str, accumulate: bool) -> None:
         """Dice-CE of logits ``z`` (consumed) into ``grad``."""
         log_p, prob = softmax_pair(z, buffers.take())
-        values[name] = dice_ce_grad_(prob, log_p, labels, counts, grad, weight[name],
-                                     accumulate, mask, valid)
+        values[name] = dice_ce_grad_(prob, log_p, labels, counts, grad, weight[name], accumulate,
+                                     mask, valid)
         buffers.give(prob, log_p)
 
     for teacher, students, supervised in _groups(plan.encoder_kd):
@@ -229,8 +232,8 @@ def _lean_terms(plan: _Plan, inputs: Tuple[Tensor, ...]
         for s in students:
             step, z_s = last(s)
             q_in = torch.div(z_s, t, out=buffers.take()) if supervised else z_s.div_(t)
-            values[f'kd_{s}'], g_s, free = kl.student(q_in, buffers.take(),
-                                                      weight[f'kd_{s}'], need_grad)
+            values[f'kd_{s}'], g_s, free = kl.student(q_in, buffers.take(), weight[f'kd_{s}'],
+                                                      need_grad)
             buffers.give(free)
             if supervised:
                 supervise(z_s, g_s if need_grad else None, f'ds_{s}', True)
@@ -288,9 +291,14 @@ class _LeanDSD(torch.autograd.Function):
         return (None, *out)
 
 
-def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[str, DSDHead],
-                  labels: Tensor, temperature: float = 3.0, alpha: float = 1.0,
-                  detach_teacher: bool = False, encoder_kd: bool = True,
+def dsd_loss_lean(main: Tensor,
+                  features: Mapping[str, Tensor],
+                  heads: Mapping[str, DSDHead],
+                  labels: Tensor,
+                  temperature: float = 3.0,
+                  alpha: float = 1.0,
+                  detach_teacher: bool = False,
+                  encoder_kd: bool = True,
                   ignore_index: Optional[int] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
     """The DSD loss from tap *features* and their heads, without keeping logits.
 
@@ -317,8 +325,7 @@ def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[s
     missing = [s for s in slots if s not in features or s not in heads]
     if missing:
         raise KeyError(f'lean DSD needs features and heads for {slots}; missing {missing}')
-    ids = check_labels(labels, main.shape[1], tuple(main.shape[2:]), main.shape[0],
-                       ignore_index)
+    ids = check_labels(labels, main.shape[1], tuple(main.shape[2:]), main.shape[0], ignore_index)
     keep = valid_mask(ids, ignore_index)
     if keep is not None:
         ids = ids.masked_fill(~keep, 0)
@@ -330,7 +337,7 @@ def dsd_loss_lean(main: Tensor, features: Mapping[str, Tensor], heads: Mapping[s
                 seen.add(id(p))
                 params.append(p)
     size = tuple(main.shape[2:])
-    offsets = 2 ** len(size) if any(heads[s].scale > 1 for s in slots) else 1
+    offsets = 2**len(size) if any(heads[s].scale > 1 for s in slots) else 1
     flat = to_offset_order if offsets > 1 else (lambda x: x.flatten(2))
     plan = _Plan(heads, slots, params, t, alpha, detach_teacher, encoder_kd, flat(ids), size,
                  offsets, torch.is_grad_enabled(), None if keep is None else flat(keep))

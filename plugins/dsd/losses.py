@@ -56,9 +56,14 @@ class DSDLoss(nn.Module):
             ``alpha`` or ``loss_weight``.
     """
 
-    def __init__(self, taps: Any, temperature: float = 3.0, alpha: float = 1.0,
-                 detach_teacher: bool = False, encoder_kd: bool = True,
-                 ignore_index: Optional[int] = None, strategy: Optional[str] = None,
+    def __init__(self,
+                 taps: Any,
+                 temperature: float = 3.0,
+                 alpha: float = 1.0,
+                 detach_teacher: bool = False,
+                 encoder_kd: bool = True,
+                 ignore_index: Optional[int] = None,
+                 strategy: Optional[str] = None,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
         if strategy is not None:
@@ -99,15 +104,21 @@ class DSDLoss(nn.Module):
             return w * (dice + ce)
         recorded = self.taps.pop_logits()
         if self.strategy == 'lean':
-            total, terms = dsd_loss_lean(
-                pred, recorded, self.taps.heads, target, self.temperature, self.alpha,
-                self.detach_teacher, self.encoder_kd, self.ignore_index)
+            total, terms = dsd_loss_lean(pred, recorded, self.taps.heads, target, self.temperature,
+                                         self.alpha, self.detach_teacher, self.encoder_kd,
+                                         self.ignore_index)
             self.last_terms = {k: w * v for k, v in terms.items()}
             return w * total
         recorded['main'] = pred
-        total, terms = dsd_loss(recorded, target, self.temperature, self.alpha,
-                                self.detach_teacher, self.encoder_kd, self.ignore_index,
-                                detach_terms=False)
+        total, terms = dsd_loss(
+            recorded,
+            target,
+            self.temperature,
+            self.alpha,
+            self.detach_teacher,
+            self.encoder_kd,
+            self.ignore_index,
+            detach_terms=False)
         self.last_terms = {k: w * v.detach() for k, v in terms.items()}
         return w * total
 

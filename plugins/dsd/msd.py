@@ -48,8 +48,12 @@ def read_msd_datalist(task_dir: str, split: str = 'training') -> List[Dict[str, 
     return out
 
 
-def evaluate_dice_hd95(network, loader, roi_size: Sequence[int], num_classes: int,
-                       sw_batch_size: int = 1, overlap: float = 0.25,
+def evaluate_dice_hd95(network,
+                       loader,
+                       roi_size: Sequence[int],
+                       num_classes: int,
+                       sw_batch_size: int = 1,
+                       overlap: float = 0.25,
                        device: Optional[str] = None) -> Dict[str, float]:
     """Mean Dice and HD95 (in voxels) over ``loader``, sliding-window inference.
 
@@ -65,8 +69,8 @@ def evaluate_dice_hd95(network, loader, roi_size: Sequence[int], num_classes: in
     from monai.networks.utils import one_hot
 
     dice_metric = DiceMetric(include_background=False, reduction='mean_batch')
-    hd_metric = HausdorffDistanceMetric(include_background=False, percentile=95,
-                                        reduction='mean_batch')
+    hd_metric = HausdorffDistanceMetric(
+        include_background=False, percentile=95, reduction='mean_batch')
     was_training = network.training
     network.eval()
     device = device or next(network.parameters()).device
@@ -74,8 +78,8 @@ def evaluate_dice_hd95(network, loader, roi_size: Sequence[int], num_classes: in
         for batch in loader:
             image = batch['image'].to(device)
             label = batch['label'].to(device).long()
-            logits = sliding_window_inference(image, roi_size, sw_batch_size, network,
-                                              overlap=overlap, mode='constant')
+            logits = sliding_window_inference(
+                image, roi_size, sw_batch_size, network, overlap=overlap, mode='constant')
             pred = one_hot(logits.argmax(1, keepdim=True), num_classes)
             target = one_hot(label, num_classes)
             dice_metric(pred, target)

@@ -21,8 +21,8 @@ __all__ = ['TAPS_KEYS', 'split_legacy', 'check_taps_options', 'build_dsd_loss']
 TAPS_KEYS = ('preset', 'probe_size')
 
 
-def split_legacy(dsd: Optional[Mapping[str, Any]], what: str
-                 ) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+def split_legacy(dsd: Optional[Mapping[str, Any]],
+                 what: str) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
     """``dsd=dict(...)`` of earlier versions → ``(dsd_taps, loss_dsd)``.
 
     ``mode`` becomes the loss's ``strategy``; the taps keys go to
@@ -38,8 +38,11 @@ def split_legacy(dsd: Optional[Mapping[str, Any]], what: str
     taps = {k: v for k, v in dsd.items() if k in TAPS_KEYS}
     loss = {('strategy' if k == 'mode' else k): v for k, v in dsd.items() if k not in TAPS_KEYS}
     loss = dict(type='DSDLoss', **loss)
-    warnings.warn(f'{what}=dict(...) is deprecated: write dsd_taps={taps!r} and '
-                  f'loss_dsd={loss!r}', DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f'{what}=dict(...) is deprecated: write dsd_taps={taps!r} and '
+        f'loss_dsd={loss!r}',
+        DeprecationWarning,
+        stacklevel=3)
     return taps, loss
 
 
@@ -53,8 +56,11 @@ def check_taps_options(options: Optional[Mapping[str, Any]], what: str) -> Dict[
     return dict(options or {})
 
 
-def build_dsd_loss(options: Optional[Mapping[str, Any]], taps: Any, registry: Any,
-                   what: str, defaults: Optional[Mapping[str, Any]] = None) -> Any:
+def build_dsd_loss(options: Optional[Mapping[str, Any]],
+                   taps: Any,
+                   registry: Any,
+                   what: str,
+                   defaults: Optional[Mapping[str, Any]] = None) -> Any:
     """Build ``loss_dsd`` (``type`` defaults to ``'DSDLoss'``) for ``taps``.
 
     Args:

@@ -50,35 +50,61 @@ class TapInfo:
     scale: int
 
 
-_DYNUNET = Preset({
-    'enc1': TapSpec('input_block'), 'enc2': TapSpec('downsamples.0'),
-    'enc3': TapSpec('downsamples.1'), 'enc4': TapSpec('downsamples.2'),
-    'dec4': TapSpec('bottleneck'), 'dec3': TapSpec('upsamples.0'),
-    'dec2': TapSpec('upsamples.1'), 'dec1': TapSpec('upsamples.2')}, True, 16,
+_DYNUNET = Preset(
+    {
+        'enc1': TapSpec('input_block'),
+        'enc2': TapSpec('downsamples.0'),
+        'enc3': TapSpec('downsamples.1'),
+        'enc4': TapSpec('downsamples.2'),
+        'dec4': TapSpec('bottleneck'),
+        'dec3': TapSpec('upsamples.0'),
+        'dec2': TapSpec('upsamples.1'),
+        'dec1': TapSpec('upsamples.2')
+    },
+    True,
+    16,
     kaiming_heads=True)
 
-_UNETR = Preset({
-    'enc1': TapSpec('encoder1'), 'enc2': TapSpec('encoder2'),
-    'enc3': TapSpec('encoder3'), 'enc4': TapSpec('encoder4'),
-    # the ViT output as a volume: the first input of decoder5
-    'dec4': TapSpec('decoder5', what='input', index=0),
-    'dec3': TapSpec('decoder5'), 'dec2': TapSpec('decoder4'),
-    'dec1': TapSpec('decoder3')}, False, 16)
+_UNETR = Preset(
+    {
+        'enc1': TapSpec('encoder1'),
+        'enc2': TapSpec('encoder2'),
+        'enc3': TapSpec('encoder3'),
+        'enc4': TapSpec('encoder4'),
+        # the ViT output as a volume: the first input of decoder5
+        'dec4': TapSpec('decoder5', what='input', index=0),
+        'dec3': TapSpec('decoder5'),
+        'dec2': TapSpec('decoder4'),
+        'dec1': TapSpec('decoder3')
+    },
+    False,
+    16)
 
-_SWINUNETR = Preset({
-    'enc1': TapSpec('encoder1'), 'enc2': TapSpec('encoder2'),
-    'enc3': TapSpec('encoder3'), 'enc4': TapSpec('encoder4'),
-    'dec4': TapSpec('decoder5'), 'dec3': TapSpec('decoder4'),
-    'dec2': TapSpec('decoder3'), 'dec1': TapSpec('decoder2')}, True, 32)
-
+_SWINUNETR = Preset(
+    {
+        'enc1': TapSpec('encoder1'),
+        'enc2': TapSpec('encoder2'),
+        'enc3': TapSpec('encoder3'),
+        'enc4': TapSpec('encoder4'),
+        'dec4': TapSpec('decoder5'),
+        'dec3': TapSpec('decoder4'),
+        'dec2': TapSpec('decoder3'),
+        'dec1': TapSpec('decoder2')
+    }, True, 32)
 
 # MONAI VNet (fixed widths 16..256): separate heads; the reference builds a
 # ninth head it never uses, which is not built here.
-_VNET = Preset({
-    'enc1': TapSpec('in_tr'), 'enc2': TapSpec('down_tr32'),
-    'enc3': TapSpec('down_tr64'), 'enc4': TapSpec('down_tr128'),
-    'dec4': TapSpec('down_tr256'), 'dec3': TapSpec('up_tr256'),
-    'dec2': TapSpec('up_tr128'), 'dec1': TapSpec('up_tr64')}, False, 16)
+_VNET = Preset(
+    {
+        'enc1': TapSpec('in_tr'),
+        'enc2': TapSpec('down_tr32'),
+        'enc3': TapSpec('down_tr64'),
+        'enc4': TapSpec('down_tr128'),
+        'dec4': TapSpec('down_tr256'),
+        'dec3': TapSpec('up_tr256'),
+        'dec2': TapSpec('up_tr128'),
+        'dec1': TapSpec('up_tr64')
+    }, False, 16)
 
 
 def unet_preset_paths(depth: int = 4) -> Dict[str, TapSpec]:
@@ -92,19 +118,33 @@ def unet_preset_paths(depth: int = 4) -> Dict[str, TapSpec]:
                          f'entries), got {depth}')
     sub = lambda k: 'model' + '.1.submodule' * k  # noqa: E731
     return {
-        'enc1': TapSpec('model.0'), 'enc2': TapSpec(sub(1) + '.0'),
-        'enc3': TapSpec(sub(2) + '.0'), 'enc4': TapSpec(sub(3) + '.0'),
-        'dec4': TapSpec(sub(4)), 'dec3': TapSpec(sub(3) + '.2'),
-        'dec2': TapSpec(sub(2) + '.2'), 'dec1': TapSpec(sub(1) + '.2')}
+        'enc1': TapSpec('model.0'),
+        'enc2': TapSpec(sub(1) + '.0'),
+        'enc3': TapSpec(sub(2) + '.0'),
+        'enc4': TapSpec(sub(3) + '.0'),
+        'dec4': TapSpec(sub(4)),
+        'dec3': TapSpec(sub(3) + '.2'),
+        'dec2': TapSpec(sub(2) + '.2'),
+        'dec1': TapSpec(sub(1) + '.2')
+    }
 
 
 # mmseg 1.x ``UNet`` backbone (2D): encoder.j / decoder.j are level j; the
 # backbone returns [encoder.4, decoder.3, decoder.2, decoder.1, decoder.0].
-_MMSEG_UNET = Preset({
-    'enc1': TapSpec('encoder.0'), 'enc2': TapSpec('encoder.1'),
-    'enc3': TapSpec('encoder.2'), 'enc4': TapSpec('encoder.3'),
-    'dec4': TapSpec('encoder.4'), 'dec3': TapSpec('decoder.3'),
-    'dec2': TapSpec('decoder.2'), 'dec1': TapSpec('decoder.1')}, True, 16, spatial_dims=2)
+_MMSEG_UNET = Preset(
+    {
+        'enc1': TapSpec('encoder.0'),
+        'enc2': TapSpec('encoder.1'),
+        'enc3': TapSpec('encoder.2'),
+        'enc4': TapSpec('encoder.3'),
+        'dec4': TapSpec('encoder.4'),
+        'dec3': TapSpec('decoder.3'),
+        'dec2': TapSpec('decoder.2'),
+        'dec1': TapSpec('decoder.1')
+    },
+    True,
+    16,
+    spatial_dims=2)
 
 PRESETS: Dict[str, Preset] = {
     'dynunet': _DYNUNET,
@@ -124,7 +164,10 @@ def _first_conv_in_channels(network: nn.Module) -> int:
                      f'input channels from; pass in_channels')
 
 
-def probe_taps(network: nn.Module, preset: Preset, size: int, spatial_dims: int = 3,
+def probe_taps(network: nn.Module,
+               preset: Preset,
+               size: int,
+               spatial_dims: int = 3,
                in_channels: int = 0) -> Tuple[Dict[str, TapInfo], Optional[int]]:
     """Run one zero input through ``network`` and read each tap's shape.
 
@@ -149,8 +192,13 @@ def probe_taps(network: nn.Module, preset: Preset, size: int, spatial_dims: int 
     try:
         with Taps(network, preset.taps, detach=True) as taps, torch.no_grad():
             param = next(network.parameters())
-            out = network(torch.zeros(1, in_channels, *(size,) * spatial_dims,
-                                      dtype=param.dtype, device=param.device))
+            out = network(
+                torch.zeros(
+                    1,
+                    in_channels,
+                    *(size, ) * spatial_dims,
+                    dtype=param.dtype,
+                    device=param.device))
             info = {}
             for slot in TAP_SLOTS:
                 feat = taps[slot]

@@ -24,10 +24,9 @@ from plugins.core.functional import (check_temperature, fused_kl_backward, fused
 
 __all__ = [
     'weighting_function', 'distribution_integral', 'decode_corners', 'box_to_distance',
-    'two_bin_targets', 'cxcywh_to_xyxy', 'aligned_iou', 'go_union', 'fgl_loss',
-    'ddf_loss', 'fgl_loss_layers', 'ddf_loss_layers', 'fdr_layer_losses', 'check_reg_max',
-    'stack_matches', 'lqe_statistics', 'fgl_pair_losses', 'ddf_distribution_losses',
-    'fdr_weights'
+    'two_bin_targets', 'cxcywh_to_xyxy', 'aligned_iou', 'go_union', 'fgl_loss', 'ddf_loss',
+    'fgl_loss_layers', 'ddf_loss_layers', 'fdr_layer_losses', 'check_reg_max', 'stack_matches',
+    'lqe_statistics', 'fgl_pair_losses', 'ddf_distribution_losses', 'fdr_weights'
 ]
 
 
@@ -42,7 +41,9 @@ def check_reg_max(reg_max: int) -> int:
     return int(reg_max)
 
 
-def weighting_function(reg_max: int = 32, reg_scale: float = 4.0, up: float = 0.5,
+def weighting_function(reg_max: int = 32,
+                       reg_scale: float = 4.0,
+                       up: float = 0.5,
                        dtype: torch.dtype = torch.float64,
                        device: Optional[torch.device] = None) -> Tensor:
     """The non-uniform bin grid ``W(n)``, ``n = 0..R`` (§2.1).
@@ -72,10 +73,10 @@ def weighting_function(reg_max: int = 32, reg_scale: float = 4.0, up: float = 0.
         raise ValueError(f'up must be a finite number > 0, got {up!r}')
     ac = float(up) * float(reg_scale)
     half = n_max // 2
-    s = (ac + 1.0) ** (2.0 / (n_max - 2))
+    s = (ac + 1.0)**(2.0 / (n_max - 2))
     n = torch.arange(n_max + 1, dtype=torch.float64)
-    left = 1.0 - s ** (half - n)
-    right = s ** (n - half) - 1.0
+    left = 1.0 - s**(half - n)
+    right = s**(n - half) - 1.0
     w = torch.where(n < half, left, right)
     w[half] = 0.0
     w[0] = -2.0 * ac
@@ -129,7 +130,9 @@ def decode_corners(anchors: Tensor, distances: Tensor, reg_scale: float) -> Tens
     return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
 
 
-def box_to_distance(anchors: Tensor, gt_xyxy: Tensor, reg_scale: float,
+def box_to_distance(anchors: Tensor,
+                    gt_xyxy: Tensor,
+                    reg_scale: float,
                     eps: float = 1e-16) -> Tensor:
     """Inverse of :func:`decode_corners` for targets: ``φ`` per edge.
 
@@ -150,8 +153,8 @@ def box_to_distance(anchors: Tensor, gt_xyxy: Tensor, reg_scale: float,
     x1, y1, x2, y2 = gt_xyxy.unbind(-1)
     sw = w / c + eps
     sh = h / c + eps
-    return torch.stack([(cx - x1) / sw - c / 2, (cy - y1) / sh - c / 2,
-                        (x2 - cx) / sw - c / 2, (y2 - cy) / sh - c / 2], -1)
+    return torch.stack([(cx - x1) / sw - c / 2, (cy - y1) / sh - c / 2, (x2 - cx) / sw - c / 2,
+                        (y2 - cy) / sh - c / 2], -1)
 
 
 def two_bin_targets(phi: Tensor, project: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -241,7 +244,7 @@ def go_union(matches: Sequence[Tuple[Tensor, Tensor, Tensor]]) -> Tuple[Tensor, 
         gs.append(g.reshape(-1).long())
     if not bs or sum(t.numel() for t in bs) == 0:
         empty = torch.zeros(0, dtype=torch.long, device=bs[0].device if bs else None)
-        return (empty,) * 3
+        return (empty, ) * 3
     b, q, g = torch.cat(bs), torch.cat(qs), torch.cat(gs)
     nq = int(q.max()) + 1
     ng = int(g.max()) + 1
@@ -252,8 +255,7 @@ def go_union(matches: Sequence[Tuple[Tensor, Tensor, Tensor]]) -> Tuple[Tensor, 
     p_g = pairs - p_slot * ng
     # most votes first, then smallest g: one unique score per (slot, g)
     score = votes * (ng + 1) + (ng - p_g)
-    best = torch.full((int(p_slot.max()) + 1,), -1, dtype=score.dtype,
-                      device=score.device)
+    best = torch.full((int(p_slot.max()) + 1, ), -1, dtype=score.dtype, device=score.device)
     best = best.scatter_reduce(0, p_slot, score, reduce='amax')
     keep = score == best[p_slot]
     k_slot, k_g = p_slot[keep], p_g[keep]
@@ -261,8 +263,12 @@ def go_union(matches: Sequence[Tuple[Tensor, Tensor, Tensor]]) -> Tuple[Tensor, 
     return k_b, k_slot - k_b * nq, k_g
 
 
-def fgl_loss(corners: Tensor, target_left: Tensor, weight_left: Tensor,
-             weight_right: Tensor, iou: Tensor, avg_factor: float,
+def fgl_loss(corners: Tensor,
+             target_left: Tensor,
+             weight_left: Tensor,
+             weight_right: Tensor,
+             iou: Tensor,
+             avg_factor: float,
              check: bool = True) -> Tensor:
     """Fine-Grained Localization loss of one layer (§3.2).
 
@@ -299,12 +305,16 @@ def fgl_loss(corners: Tensor, target_left: Tensor, weight_left: Tensor,
                              f'(R = {n_bins - 1} bins per edge), got values in [{lo}, {hi}]')
     if m == 0:
         return corners.sum() * 0
-    return fgl_loss_layers(corners.unsqueeze(0), target_left, weight_left, weight_right,
-                           iou.reshape(1, m), avg_factor)[0]
+    return fgl_loss_layers(
+        corners.unsqueeze(0), target_left, weight_left, weight_right, iou.reshape(1, m),
+        avg_factor)[0]
 
 
-def ddf_loss(student: Tensor, teacher: Tensor, matched_mask: Tensor,
-             weights: Tensor, temperature: float = 5.0,
+def ddf_loss(student: Tensor,
+             teacher: Tensor,
+             matched_mask: Tensor,
+             weights: Tensor,
+             temperature: float = 5.0,
              counts: Optional[Tuple[float, float]] = None) -> Tensor:
     """Decoupled Distillation Focal loss of one student layer (§4).
 
@@ -337,18 +347,26 @@ def ddf_loss(student: Tensor, teacher: Tensor, matched_mask: Tensor,
     if matched_mask.shape != student.shape[:-1] or weights.shape != student.shape[:-1]:
         raise ValueError(f'matched_mask {tuple(matched_mask.shape)} and weights '
                          f'{tuple(weights.shape)} must be {tuple(student.shape[:-1])}')
-    return _ddf_from_kl(_edge_kl(student, teacher, temperature).unsqueeze(0), matched_mask,
-                        weights.unsqueeze(0), counts)[0]
+    return _ddf_from_kl(
+        _edge_kl(student, teacher, temperature).unsqueeze(0), matched_mask, weights.unsqueeze(0),
+        counts)[0]
 
 
 def _edge_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """``T² · KL(p_t ‖ p_s)`` per edge distribution, ``(..., 4(R+1))`` → ``(..., 4)``."""
     n_bins = student.shape[-1] // 4
-    return temperature_kl(_edges(student, n_bins), _edges(teacher, n_bins), temperature,
-                          dim=-1, class_reduction='sum', detach_teacher=True)
+    return temperature_kl(
+        _edges(student, n_bins),
+        _edges(teacher, n_bins),
+        temperature,
+        dim=-1,
+        class_reduction='sum',
+        detach_teacher=True)
 
 
-def ddf_distribution_losses(student: Tensor, teacher: Tensor, weights: Tensor,
+def ddf_distribution_losses(student: Tensor,
+                            teacher: Tensor,
+                            weights: Tensor,
                             temperature: float = 5.0) -> Tensor:
     """The element-wise DDF terms ``ℓ_e = w_e · T² · KL(p_t ‖ p_s)``, before the
     decoupled mean of :func:`ddf_loss`.
@@ -429,8 +447,8 @@ def _check_fgl_shapes(corners: Tensor, target_left: Tensor, iou: Tensor) -> None
                          f'got {tuple(iou.shape)}')
 
 
-def fgl_loss_layers(corners: Tensor, target_left: Tensor, weight_left: Tensor,
-                    weight_right: Tensor, iou: Tensor, avg_factor: float) -> Tensor:
+def fgl_loss_layers(corners: Tensor, target_left: Tensor, weight_left: Tensor, weight_right: Tensor,
+                    iou: Tensor, avg_factor: float) -> Tensor:
     """:func:`fgl_loss` of every decoder layer in one computation.
 
     The layers share the matched pairs and their two-bin targets (they come
@@ -452,12 +470,15 @@ def fgl_loss_layers(corners: Tensor, target_left: Tensor, weight_left: Tensor,
     _check_fgl_shapes(corners, target_left, iou)
     if corners.shape[1] == 0:
         return corners.sum((1, 2)) * 0
-    return _fgl_from_ce(_two_bin_ce(corners, target_left), weight_left, weight_right, iou,
-                        avg_factor)
+    return _fgl_from_ce(
+        _two_bin_ce(corners, target_left), weight_left, weight_right, iou, avg_factor)
 
 
-def ddf_loss_layers(students: Tensor, teacher: Tensor, matched_mask: Tensor,
-                    weights: Tensor, temperature: float = 5.0,
+def ddf_loss_layers(students: Tensor,
+                    teacher: Tensor,
+                    matched_mask: Tensor,
+                    weights: Tensor,
+                    temperature: float = 5.0,
                     counts: Optional[Tuple[float, float]] = None,
                     num_students: Optional[int] = None) -> Tensor:
     """:func:`ddf_loss` of several student layers against one teacher at once.
@@ -494,8 +515,9 @@ def ddf_loss_layers(students: Tensor, teacher: Tensor, matched_mask: Tensor,
     if students.numel() == 0 or n == 0:
         return students[:n].sum(tuple(range(1, students.dim()))) * 0
     n_bins = students.shape[-1] // 4
-    kl = temperature_kl_last(_edges(students, n_bins), _edges(teacher, n_bins).unsqueeze(0),
-                             temperature, num_students=n)  # (S', B, Q, 4)
+    kl = temperature_kl_last(
+        _edges(students, n_bins), _edges(teacher, n_bins).unsqueeze(0), temperature,
+        num_students=n)  # (S', B, Q, 4)
     return _ddf_from_kl(kl, matched_mask, weights, counts)
 
 
@@ -529,8 +551,8 @@ class _FDRStack(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, corners: Tensor, batch_idx: Tensor, query_idx: Tensor,
-                two_bins: Tensor, p_t: Tensor, neg_entropy: Tensor, t: float):
+    def forward(ctx, corners: Tensor, batch_idx: Tensor, query_idx: Tensor, two_bins: Tensor,
+                p_t: Tensor, neg_entropy: Tensor, t: float):
         num_layers = corners.shape[0]
         z = _edges(corners, corners.shape[-1] // 4)  # (L, B, Q, 4, R+1)
         kl, q = fused_kl_forward(z[:num_layers - 1], p_t, neg_entropy, t)
@@ -576,8 +598,9 @@ def fdr_weights(boxes: Tensor, confidence: Tensor, batch_idx: Tensor, query_idx:
     """
     num_layers = boxes.shape[0]
     with torch.no_grad():
-        iou = aligned_iou(cxcywh_to_xyxy(boxes[:, batch_idx, query_idx].detach().float()),
-                          gt_xyxy.float().unsqueeze(0))  # (L, M)
+        iou = aligned_iou(
+            cxcywh_to_xyxy(boxes[:, batch_idx, query_idx].detach().float()),
+            gt_xyxy.float().unsqueeze(0))  # (L, M)
     matched = torch.zeros(confidence.shape, dtype=torch.bool, device=confidence.device)
     matched[batch_idx, query_idx] = True
     weights = confidence.detach().expand(num_layers - 1, *confidence.shape).clone()
@@ -585,9 +608,14 @@ def fdr_weights(boxes: Tensor, confidence: Tensor, batch_idx: Tensor, query_idx:
     return iou, matched, weights
 
 
-def fdr_layer_losses(corners: Tensor, boxes: Tensor, confidence: Tensor, batch_idx: Tensor,
-                     query_idx: Tensor, gt_xyxy: Tensor,
-                     targets: Tuple[Tensor, Tensor, Tensor], avg_factor: float,
+def fdr_layer_losses(corners: Tensor,
+                     boxes: Tensor,
+                     confidence: Tensor,
+                     batch_idx: Tensor,
+                     query_idx: Tensor,
+                     gt_xyxy: Tensor,
+                     targets: Tuple[Tensor, Tensor, Tensor],
+                     avg_factor: float,
                      counts: Optional[Tuple[float, float]] = None,
                      temperature: float = 5.0) -> Tuple[Tensor, Tensor]:
     """FGL of every layer and DDF of layers ``0..L−2`` against the last, batched.
@@ -627,8 +655,14 @@ def fdr_layer_losses(corners: Tensor, boxes: Tensor, confidence: Tensor, batch_i
                               weight_right, iou, avg_factor)
         if num_layers < 2:
             return fgl, corners.new_zeros(0)
-        return fgl, ddf_loss_layers(corners.float(), corners[-1].float(), matched, weights,
-                                    temperature, counts, num_students=num_layers - 1)
+        return fgl, ddf_loss_layers(
+            corners.float(),
+            corners[-1].float(),
+            matched,
+            weights,
+            temperature,
+            counts,
+            num_students=num_layers - 1)
     t = check_temperature(temperature)
     n_bins = corners.shape[-1] // 4
     p_t, neg_entropy = tempered_teacher(_edges(corners[-1], n_bins).unsqueeze(0), t)

@@ -48,7 +48,10 @@ class FGLLoss(nn.Module):
         self.reduction = check_reduction(reduction)
         self.loss_weight = float(loss_weight)
 
-    def forward(self, pred: Tensor, target: Targets, weight: Optional[Tensor] = None,
+    def forward(self,
+                pred: Tensor,
+                target: Targets,
+                weight: Optional[Tensor] = None,
                 avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> Tensor:
         """Loss of one layer.
@@ -101,14 +104,20 @@ class DDFLoss(nn.Module):
         ValueError: On a bad temperature or reduction.
     """
 
-    def __init__(self, temperature: float = 5.0, reduction: str = 'mean',
+    def __init__(self,
+                 temperature: float = 5.0,
+                 reduction: str = 'mean',
                  loss_weight: float = 1.5) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.reduction = check_reduction(reduction)
         self.loss_weight = float(loss_weight)
 
-    def forward(self, pred: Tensor, target: Tensor, matched_mask: Tensor, weight: Tensor,
+    def forward(self,
+                pred: Tensor,
+                target: Tensor,
+                matched_mask: Tensor,
+                weight: Tensor,
                 counts: Optional[Tuple[float, float]] = None,
                 reduction_override: Optional[str] = None) -> Tensor:
         """Loss of one student layer.
@@ -131,8 +140,8 @@ class DDFLoss(nn.Module):
         """
         reduction = check_reduction(reduction_override or self.reduction, 'reduction_override')
         if reduction == 'mean':
-            return self.loss_weight * ddf_loss(pred, target, matched_mask, weight,
-                                               self.temperature, counts)
+            return self.loss_weight * ddf_loss(pred, target, matched_mask, weight, self.temperature,
+                                               counts)
         terms = ddf_distribution_losses(pred, target, weight, self.temperature)
         return self.loss_weight * (terms if reduction == 'none' else terms.sum())
 

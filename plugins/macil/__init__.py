@@ -16,5 +16,6 @@ from .modules import MACILAudioVisual, MACILVisualTeacher
 #: host module -> this package's adapter modules, imported once the host is imported
 HOST_ADAPTERS = {'mmengine': ['plugins.macil.mmengine']}
 
-__all__ = ['HOST_ADAPTERS', 'MACILAudioVisual', 'MACILVisualTeacher', 'macil_loss', 'pr_auc',
-           'step_ap']
+__all__ = [
+    'HOST_ADAPTERS', 'MACILAudioVisual', 'MACILVisualTeacher', 'macil_loss', 'pr_auc', 'step_ap'
+]

@@ -16,8 +16,10 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ['read_list', 'pair_lists', 'video_label', 'fit_length', 'load_pair',
-           'CROPS', 'FRAMES_PER_SNIPPET']
+__all__ = [
+    'read_list', 'pair_lists', 'video_label', 'fit_length', 'load_pair', 'CROPS',
+    'FRAMES_PER_SNIPPET'
+]
 
 CROPS = 5
 FRAMES_PER_SNIPPET = 16

@@ -17,10 +17,11 @@ from torch import Tensor
 
 from plugins.core.functional import info_nce
 
-__all__ = ['sequence_lengths', 'topk_sizes', 'topk_mean', 'mil_bag_scores', 'mil_loss',
-           'semi_bags', 'semi_bags_loop', 'contrastive_terms', 'lambda_ramp', 'ema_momentum',
-           'ema_update_', 'semi_bag_contrastive', 'weighted_total', 'macil_loss', 'pr_curve',
-           'pr_auc', 'step_ap']
+__all__ = [
+    'sequence_lengths', 'topk_sizes', 'topk_mean', 'mil_bag_scores', 'mil_loss', 'semi_bags',
+    'semi_bags_loop', 'contrastive_terms', 'lambda_ramp', 'ema_momentum', 'ema_update_',
+    'semi_bag_contrastive', 'weighted_total', 'macil_loss', 'pr_curve', 'pr_auc', 'step_ap'
+]
 
 BANKS = ('G_A', 'G_V', 'V_A', 'V_V', 'N_A', 'N_V')
 
@@ -105,8 +106,12 @@ def _rank_indices(r: Tensor, t: int, k: int, largest: bool) -> Tensor:
     return r[:t].topk(k, largest=largest).indices
 
 
-def semi_bags(rank_a: Tensor, rank_v: Tensor, rep_a: Tensor, rep_v: Tensor,
-              bag_scores: Tensor, lengths: Tensor,
+def semi_bags(rank_a: Tensor,
+              rank_v: Tensor,
+              rep_a: Tensor,
+              rep_v: Tensor,
+              bag_scores: Tensor,
+              lengths: Tensor,
               threshold: float = 0.5) -> Dict[str, Tensor]:
     """The six semi-bag banks, rows appended in batch order.
 
@@ -140,25 +145,29 @@ def semi_bags(rank_a: Tensor, rank_v: Tensor, rep_a: Tensor, rep_v: Tensor,
         empty = rep_a.new_zeros((0, rep_a.shape[2]))
         return {b: empty for b in BANKS}
     t = torch.arange(rank_a.shape[1], device=rank_a.device)
-    pad = t[None] >= lengths[:, None]                            # (B, T)
-    keep = t[None, :kmax] < ks[:, None]                          # (B, kmax): the k_i first
-    violent = bag_scores > threshold                             # (B,)
+    pad = t[None] >= lengths[:, None]  # (B, T)
+    keep = t[None, :kmax] < ks[:, None]  # (B, kmax): the k_i first
+    violent = bag_scores > threshold  # (B,)
     out: Dict[str, Tensor] = {}
     for mod, r, rep in (('A', rank_a, rep_a), ('V', rank_v, rep_v)):
         d = rep.shape[2]
         low = r.masked_fill(pad, float('inf')).topk(kmax, dim=1, largest=False).indices
         high = r.masked_fill(pad, float('-inf')).topk(kmax, dim=1, largest=True).indices
-        bottom = rep.gather(1, low.unsqueeze(-1).expand(-1, -1, d))   # (B, kmax, D)
+        bottom = rep.gather(1, low.unsqueeze(-1).expand(-1, -1, d))  # (B, kmax, D)
         top = rep.gather(1, high.unsqueeze(-1).expand(-1, -1, d))
-        out[f'G_{mod}'] = bottom[keep]                           # batch order, k_i rows each
+        out[f'G_{mod}'] = bottom[keep]  # batch order, k_i rows each
         out[f'N_{mod}'] = top[~violent][keep[~violent]]
         mean = (top * keep.unsqueeze(-1).to(top.dtype)).sum(1) / ks.unsqueeze(-1).to(top.dtype)
         out[f'V_{mod}'] = mean[violent].repeat_interleave(ks[violent], dim=0)
     return {b: out[b] for b in BANKS}
 
 
-def semi_bags_loop(rank_a: Tensor, rank_v: Tensor, rep_a: Tensor, rep_v: Tensor,
-                   bag_scores: Tensor, lengths: Tensor,
+def semi_bags_loop(rank_a: Tensor,
+                   rank_v: Tensor,
+                   rep_a: Tensor,
+                   rep_v: Tensor,
+                   bag_scores: Tensor,
+                   lengths: Tensor,
                    threshold: float = 0.5) -> Dict[str, Tensor]:
     """:func:`semi_bags` written sample by sample, as the reference builds them
     (one ``topk`` per sample and modality). Kept as the readable definition
@@ -198,15 +207,18 @@ def contrastive_terms(banks: Mapping[str, Tensor],
         tuple: ``(terms, degenerate)``; when ``N_A`` or ``V_A`` is empty every
         term is an exact, graph-connected 0 and ``degenerate`` is True.
     """
-    spec = {'a2v_a2b': ('V_A', 'V_V', 'G_V'), 'a2v_a2n': ('V_A', 'V_V', 'N_V'),
-            'v2a_a2b': ('V_V', 'V_A', 'G_A'), 'v2a_a2n': ('V_V', 'V_A', 'N_A')}
+    spec = {
+        'a2v_a2b': ('V_A', 'V_V', 'G_V'),
+        'a2v_a2n': ('V_A', 'V_V', 'N_V'),
+        'v2a_a2b': ('V_V', 'V_A', 'G_A'),
+        'v2a_a2n': ('V_V', 'V_A', 'N_A')
+    }
     if banks['N_A'].shape[0] == 0 or banks['V_A'].shape[0] == 0:
         zero = sum(b.sum() for b in banks.values()) * 0.0
         return {name: zero for name in spec}, True
     terms = {}
     for name, (q, p, n) in spec.items():
-        terms[name] = info_nce(banks[q], banks[p], banks[n], temperature,
-                               normalize=True).mean()
+        terms[name] = info_nce(banks[q], banks[p], banks[n], temperature, normalize=True).mean()
     return terms, False
 
 
@@ -217,14 +229,15 @@ def lambda_ramp(epoch: int, step: float = 0.1, cap: float = 1.5) -> float:
     return min(cap, step * epoch)
 
 
-def ema_momentum(epoch: int, base: float = 0.91, final: float = 1.0,
-                 period: int = 50) -> float:
+def ema_momentum(epoch: int, base: float = 0.91, final: float = 1.0, period: int = 50) -> float:
     """``m_e = final + ½(base − final)(1 + cos(π·e/period))``."""
     return final + 0.5 * (base - final) * (1.0 + math.cos(math.pi * epoch / period))
 
 
-def ema_update_(student: Iterable[Tuple[str, Tensor]], teacher: Mapping[str, Tensor],
-                momentum: float, skip: Tuple[str, ...] = ('fc_a',),
+def ema_update_(student: Iterable[Tuple[str, Tensor]],
+                teacher: Mapping[str, Tensor],
+                momentum: float,
+                skip: Tuple[str, ...] = ('fc_a', ),
                 key_map: Optional[Mapping[str, str]] = None) -> int:
     """``θ ← m·θ + (1 − m)·θ_T`` in place for every named student tensor not
     matching ``skip``; teacher names through ``key_map`` prefixes (e.g.
@@ -323,12 +336,15 @@ def step_ap(scores, labels) -> float:
 def weighted_total(mil: Tensor, contrast: Mapping[str, Tensor], lambda_b: float,
                    lambda_n: float) -> Tensor:
     """``L_MIL + λ_b(L_a2v_a2b + L_v2a_a2b) + λ_n(L_a2v_a2n + L_v2a_a2n)``."""
-    return (mil + lambda_b * (contrast['a2v_a2b'] + contrast['v2a_a2b'])
-            + lambda_n * (contrast['a2v_a2n'] + contrast['v2a_a2n']))
+    return (mil + lambda_b * (contrast['a2v_a2b'] + contrast['v2a_a2b']) + lambda_n *
+            (contrast['a2v_a2n'] + contrast['v2a_a2n']))
 
 
-def semi_bag_contrastive(outputs: Mapping[str, Tensor], bag_scores: Tensor, lengths: Tensor,
-                         temperature: float = 0.1, threshold: float = 0.5,
+def semi_bag_contrastive(outputs: Mapping[str, Tensor],
+                         bag_scores: Tensor,
+                         lengths: Tensor,
+                         temperature: float = 0.1,
+                         threshold: float = 0.5,
                          upstream_rep_swap: bool = True) -> Tuple[Dict[str, Tensor], bool]:
     """Semi-bags from the AV network's outputs and their four contrastive terms.
 
@@ -354,8 +370,12 @@ def semi_bag_contrastive(outputs: Mapping[str, Tensor], bag_scores: Tensor, leng
     return contrastive_terms(banks, temperature)
 
 
-def macil_loss(outputs: Mapping[str, Tensor], labels: Tensor, lengths: Tensor,
-               lambda_b: float, lambda_n: float, temperature: float = 0.1,
+def macil_loss(outputs: Mapping[str, Tensor],
+               labels: Tensor,
+               lengths: Tensor,
+               lambda_b: float,
+               lambda_n: float,
+               temperature: float = 0.1,
                threshold: float = 0.5,
                upstream_rep_swap: bool = True) -> Tuple[Tensor, Dict[str, Tensor], bool]:
     """``L_AV = L_MIL + λ_b(L_a2v_a2b + L_v2a_a2b) + λ_n(L_a2v_a2n + L_v2a_a2n)``.

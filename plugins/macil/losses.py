@@ -38,8 +38,12 @@ class TopKMILLoss(nn.Module):
         self.reduction = check_reduction(reduction)
         self.loss_weight = float(loss_weight)
 
-    def forward(self, logits: Tensor, labels: Tensor, lengths: Tensor,
-                weight: Optional[Tensor] = None, avg_factor: Optional[float] = None,
+    def forward(self,
+                logits: Tensor,
+                labels: Tensor,
+                lengths: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> Tuple[Tensor, Tensor]:
         """Loss and bag scores.
 
@@ -63,8 +67,8 @@ class TopKMILLoss(nn.Module):
         if reduction == 'mean' and weight is None and avg_factor is None:
             loss = mil_loss(bag, labels)  # the paper's mean, in one kernel
         else:
-            loss = weight_reduce(mil_loss(bag, labels, reduction='none'), weight, reduction,
-                                 avg_factor)
+            loss = weight_reduce(
+                mil_loss(bag, labels, reduction='none'), weight, reduction, avg_factor)
         return self.loss_weight * loss, bag
 
     def extra_repr(self) -> str:
@@ -97,8 +101,11 @@ class SemiBagContrastiveLoss(nn.Module):
             outside (0, 1).
     """
 
-    def __init__(self, temperature: float = 0.1, bag_threshold: float = 0.5,
-                 upstream_rep_swap: bool = True, loss_weight: float = 1.0) -> None:
+    def __init__(self,
+                 temperature: float = 0.1,
+                 bag_threshold: float = 0.5,
+                 upstream_rep_swap: bool = True,
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
@@ -111,9 +118,8 @@ class SemiBagContrastiveLoss(nn.Module):
 
     def forward(self, outputs: Mapping[str, Tensor], bag_scores: Tensor,
                 lengths: Tensor) -> Tuple[Dict[str, Tensor], bool]:
-        terms, degenerate = semi_bag_contrastive(outputs, bag_scores, lengths,
-                                                 self.temperature, self.bag_threshold,
-                                                 self.upstream_rep_swap)
+        terms, degenerate = semi_bag_contrastive(outputs, bag_scores, lengths, self.temperature,
+                                                 self.bag_threshold, self.upstream_rep_swap)
         if self.loss_weight != 1.0:
             terms = {k: self.loss_weight * v for k, v in terms.items()}
         return terms, degenerate

@@ -19,8 +19,10 @@ from torch import Tensor, nn
 
 from .functional import sequence_lengths
 
-__all__ = ['MultiHeadAttention', 'FeedForward', 'PreNormLayer', 'MACILAudioVisual',
-           'MACILVisualTeacher', 'padding_mask']
+__all__ = [
+    'MultiHeadAttention', 'FeedForward', 'PreNormLayer', 'MACILAudioVisual', 'MACILVisualTeacher',
+    'padding_mask'
+]
 
 
 class MultiHeadAttention(nn.Module):
@@ -46,7 +48,10 @@ class MultiHeadAttention(nn.Module):
         self.layer_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor,
+    def forward(self,
+                query: Tensor,
+                key: Tensor,
+                value: Tensor,
                 key_mask: Optional[Tensor] = None) -> Tensor:
         """``(B, Tq, D)``, ``(B, Tk, D)``, ``(B, Tk, D)`` → ``(B, Tq, D)``.
 
@@ -59,6 +64,7 @@ class MultiHeadAttention(nn.Module):
 
         def split(x: Tensor, lin: nn.Module) -> Tensor:
             return lin(x).view(b, -1, self.heads, dh).transpose(1, 2)
+
         q, k, v = (split(x, lin) for x, lin in zip((query, key, value), self.linears[:3]))
         att = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dh)
         if key_mask is not None:
@@ -96,7 +102,10 @@ class PreNormLayer(nn.Module):
     positional encoding; a key mask only when given (the reference has none).
     """
 
-    def __init__(self, dim: int = 128, heads: int = 4, hidden: int = 128,
+    def __init__(self,
+                 dim: int = 128,
+                 heads: int = 4,
+                 hidden: int = 128,
                  dropout: float = 0.1) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(dim, heads, dropout)
@@ -104,8 +113,7 @@ class PreNormLayer(nn.Module):
         self.sublayer = nn.ModuleList([_Sublayer(dim), _Sublayer(dim)])
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query: Tensor, context: Tensor,
-                key_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, query: Tensor, context: Tensor, key_mask: Optional[Tensor] = None) -> Tensor:
         """``(B, Tq, D)`` queries over ``(B, Tk, D)`` context (``key_mask (B, Tk)``
         True where a context row is real) → ``(B, Tq, D)``."""
         q = self.sublayer[0].norm(query)
@@ -163,19 +171,26 @@ class MACILAudioVisual(nn.Module):
         ValueError: On mismatched batch / length or feature sizes.
     """
 
-    def __init__(self, visual_dim: int = 1024, audio_dim: int = 128, dim: int = 128,
-                 heads: int = 4, hidden: int = 128, dropout: float = 0.1,
+    def __init__(self,
+                 visual_dim: int = 1024,
+                 audio_dim: int = 128,
+                 dim: int = 128,
+                 heads: int = 4,
+                 hidden: int = 128,
+                 dropout: float = 0.1,
                  mask_padding: bool = False) -> None:
         super().__init__()
         self.mask_padding = mask_padding
         self.multiheadattn = MultiHeadAttention(dim, heads, dropout)  # unused (layout)
-        self.feedforward = FeedForward(dim, hidden, dropout)          # unused (layout)
+        self.feedforward = FeedForward(dim, hidden, dropout)  # unused (layout)
         self.fc_v = nn.Linear(visual_dim, dim)
         self.fc_a = nn.Linear(audio_dim, dim)
         self.cma = _CMA(PreNormLayer(dim, heads, hidden, dropout))
         self.att_mmil = _Scorer(dim)
 
-    def forward(self, visual: Tensor, audio: Tensor,
+    def forward(self,
+                visual: Tensor,
+                audio: Tensor,
                 lengths: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """``lengths (B,)``: ``T_i``, used with ``mask_padding`` only (counted
         from the visual rows when None)."""
@@ -195,8 +210,14 @@ class MACILAudioVisual(nn.Module):
         z_a = self.cma.layer(h_a, h_v, mask)
         s_a = self.att_mmil.fc(z_a)[..., 0]
         s_v = self.att_mmil.fc(z_v)[..., 0]
-        return dict(logits=s_a + s_v, logits_a=s_a, logits_v=s_v, prob_a=torch.sigmoid(s_a),
-                    prob_v=torch.sigmoid(s_v), feat_v=z_v, feat_a=z_a)
+        return dict(
+            logits=s_a + s_v,
+            logits_a=s_a,
+            logits_v=s_v,
+            prob_a=torch.sigmoid(s_a),
+            prob_v=torch.sigmoid(s_v),
+            feat_v=z_v,
+            feat_a=z_a)
 
 
 class MACILVisualTeacher(nn.Module):
@@ -207,17 +228,24 @@ class MACILVisualTeacher(nn.Module):
     ``dict(logits (B,T))``; ``mask_padding`` as in :class:`MACILAudioVisual`.
     """
 
-    def __init__(self, visual_dim: int = 1024, dim: int = 128, heads: int = 4,
-                 hidden: int = 128, dropout: float = 0.1, mask_padding: bool = False) -> None:
+    def __init__(self,
+                 visual_dim: int = 1024,
+                 dim: int = 128,
+                 heads: int = 4,
+                 hidden: int = 128,
+                 dropout: float = 0.1,
+                 mask_padding: bool = False) -> None:
         super().__init__()
         self.mask_padding = mask_padding
         self.multiheadattn = MultiHeadAttention(dim, heads, dropout)  # unused (layout)
-        self.feedforward = FeedForward(dim, hidden, dropout)          # unused (layout)
+        self.feedforward = FeedForward(dim, hidden, dropout)  # unused (layout)
         self.fc_v = nn.Linear(visual_dim, dim)
         self.cma = _CMA(PreNormLayer(dim, heads, hidden, dropout))
         self.fc = nn.Linear(dim, 1)
 
-    def forward(self, visual: Tensor, audio: Optional[Tensor] = None,
+    def forward(self,
+                visual: Tensor,
+                audio: Optional[Tensor] = None,
                 lengths: Optional[Tensor] = None) -> Dict[str, Tensor]:
         if visual.dim() != 3:
             raise ValueError(f'visual must be (B, T, D), got {tuple(visual.shape)}')

@@ -15,5 +15,7 @@ from .geometry import cylindrical_voxelize, project_points
 #: host module -> this package's adapter modules, imported once the host is imported
 HOST_ADAPTERS = {'mmengine': ['plugins.slidr.mmengine']}
 
-__all__ = ['HOST_ADAPTERS', 'project_points', 'cylindrical_voxelize', 'superpixel_slots',
-           'pool_points', 'pool_pixels', 'superpixel_nce']
+__all__ = [
+    'HOST_ADAPTERS', 'project_points', 'cylindrical_voxelize', 'superpixel_slots', 'pool_points',
+    'pool_pixels', 'superpixel_nce'
+]

@@ -23,8 +23,9 @@ def rotate_flip_cloud(xyz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _draw_crop(h: int, w: int, rng: np.random.Generator, scale=(0.3, 1.0),
-               ratio=(14 / 9, 17 / 9)) -> Tuple[int, int, int, int]:
+def _draw_crop(
+    h: int, w: int, rng: np.random.Generator, scale=(0.3, 1.0),
+    ratio=(14 / 9, 17 / 9)) -> Tuple[int, int, int, int]:
     """Crop box ``(i, j, h, w)`` drawn like torchvision's RandomResizedCrop."""
     area = h * w
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -45,9 +46,14 @@ def _draw_crop(h: int, w: int, rng: np.random.Generator, scale=(0.3, 1.0),
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def resized_crop(image: np.ndarray, superpixels: np.ndarray, pairs: np.ndarray,
-                 size: Tuple[int, int], rng: np.random.Generator, min_pairs: int = 1024,
-                 min_fraction: float = 0.75, max_tries: int = 100):
+def resized_crop(image: np.ndarray,
+                 superpixels: np.ndarray,
+                 pairs: np.ndarray,
+                 size: Tuple[int, int],
+                 rng: np.random.Generator,
+                 min_pairs: int = 1024,
+                 min_fraction: float = 0.75,
+                 max_tries: int = 100):
     """Random resized crop of one image, its superpixel map (nearest) and its
     pairings ``(P, 3) = (point, row, col)``; redrawn until more than
     ``min_pairs`` or more than ``min_fraction`` of the pairings stay inside.
@@ -66,14 +72,17 @@ def resized_crop(image: np.ndarray, superpixels: np.ndarray, pairs: np.ndarray,
         if inside.sum() > min_pairs or inside.sum() > min_fraction * len(pairs):
             break
     img = cv2.resize(image[i:i + ch, j:j + cw], (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-    sp = cv2.resize(superpixels[i:i + ch, j:j + cw], (out_w, out_h),
-                    interpolation=cv2.INTER_NEAREST)
+    sp = cv2.resize(
+        superpixels[i:i + ch, j:j + cw], (out_w, out_h), interpolation=cv2.INTER_NEAREST)
     kept = np.stack([pairs[inside, 0], rows[inside], cols[inside]], 1)
     return img, sp, kept
 
 
-def flip_horizontal(image: np.ndarray, superpixels: np.ndarray, pairs: np.ndarray,
-                    rng: np.random.Generator, p: float = 0.5):
+def flip_horizontal(image: np.ndarray,
+                    superpixels: np.ndarray,
+                    pairs: np.ndarray,
+                    rng: np.random.Generator,
+                    p: float = 0.5):
     """With probability ``p`` mirror image, superpixels and ``col → W−1−col``."""
     if rng.random() >= p:
         return image, superpixels, pairs
@@ -83,7 +92,9 @@ def flip_horizontal(image: np.ndarray, superpixels: np.ndarray, pairs: np.ndarra
     return image[:, ::-1].copy(), superpixels[:, ::-1].copy(), pairs
 
 
-def drop_cuboid(xyz: np.ndarray, pairs_per_image: list, rng: np.random.Generator,
+def drop_cuboid(xyz: np.ndarray,
+                pairs_per_image: list,
+                rng: np.random.Generator,
                 min_pairs: int = 1024):
     """DropCuboids: a box around a random point, half-extents ``e·c/2`` with
     ``e`` the cloud's per-axis extent and ``c ~ U[0, 0.2)``; points strictly

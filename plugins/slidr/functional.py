@@ -22,7 +22,8 @@ _EPS = 1e-6
 
 
 # ------------------------------------------------------------------ pooling
-def superpixel_slots(superpixels: Tensor, stride: int = 150,
+def superpixel_slots(superpixels: Tensor,
+                     stride: int = 150,
                      on_overflow: str = 'error') -> Tuple[Tensor, int]:
     """Global slot map ``σ = n·S + s`` of per-image superpixel ids.
 
@@ -191,7 +192,9 @@ def kept_slots(k: Tensor, counts: Optional[Tensor] = None, rule: str = 'first_ch
     raise ValueError(f"rule must be 'first_channel' or 'count', got {rule!r}")
 
 
-def superpixel_nce(k: Tensor, q: Tensor, temperature: float = 0.07,
+def superpixel_nce(k: Tensor,
+                   q: Tensor,
+                   temperature: float = 0.07,
                    counts: Optional[Tensor] = None,
                    rule: str = 'first_channel') -> Tuple[Tensor, int]:
     """``L = −(1/|K|) Σ_i log softmax_j(⟨k_i, q_j⟩/τ)[i]`` over the kept slots
@@ -211,7 +214,10 @@ def superpixel_nce(k: Tensor, q: Tensor, temperature: float = 0.07,
                          f'be matching (slots, D)')
     kept = kept_slots(k, counts, rule)
     if kept.numel() == 0:
-        warnings.warn('SLidR: no superpixel holds a paired point in this batch; the loss is '
-                      '0 (the reference would give NaN)', RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            'SLidR: no superpixel holds a paired point in this batch; the loss is '
+            '0 (the reference would give NaN)',
+            RuntimeWarning,
+            stacklevel=2)
         return 0.0 * (k.sum() + q.sum()), 0
     return info_nce(k[kept], q[kept], temperature=t, reduction='mean'), int(kept.numel())

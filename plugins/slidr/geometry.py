@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ['quaternion_to_matrix', 'lidar_to_camera', 'project_to_image', 'project_points',
-           'cylindrical_voxelize']
+__all__ = [
+    'quaternion_to_matrix', 'lidar_to_camera', 'project_to_image', 'project_points',
+    'cylindrical_voxelize'
+]
 
 
 def quaternion_to_matrix(q: Sequence[float]) -> np.ndarray:
@@ -23,10 +25,9 @@ def quaternion_to_matrix(q: Sequence[float]) -> np.ndarray:
     if q.size != 4 or not np.isfinite(q).all() or np.linalg.norm(q) == 0:
         raise ValueError(f'rotation must be a non-zero quaternion (w, x, y, z), got {q.tolist()}')
     w, x, y, z = q / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 def _pose(record: dict, name: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -36,8 +37,12 @@ def _pose(record: dict, name: str) -> Tuple[np.ndarray, np.ndarray]:
     return quaternion_to_matrix(record['rotation']), np.asarray(record['translation'], np.float64)
 
 
-def lidar_to_camera(points: np.ndarray, lidar_calib: dict, lidar_pose: dict, cam_pose: dict,
-                    cam_calib: dict, float32: bool = True) -> np.ndarray:
+def lidar_to_camera(points: np.ndarray,
+                    lidar_calib: dict,
+                    lidar_pose: dict,
+                    cam_pose: dict,
+                    cam_calib: dict,
+                    float32: bool = True) -> np.ndarray:
     """Lidar-frame xyz → camera-frame xyz through the nuScenes chain.
 
     lidar → ego (lidar time) → global → ego (camera time) → camera, each record
@@ -75,7 +80,10 @@ def lidar_to_camera(points: np.ndarray, lidar_calib: dict, lidar_pose: dict, cam
     return p.T
 
 
-def project_to_image(points_cam: np.ndarray, intrinsic, width: int, height: int,
+def project_to_image(points_cam: np.ndarray,
+                     intrinsic,
+                     width: int,
+                     height: int,
                      min_depth: float = 1.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixels of camera-frame points: keep ``d > min_depth``, ``0 < u < W−1``,
     ``0 < v < H−1`` (strict); pixel = ``(round(v), round(u))``, half to even.
@@ -106,8 +114,14 @@ def project_to_image(points_cam: np.ndarray, intrinsic, width: int, height: int,
     return index, np.round(v[keep]).astype(np.int64), np.round(u[keep]).astype(np.int64)
 
 
-def project_points(points: np.ndarray, lidar_calib: dict, lidar_pose: dict, cam_pose: dict,
-                   cam_calib: dict, width: int, height: int, min_depth: float = 1.0,
+def project_points(points: np.ndarray,
+                   lidar_calib: dict,
+                   lidar_pose: dict,
+                   cam_pose: dict,
+                   cam_calib: dict,
+                   width: int,
+                   height: int,
+                   min_depth: float = 1.0,
                    float32: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`lidar_to_camera` then :func:`project_to_image`; the intrinsic is
     ``cam_calib['camera_intrinsic']``.
@@ -121,7 +135,8 @@ def project_points(points: np.ndarray, lidar_calib: dict, lidar_pose: dict, cam_
     return project_to_image(cam, cam_calib['camera_intrinsic'], width, height, min_depth)
 
 
-def cylindrical_voxelize(xyz: Tensor, size: float = 0.1,
+def cylindrical_voxelize(xyz: Tensor,
+                         size: float = 0.1,
                          angle_deg: float = 1.0) -> Tuple[Tensor, Tensor, Tensor]:
     """Cylindrical cells ``(⌊ρ/size⌋, ⌊φ°/angle⌋, ⌊z/size⌋)``, one voxel per
     unique cell (sorted), represented by its first point.
@@ -157,6 +172,6 @@ def cylindrical_voxelize(xyz: Tensor, size: float = 0.1,
         return cells, empty, empty
     coords, inverse = torch.unique(cells, dim=0, return_inverse=True)
     order = torch.arange(cells.shape[0], device=xyz.device)
-    first = torch.full((coords.shape[0],), cells.shape[0], dtype=torch.long, device=xyz.device)
+    first = torch.full((coords.shape[0], ), cells.shape[0], dtype=torch.long, device=xyz.device)
     first = first.scatter_reduce(0, inverse, order, reduce='amin')
     return coords, inverse, first

@@ -5,23 +5,26 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-__all__ = ['NUSCENES_CLASSES', 'CAMERAS', 'FINE_CLASSES', 'fine_to_coarse', 'keep_every_kth_scene',
-           'scene_keyframes']
+__all__ = [
+    'NUSCENES_CLASSES', 'CAMERAS', 'FINE_CLASSES', 'fine_to_coarse', 'keep_every_kth_scene',
+    'scene_keyframes'
+]
 
 #: the six cameras of a nuScenes sample
 CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_RIGHT', 'CAM_BACK', 'CAM_BACK_LEFT',
            'CAM_FRONT_LEFT')
 #: the 32 fine lidarseg class names, in the index order of nuScenes' ``category.json``
-FINE_CLASSES = (
-    'noise', 'animal', 'human.pedestrian.adult', 'human.pedestrian.child',
-    'human.pedestrian.construction_worker', 'human.pedestrian.personal_mobility',
-    'human.pedestrian.police_officer', 'human.pedestrian.stroller', 'human.pedestrian.wheelchair',
-    'movable_object.barrier', 'movable_object.debris', 'movable_object.pushable_pullable',
-    'movable_object.trafficcone', 'static_object.bicycle_rack', 'vehicle.bicycle',
-    'vehicle.bus.bendy', 'vehicle.bus.rigid', 'vehicle.car', 'vehicle.construction',
-    'vehicle.emergency.ambulance', 'vehicle.emergency.police', 'vehicle.motorcycle',
-    'vehicle.trailer', 'vehicle.truck', 'flat.driveable_surface', 'flat.other', 'flat.sidewalk',
-    'flat.terrain', 'static.manmade', 'static.other', 'static.vegetation', 'vehicle.ego')
+FINE_CLASSES = ('noise', 'animal', 'human.pedestrian.adult', 'human.pedestrian.child',
+                'human.pedestrian.construction_worker', 'human.pedestrian.personal_mobility',
+                'human.pedestrian.police_officer', 'human.pedestrian.stroller',
+                'human.pedestrian.wheelchair', 'movable_object.barrier', 'movable_object.debris',
+                'movable_object.pushable_pullable', 'movable_object.trafficcone',
+                'static_object.bicycle_rack', 'vehicle.bicycle', 'vehicle.bus.bendy',
+                'vehicle.bus.rigid', 'vehicle.car', 'vehicle.construction',
+                'vehicle.emergency.ambulance', 'vehicle.emergency.police', 'vehicle.motorcycle',
+                'vehicle.trailer', 'vehicle.truck', 'flat.driveable_surface', 'flat.other',
+                'flat.sidewalk', 'flat.terrain', 'static.manmade', 'static.other',
+                'static.vegetation', 'vehicle.ego')
 
 NUSCENES_CLASSES = ('ignore', 'barrier', 'bicycle', 'bus', 'car', 'construction_vehicle',
                     'motorcycle', 'pedestrian', 'traffic_cone', 'trailer', 'truck',
@@ -29,13 +32,27 @@ NUSCENES_CLASSES = ('ignore', 'barrier', 'bicycle', 'bus', 'car', 'construction_
                     'vegetation')
 
 _FINE = {
-    'movable_object.barrier': 1, 'vehicle.bicycle': 2, 'vehicle.bus.bendy': 3,
-    'vehicle.bus.rigid': 3, 'vehicle.car': 4, 'vehicle.construction': 5,
-    'vehicle.motorcycle': 6, 'human.pedestrian.adult': 7, 'human.pedestrian.child': 7,
-    'human.pedestrian.construction_worker': 7, 'human.pedestrian.police_officer': 7,
-    'movable_object.trafficcone': 8, 'vehicle.trailer': 9, 'vehicle.truck': 10,
-    'flat.driveable_surface': 11, 'flat.other': 12, 'flat.sidewalk': 13, 'flat.terrain': 14,
-    'static.manmade': 15, 'static.vegetation': 16}
+    'movable_object.barrier': 1,
+    'vehicle.bicycle': 2,
+    'vehicle.bus.bendy': 3,
+    'vehicle.bus.rigid': 3,
+    'vehicle.car': 4,
+    'vehicle.construction': 5,
+    'vehicle.motorcycle': 6,
+    'human.pedestrian.adult': 7,
+    'human.pedestrian.child': 7,
+    'human.pedestrian.construction_worker': 7,
+    'human.pedestrian.police_officer': 7,
+    'movable_object.trafficcone': 8,
+    'vehicle.trailer': 9,
+    'vehicle.truck': 10,
+    'flat.driveable_surface': 11,
+    'flat.other': 12,
+    'flat.sidewalk': 13,
+    'flat.terrain': 14,
+    'static.manmade': 15,
+    'static.vegetation': 16
+}
 
 
 def fine_to_coarse(idx2name: Dict[int, str]) -> np.ndarray:

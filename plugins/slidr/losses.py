@@ -42,8 +42,11 @@ class SuperpixelNCELoss(nn.Module):
         ValueError: On a bad temperature, rule or reduction.
     """
 
-    def __init__(self, temperature: float = 0.07, kept_rule: str = 'first_channel',
-                 reduction: str = 'mean', loss_weight: float = 1.0) -> None:
+    def __init__(self,
+                 temperature: float = 0.07,
+                 kept_rule: str = 'first_channel',
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         if kept_rule not in _RULES:
@@ -52,7 +55,10 @@ class SuperpixelNCELoss(nn.Module):
         self.reduction = check_reduction(reduction)
         self.loss_weight = float(loss_weight)
 
-    def forward(self, k: Tensor, q: Tensor, counts: Optional[Tensor] = None,
+    def forward(self,
+                k: Tensor,
+                q: Tensor,
+                counts: Optional[Tensor] = None,
                 avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> Tuple[Tensor, int]:
         """Loss over the kept superpixels.
@@ -82,8 +88,11 @@ class SuperpixelNCELoss(nn.Module):
         per = info_nce(k[keep], q[keep], temperature=self.temperature, reduction='none')
         loss = weight_reduce(per, None, reduction, avg_factor)
         if keep.numel() == 0:
-            warnings.warn('SLidR: no superpixel holds a paired point in this batch; the '
-                          'loss is 0', RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                'SLidR: no superpixel holds a paired point in this batch; the '
+                'loss is 0',
+                RuntimeWarning,
+                stacklevel=2)
             if reduction != 'none':
                 loss = loss + 0.0 * (k.sum() + q.sum())
         return self.loss_weight * loss, int(keep.numel())

@@ -75,7 +75,7 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
             raise ValueError(f'confusion_matrix: {name} ids must lie in [0, {num_classes}), '
                              f'got values in [{lo}, {hi}]')
     index = target.long() * num_classes + pred.long()
-    return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes)
+    return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
 
 
 def iou_from_confusion(confusion: Tensor, ignore_index: int = 0) -> Tuple[Tensor, float]:

@@ -12,17 +12,48 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ['KITTI_CLASSES', 'TRAIN_SEQUENCES', 'VAL_SEQUENCES', 'learning_map', 'read_scan',
-           'read_labels', 'read_calib', 'scan_paths']
+__all__ = [
+    'KITTI_CLASSES', 'TRAIN_SEQUENCES', 'VAL_SEQUENCES', 'learning_map', 'read_scan', 'read_labels',
+    'read_calib', 'scan_paths'
+]
 
 KITTI_CLASSES = ('ignore', 'car', 'bicycle', 'motorcycle', 'truck', 'other-vehicle', 'person',
                  'bicyclist', 'motorcyclist', 'road', 'parking', 'sidewalk', 'other-ground',
                  'building', 'fence', 'vegetation', 'trunk', 'terrain', 'pole', 'traffic-sign')
 TRAIN_SEQUENCES = ('00', '01', '02', '03', '04', '05', '06', '07', '09', '10')
-VAL_SEQUENCES = ('08',)
-_MAP = {10: 1, 11: 2, 15: 3, 18: 4, 13: 5, 16: 5, 20: 5, 30: 6, 31: 7, 32: 8, 40: 9, 60: 9,
-        44: 10, 48: 11, 49: 12, 50: 13, 51: 14, 70: 15, 71: 16, 72: 17, 80: 18, 81: 19,
-        252: 1, 253: 7, 254: 6, 255: 8, 256: 5, 257: 5, 259: 5, 258: 4}
+VAL_SEQUENCES = ('08', )
+_MAP = {
+    10: 1,
+    11: 2,
+    15: 3,
+    18: 4,
+    13: 5,
+    16: 5,
+    20: 5,
+    30: 6,
+    31: 7,
+    32: 8,
+    40: 9,
+    60: 9,
+    44: 10,
+    48: 11,
+    49: 12,
+    50: 13,
+    51: 14,
+    70: 15,
+    71: 16,
+    72: 17,
+    80: 18,
+    81: 19,
+    252: 1,
+    253: 7,
+    254: 6,
+    255: 8,
+    256: 5,
+    257: 5,
+    259: 5,
+    258: 4
+}
 
 
 def learning_map() -> np.ndarray:
@@ -117,6 +148,6 @@ def scan_paths(root: str, sequences: Sequence[str]) -> List[Tuple[str, str]]:
         for name in sorted(os.listdir(velodyne)):
             if name.endswith('.bin'):
                 stem = name[:-len('.bin')]
-                pairs.append((os.path.join(velodyne, name),
-                              os.path.join(folder, 'labels', stem + '.label')))
+                pairs.append((os.path.join(velodyne,
+                                           name), os.path.join(folder, 'labels', stem + '.label')))
     return pairs

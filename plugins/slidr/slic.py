@@ -108,8 +108,7 @@ if _HAVE_NUMBA:
         """The assignment sweep, rows in parallel; whether any pixel was written."""
         wrote = np.zeros(features.shape[0], np.uint8)
         for y in _prange(features.shape[0]):
-            if _assign_row(features, centres, step_y, step_x, spatial_weight, labels,
-                           distance, y):
+            if _assign_row(features, centres, step_y, step_x, spatial_weight, labels, distance, y):
                 wrote[y] = 1
         return wrote.any()
 
@@ -118,8 +117,7 @@ if _HAVE_NUMBA:
         """The assignment sweep on one thread (inside worker processes)."""
         wrote = False
         for y in range(features.shape[0]):
-            if _assign_row(features, centres, step_y, step_x, spatial_weight, labels,
-                           distance, y):
+            if _assign_row(features, centres, step_y, step_x, spatial_weight, labels, distance, y):
                 wrote = True
         return wrote
 
@@ -231,14 +229,19 @@ def _features_opencv(image: np.ndarray, sigma: float) -> np.ndarray:
     data = cv2.cvtColor(data, cv2.COLOR_RGB2Lab)
     if sigma > 0:
         radius = int(4.0 * sigma + 0.5)
-        data = cv2.GaussianBlur(data, (2 * radius + 1, 2 * radius + 1), sigma,
-                                borderType=cv2.BORDER_REFLECT)
+        data = cv2.GaussianBlur(
+            data, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT)
     return data
 
 
-def slic_labels(image: np.ndarray, n_segments: int = 100, compactness: float = 10.0,
-                sigma: float = 0.0, max_num_iter: int = 10, min_size_factor: float = 0.5,
-                max_size_factor: float = 3.0, preprocess: str = 'skimage',
+def slic_labels(image: np.ndarray,
+                n_segments: int = 100,
+                compactness: float = 10.0,
+                sigma: float = 0.0,
+                max_num_iter: int = 10,
+                min_size_factor: float = 0.5,
+                max_size_factor: float = 3.0,
+                preprocess: str = 'skimage',
                 parallel: bool = False) -> np.ndarray:
     """SLIC of an RGB uint8 image. With ``preprocess='skimage'`` the labels
     equal ``skimage.segmentation.slic(image, n_segments, compactness,

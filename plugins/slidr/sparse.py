@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['CHUNK_BYTES', 'SparseVoxels', 'KernelMap', 'submanifold_map', 'stride2_maps',
-           'sparse_conv', 'check_key_range', 'SubMConv3d', 'DownConv3d', 'UpConv3d',
-           'SparseBatchNorm', 'BasicBlock', 'SparseUNet']
+__all__ = [
+    'CHUNK_BYTES', 'SparseVoxels', 'KernelMap', 'submanifold_map', 'stride2_maps', 'sparse_conv',
+    'check_key_range', 'SubMConv3d', 'DownConv3d', 'UpConv3d', 'SparseBatchNorm', 'BasicBlock',
+    'SparseUNet'
+]
 
 
 @dataclass
@@ -77,7 +79,10 @@ class KernelMap:
     identity: Optional[int] = None
 
     @staticmethod
-    def from_counts(in_rows: Tensor, out_rows: Tensor, counts: Sequence[int], n_out: int,
+    def from_counts(in_rows: Tensor,
+                    out_rows: Tensor,
+                    counts: Sequence[int],
+                    n_out: int,
                     identity: Optional[int] = None) -> 'KernelMap':
         ends = list(itertools.accumulate(counts))
         bounds = tuple(zip([0] + ends[:-1], ends))
@@ -106,7 +111,7 @@ def check_key_range(coords: Tensor) -> None:
     # a NaN or inf) would wrap again and pass
     highs, lows = torch.stack([coords.max(0).values, coords.min(0).values]).tolist()
     spans = [hi - lo + 3 for hi, lo in zip(highs, lows)]
-    if math.prod(spans) >= 2 ** 62:
+    if math.prod(spans) >= 2**62:
         raise ValueError(f'voxel coordinates span {spans[1:]} cells per axis over {spans[0] - 2} '
                          f'scans, too many to pack into int64 keys; use coarser voxels or '
                          f'shift each scan to start near 0')
@@ -135,7 +140,7 @@ def submanifold_map(coords: Tensor, kernel: int) -> KernelMap:
         KernelMap: ``identity`` is the centre offset ``(k³ − 1) / 2``.
     """
     v = coords.shape[0]
-    k3 = kernel ** 3
+    k3 = kernel**3
     centre = k3 // 2
     if kernel == 1 or v == 0:
         empty = coords.new_zeros(0)
@@ -205,8 +210,7 @@ def stride2_maps(coords: Tensor) -> Tuple[Tensor, KernelMap, KernelMap]:
 CHUNK_BYTES = {'cpu': 4 << 20, 'default': 1 << 30}
 
 
-def _chunks(bounds: Sequence[Tuple[int, int]], row_bytes: int,
-            device: torch.device) -> list:
+def _chunks(bounds: Sequence[Tuple[int, int]], row_bytes: int, device: torch.device) -> list:
     """Consecutive offsets grouped into ``(start, end, [(k, s, e), ...])``
     passes of at most ``CHUNK_BYTES`` gathered bytes (an offset larger than
     that is one pass of its own)."""
@@ -248,8 +252,8 @@ class _GatherGemmScatter(torch.autograd.Function):
                 gathered = feats_c.index_select(0, kmap.in_rows[start:end])
                 prod = gathered.new_empty(end - start, weight.shape[2])
                 for k, s, e in group:
-                    torch.mm(gathered[s - start:e - start], weight_c[k],
-                             out=prod[s - start:e - start])
+                    torch.mm(
+                        gathered[s - start:e - start], weight_c[k], out=prod[s - start:e - start])
                 out.index_add_(0, kmap.out_rows[start:end], prod)
         ctx.save_for_backward(feats_c, weight_c)
         ctx.kmap = kmap
@@ -312,14 +316,17 @@ class SubMConv3d(nn.Module):
         bias (bool): Add a bias.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3,
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel: int = 3,
                  bias: bool = False) -> None:
         super().__init__()
         if kernel % 2 == 0:
             raise ValueError(f'submanifold kernels are odd, got {kernel}')
         self.kernel = kernel
-        self.weight = nn.Parameter(torch.empty(kernel ** 3, in_channels, out_channels))
-        bound = 1.0 / math.sqrt(in_channels * kernel ** 3)
+        self.weight = nn.Parameter(torch.empty(kernel**3, in_channels, out_channels))
+        bound = 1.0 / math.sqrt(in_channels * kernel**3)
         nn.init.uniform_(self.weight, -bound, bound)
         self.bias = None
         if bias:
@@ -399,8 +406,10 @@ class BasicBlock(nn.Module):
         self.bn2 = SparseBatchNorm(out_channels, momentum=momentum)
         self.downsample = None
         if in_channels != out_channels:
-            self.downsample = nn.ModuleList([SubMConv3d(in_channels, out_channels, 1),
-                                             SparseBatchNorm(out_channels, momentum=momentum)])
+            self.downsample = nn.ModuleList([
+                SubMConv3d(in_channels, out_channels, 1),
+                SparseBatchNorm(out_channels, momentum=momentum)
+            ])
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
         identity = x if self.downsample is None else self.downsample[1](self.downsample[0](x))
@@ -431,10 +440,14 @@ class SparseUNet(nn.Module):
     ``forward(coords (V, 4), feats (V, in))`` → ``(V, out)`` at the input sites.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 64,
+    def __init__(self,
+                 in_channels: int = 1,
+                 out_channels: int = 64,
                  layers: Sequence[int] = (2, 3, 4, 6, 2, 2, 2, 2),
                  planes: Sequence[int] = (32, 64, 128, 256, 256, 128, 96, 96),
-                 init_dim: int = 32, momentum: float = 0.05, normalize: bool = True) -> None:
+                 init_dim: int = 32,
+                 momentum: float = 0.05,
+                 normalize: bool = True) -> None:
         super().__init__()
         if len(layers) != 8 or len(planes) != 8:
             raise ValueError('layers and planes need 8 entries (4 encoder + 4 decoder stages)')
@@ -459,7 +472,9 @@ class SparseUNet(nn.Module):
             self.up.append(UpConv3d(c, p))
             self.up_bn.append(SparseBatchNorm(p, momentum=momentum))
             skip = skips[3 - i]
-            blocks = [BasicBlock(p + skip if j == 0 else p, p, momentum) for j in range(layers[4 + i])]
+            blocks = [
+                BasicBlock(p + skip if j == 0 else p, p, momentum) for j in range(layers[4 + i])
+            ]
             self.dec.append(nn.Sequential(*blocks))
             c = p
         self.final = SubMConv3d(c, out_channels, 1, bias=True)

@@ -15,8 +15,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ['slic_reference', 'slic_fast', 'boundary_agreement', 'save_labels', 'load_labels',
-           'blob_image']
+__all__ = [
+    'slic_reference', 'slic_fast', 'boundary_agreement', 'save_labels', 'load_labels', 'blob_image'
+]
 
 
 def _to_uint8(labels: np.ndarray) -> np.ndarray:
@@ -26,7 +27,9 @@ def _to_uint8(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.uint8)
 
 
-def slic_reference(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0,
+def slic_reference(image: np.ndarray,
+                   n_segments: int = 150,
+                   compactness: float = 6.0,
                    sigma: float = 3.0) -> np.ndarray:
     """scikit-image SLIC at full resolution (the reference), uint8 labels.
 
@@ -37,12 +40,16 @@ def slic_reference(image: np.ndarray, n_segments: int = 150, compactness: float 
 
     from .slic import check_rgb_image
     image = check_rgb_image(image)
-    return _to_uint8(slic(image, n_segments=n_segments, compactness=compactness,
-                          sigma=sigma, start_label=0))
+    return _to_uint8(
+        slic(image, n_segments=n_segments, compactness=compactness, sigma=sigma, start_label=0))
 
 
-def slic_fast(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0,
-              sigma: float = 3.0, factor: int = 2, preprocess: str = 'opencv',
+def slic_fast(image: np.ndarray,
+              n_segments: int = 150,
+              compactness: float = 6.0,
+              sigma: float = 3.0,
+              factor: int = 2,
+              preprocess: str = 'opencv',
               parallel: bool = False) -> np.ndarray:
     """SLIC on a ``factor``× smaller image, labels up-sampled (nearest), uint8.
 
@@ -71,17 +78,29 @@ def slic_fast(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0
     small = image if factor == 1 else cv2.resize(
         image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
     if numba_available():
-        labels = slic_labels(small, n_segments=n_segments, compactness=compactness,
-                             sigma=sigma / factor, preprocess=preprocess, parallel=parallel)
+        labels = slic_labels(
+            small,
+            n_segments=n_segments,
+            compactness=compactness,
+            sigma=sigma / factor,
+            preprocess=preprocess,
+            parallel=parallel)
     else:
         global _WARNED_NO_NUMBA
         if not _WARNED_NO_NUMBA:
-            warnings.warn('numba is not installed: slic_fast uses scikit-image\'s slower SLIC '
-                          '(pip install numba)', RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                'numba is not installed: slic_fast uses scikit-image\'s slower SLIC '
+                '(pip install numba)',
+                RuntimeWarning,
+                stacklevel=2)
             _WARNED_NO_NUMBA = True
         from skimage.segmentation import slic
-        labels = slic(small, n_segments=n_segments, compactness=compactness,
-                      sigma=sigma / factor, start_label=0)
+        labels = slic(
+            small,
+            n_segments=n_segments,
+            compactness=compactness,
+            sigma=sigma / factor,
+            start_label=0)
     if factor != 1:
         labels = cv2.resize(labels.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST)
     return _to_uint8(labels)
@@ -97,7 +116,8 @@ def _boundaries(labels: np.ndarray) -> np.ndarray:
     return edge
 
 
-def boundary_agreement(reference: np.ndarray, other: np.ndarray,
+def boundary_agreement(reference: np.ndarray,
+                       other: np.ndarray,
                        tolerance: int = 2) -> Tuple[float, float]:
     """Boundary recall and precision of ``other`` against ``reference``: the
     fraction of reference boundary pixels with an ``other`` boundary within
@@ -110,7 +130,7 @@ def boundary_agreement(reference: np.ndarray, other: np.ndarray,
     if reference.shape != other.shape:
         raise ValueError(f'label maps differ in shape: {reference.shape} vs {other.shape}')
     a, b = _boundaries(reference), _boundaries(other)
-    kernel = np.ones((2 * tolerance + 1,) * 2, np.uint8)
+    kernel = np.ones((2 * tolerance + 1, ) * 2, np.uint8)
     near_b = cv2.dilate(b.astype(np.uint8), kernel) > 0
     near_a = cv2.dilate(a.astype(np.uint8), kernel) > 0
     recall = float((a & near_b).sum() / max(a.sum(), 1))
@@ -152,15 +172,15 @@ def load_labels(path: str, stride: Optional[int] = None) -> np.ndarray:
     return labels
 
 
-def blob_image(height: int = 900, width: int = 1600, blobs: int = 40,
-               seed: int = 0) -> np.ndarray:
+def blob_image(height: int = 900, width: int = 1600, blobs: int = 40, seed: int = 0) -> np.ndarray:
     """A smooth RGB test image of coloured blobs (SLIC needs structure, not noise)."""
     import cv2
     rng = np.random.default_rng(seed)
     image = np.zeros((height, width, 3), np.float32) + rng.uniform(40, 90, 3)
     for _ in range(blobs):
         centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        axes = (int(rng.integers(width // 30, width // 6)), int(rng.integers(height // 30, height // 6)))
+        axes = (int(rng.integers(width // 30,
+                                 width // 6)), int(rng.integers(height // 30, height // 6)))
         colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
         cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
     image = cv2.GaussianBlur(image, (0, 0), 3)

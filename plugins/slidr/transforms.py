@@ -25,8 +25,10 @@ import numpy as np
 
 from .augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
 
-__all__ = ['RandomRotateFlipCloud', 'RandomCameraOrder', 'DropCuboids',
-           'RandomResizedCropFlipImages', 'ResizeImages']
+__all__ = [
+    'RandomRotateFlipCloud', 'RandomCameraOrder', 'DropCuboids', 'RandomResizedCropFlipImages',
+    'ResizeImages'
+]
 
 
 def _size(size: Sequence[int], name: str) -> Tuple[int, int]:
@@ -93,8 +95,8 @@ class DropCuboids:
         self.min_pairs = int(min_pairs)
 
     def __call__(self, results: dict) -> dict:
-        keep, pairs = drop_cuboid(results['xyz'], results['pairs'],
-                                  _rng(results, 'DropCuboids'), self.min_pairs)
+        keep, pairs = drop_cuboid(results['xyz'], results['pairs'], _rng(results, 'DropCuboids'),
+                                  self.min_pairs)
         results['xyz'], results['points'] = results['xyz'][keep], results['points'][keep]
         results['pairs'] = pairs
         return results
@@ -119,7 +121,9 @@ class RandomResizedCropFlipImages:
         ValueError: On a bad size or probability.
     """
 
-    def __init__(self, size: Sequence[int] = (224, 416), min_pairs: int = 1024,
+    def __init__(self,
+                 size: Sequence[int] = (224, 416),
+                 min_pairs: int = 1024,
                  flip_prob: float = 0.5) -> None:
         self.size = _size(size, 'size')
         if not 0.0 <= flip_prob <= 1.0:
@@ -166,9 +170,12 @@ class ResizeImages:
             h, w = image.shape[:2]
             images.append(cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR))
             sps.append(cv2.resize(sp, (cw, ch), interpolation=cv2.INTER_NEAREST))
-            pairs.append(np.stack([p[:, 0], np.minimum(np.round(p[:, 1] * ch / h), ch - 1),
-                                   np.minimum(np.round(p[:, 2] * cw / w), cw - 1)],
-                                  1).astype(np.int64))
+            pairs.append(
+                np.stack([
+                    p[:, 0],
+                    np.minimum(np.round(p[:, 1] * ch / h), ch - 1),
+                    np.minimum(np.round(p[:, 2] * cw / w), cw - 1)
+                ], 1).astype(np.int64))
         results['images'], results['superpixels'], results['pairs'] = images, sps, pairs
         return results
 

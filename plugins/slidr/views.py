@@ -60,8 +60,13 @@ def slot_colours(slots: np.ndarray, seed: int = 0) -> np.ndarray:
     return table[slots]
 
 
-def plot_pairings(image: np.ndarray, superpixels: np.ndarray, rows: np.ndarray,
-                  cols: np.ndarray, xyz: np.ndarray, point_slots: np.ndarray, out_png: str,
+def plot_pairings(image: np.ndarray,
+                  superpixels: np.ndarray,
+                  rows: np.ndarray,
+                  cols: np.ndarray,
+                  xyz: np.ndarray,
+                  point_slots: np.ndarray,
+                  out_png: str,
                   title: str = '') -> str:
     """Two panels: the image with superpixel boundaries and its paired points
     coloured by superpixel; the bird's-eye view of those points in the same

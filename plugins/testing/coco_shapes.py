@@ -49,13 +49,12 @@ def _draw_image(rng: np.random.Generator, size: int, max_objects: int):
             polygon = [x0, y0, x0 + side, y0, x0 + side, y0 + side, x0, y0 + side]
         else:  # disc inscribed in the box
             cx, cy, r = x0 + side / 2, y0 + side / 2, side / 2
-            mask = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+            mask = (xx + 0.5 - cx)**2 + (yy + 0.5 - cy)**2 <= r * r
             angles = np.linspace(0, 2 * math.pi, 16, endpoint=False)
             polygon = np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)],
                                1).reshape(-1).tolist()
         img[mask] = color
-        objects.append(dict(box=box, label=label, polygon=polygon,
-                            area=float(mask.sum())))
+        objects.append(dict(box=box, label=label, polygon=polygon, area=float(mask.sum())))
     return np.clip(img, 0, 255).astype(np.uint8), objects
 
 
@@ -101,8 +100,9 @@ def make_coco_shapes(root: str,
             raise ValueError(f'split {name!r} needs a positive image count, '
                              f'got {count}')
     os.makedirs(os.path.join(root, 'annotations'), exist_ok=True)
-    categories = [dict(id=i + 1, name=n, supercategory='shape')
-                  for i, n in enumerate(COCO_SHAPES_CLASSES)]
+    categories = [
+        dict(id=i + 1, name=n, supercategory='shape') for i, n in enumerate(COCO_SHAPES_CLASSES)
+    ]
     out = {}
     for split_index, (split, count) in enumerate(sorted(splits.items())):
         rng = np.random.default_rng([seed, split_index])
@@ -114,23 +114,29 @@ def make_coco_shapes(root: str,
             img, objects = _draw_image(rng, size, max_objects)
             file_name = f'{i:06d}.png'
             cv2.imwrite(os.path.join(img_dir, file_name), img[..., ::-1])
-            images.append(dict(id=i + 1, file_name=file_name, width=size,
-                               height=size))
+            images.append(dict(id=i + 1, file_name=file_name, width=size, height=size))
             for obj in objects:
                 x1, y1, x2, y2 = obj['box']
-                annotations.append(dict(
-                    id=len(annotations) + 1, image_id=i + 1,
-                    category_id=obj['label'] + 1,
-                    bbox=[round(x1, 2), round(y1, 2), round(x2 - x1, 2),
-                          round(y2 - y1, 2)],
-                    area=obj['area'], iscrowd=0,
-                    segmentation=[[round(v, 2) for v in obj['polygon']]]))
+                annotations.append(
+                    dict(
+                        id=len(annotations) + 1,
+                        image_id=i + 1,
+                        category_id=obj['label'] + 1,
+                        bbox=[round(x1, 2),
+                              round(y1, 2),
+                              round(x2 - x1, 2),
+                              round(y2 - y1, 2)],
+                        area=obj['area'],
+                        iscrowd=0,
+                        segmentation=[[round(v, 2) for v in obj['polygon']]]))
         ann_file = os.path.join(root, 'annotations', f'instances_{split}.json')
         with open(ann_file, 'w') as f:
-            json.dump(dict(images=images, annotations=annotations,
-                           categories=categories,
-                           info=dict(description='synthetic shapes', seed=seed)),
-                      f)
+            json.dump(
+                dict(
+                    images=images,
+                    annotations=annotations,
+                    categories=categories,
+                    info=dict(description='synthetic shapes', seed=seed)), f)
         out[split] = ann_file
     return out
 

@@ -14,8 +14,12 @@ __all__ = ['make_msd_synthetic', 'make_demo', 'FORMAT']
 FORMAT = 'msd'
 
 
-def make_msd_synthetic(root: str, task: str = 'Task90_Synthetic', num_train: int = 8,
-                       num_test: int = 2, size: int = 32, num_classes: int = 3,
+def make_msd_synthetic(root: str,
+                       task: str = 'Task90_Synthetic',
+                       num_train: int = 8,
+                       num_test: int = 2,
+                       size: int = 32,
+                       num_classes: int = 3,
                        seed: int = 0) -> str:
     """Write a small MSD-format task: ellipsoids of classes 1..C-1 in noise.
 
@@ -37,15 +41,15 @@ def make_msd_synthetic(root: str, task: str = 'Task90_Synthetic', num_train: int
     folder = os.path.join(root, task)
     for sub in ('imagesTr', 'labelsTr', 'imagesTs'):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
-    grid = np.stack(np.meshgrid(*(np.arange(size),) * 3, indexing='ij'), -1).astype(np.float32)
+    grid = np.stack(np.meshgrid(*(np.arange(size), ) * 3, indexing='ij'), -1).astype(np.float32)
     affine = np.eye(4)
 
     def volume():
-        label = np.zeros((size,) * 3, np.uint8)
+        label = np.zeros((size, ) * 3, np.uint8)
         for c in range(1, num_classes):
             centre = rng.uniform(0.3, 0.7, 3) * size
             radii = rng.uniform(0.12, 0.22, 3) * size
-            inside = (((grid - centre) / radii) ** 2).sum(-1) <= 1.0
+            inside = (((grid - centre) / radii)**2).sum(-1) <= 1.0
             label[inside] = c
         image = rng.normal(0.0, 0.35, label.shape).astype(np.float32)
         for c in range(1, num_classes):
@@ -64,12 +68,23 @@ def make_msd_synthetic(root: str, task: str = 'Task90_Synthetic', num_train: int
             nib.save(nib.Nifti1Image(image, affine), os.path.join(folder, 'imagesTs', name))
             test.append(f'./imagesTs/{name}')
     meta = {
-        'name': task.split('_', 1)[-1], 'description': 'synthetic ellipsoids',
-        'reference': 'generated', 'licence': 'CC-BY-SA 4.0', 'release': '1.0',
-        'tensorImageSize': '3D', 'modality': {'0': 'SYN'},
-        'labels': {str(c): ('background' if c == 0 else f'class{c}')
-                   for c in range(num_classes)},
-        'numTraining': num_train, 'numTest': num_test, 'training': training, 'test': test,
+        'name': task.split('_', 1)[-1],
+        'description': 'synthetic ellipsoids',
+        'reference': 'generated',
+        'licence': 'CC-BY-SA 4.0',
+        'release': '1.0',
+        'tensorImageSize': '3D',
+        'modality': {
+            '0': 'SYN'
+        },
+        'labels': {
+            str(c): ('background' if c == 0 else f'class{c}')
+            for c in range(num_classes)
+        },
+        'numTraining': num_train,
+        'numTest': num_test,
+        'training': training,
+        'test': test,
     }
     with open(os.path.join(folder, 'dataset.json'), 'w') as f:
         json.dump(meta, f, indent=2)
@@ -79,5 +94,11 @@ def make_msd_synthetic(root: str, task: str = 'Task90_Synthetic', num_train: int
 def make_demo(out: str, seed: int = 0, small: bool = False) -> str:
     """The demo's MSD task ``<out>/Task90_Synthetic``: 10 training volumes of 48³
     and 2 test volumes, 3 classes (``small``: 4 of 32³)."""
-    return make_msd_synthetic(out, 'Task90_Synthetic', num_train=4 if small else 10, num_test=2,
-                              size=32 if small else 48, num_classes=3, seed=seed)
+    return make_msd_synthetic(
+        out,
+        'Task90_Synthetic',
+        num_train=4 if small else 10,
+        num_test=2,
+        size=32 if small else 48,
+        num_classes=3,
+        seed=seed)

@@ -24,12 +24,23 @@ __all__ = ['make_nuscenes_synthetic', 'road_scene', 'ray_cast_scan', 'make_demo'
 #: the format's name in ``tools/data/make_demo_data.py`` and under ``data/demo/``
 FORMAT = 'nuscenes'
 
-_YAW = {'CAM_FRONT': 0.0, 'CAM_FRONT_RIGHT': -55.0, 'CAM_BACK_RIGHT': -110.0, 'CAM_BACK': 180.0,
-        'CAM_BACK_LEFT': 110.0, 'CAM_FRONT_LEFT': 55.0}
-_GROUND, _CAR, _MANMADE, _VEG = (FINE_CLASSES.index(n) for n in (
-    'flat.driveable_surface', 'vehicle.car', 'static.manmade', 'static.vegetation'))
-_COLOURS = {_GROUND: (90, 90, 95), _CAR: (200, 40, 40), _MANMADE: (60, 60, 200),
-            _VEG: (40, 160, 60)}
+_YAW = {
+    'CAM_FRONT': 0.0,
+    'CAM_FRONT_RIGHT': -55.0,
+    'CAM_BACK_RIGHT': -110.0,
+    'CAM_BACK': 180.0,
+    'CAM_BACK_LEFT': 110.0,
+    'CAM_FRONT_LEFT': 55.0
+}
+_GROUND, _CAR, _MANMADE, _VEG = (
+    FINE_CLASSES.index(n)
+    for n in ('flat.driveable_surface', 'vehicle.car', 'static.manmade', 'static.vegetation'))
+_COLOURS = {
+    _GROUND: (90, 90, 95),
+    _CAR: (200, 40, 40),
+    _MANMADE: (60, 60, 200),
+    _VEG: (40, 160, 60)
+}
 
 
 def _token(rng: np.random.Generator) -> str:
@@ -44,8 +55,10 @@ def _quat_z(deg: float) -> List[float]:
 def _quat_mul(a: Sequence[float], b: Sequence[float]) -> List[float]:
     w1, x1, y1, z1 = a
     w2, x2, y2, z2 = b
-    return [w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2]
+    return [
+        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2
+    ]
 
 
 # camera axes (x right, y down, z forward) relative to a vehicle-style frame
@@ -71,8 +84,11 @@ def road_scene(rng: np.random.Generator) -> List[Tuple[int, np.ndarray, np.ndarr
     return objects
 
 
-def ray_cast_scan(ego_xy: np.ndarray, objects, rng: np.random.Generator,
-          beams: int = 32, steps: int = 360) -> Tuple[np.ndarray, np.ndarray]:
+def ray_cast_scan(ego_xy: np.ndarray,
+                  objects,
+                  rng: np.random.Generator,
+                  beams: int = 32,
+                  steps: int = 360) -> Tuple[np.ndarray, np.ndarray]:
     """Ray-cast a ``beams``-beam lidar at height 1.8 m (ego frame ~ lidar frame),
     ``steps`` azimuths per turn (nuScenes' 32-beam sensor gives ~1,084).
 
@@ -107,8 +123,8 @@ def ray_cast_scan(ego_xy: np.ndarray, objects, rng: np.random.Generator,
     return cloud, label[keep].astype(np.uint8)
 
 
-def _render(points_cam: np.ndarray, labels: np.ndarray, k: np.ndarray, width: int,
-            height: int, rng: np.random.Generator) -> np.ndarray:
+def _render(points_cam: np.ndarray, labels: np.ndarray, k: np.ndarray, width: int, height: int,
+            rng: np.random.Generator) -> np.ndarray:
     """Paint each visible labelled point as a disc in its class colour (far to near)."""
     import cv2
     image = np.zeros((height, width, 3), np.float32) + np.array([150, 180, 210])  # sky
@@ -127,9 +143,12 @@ def _render(points_cam: np.ndarray, labels: np.ndarray, k: np.ndarray, width: in
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
+def make_nuscenes_synthetic(root: str,
+                            version: str = 'v1.0-mini',
                             scenes: Sequence[str] = ('scene-0061', 'scene-0103'),
-                            samples_per_scene: int = 2, width: int = 400, height: int = 225,
+                            samples_per_scene: int = 2,
+                            width: int = 400,
+                            height: int = 225,
                             seed: int = 0) -> str:
     """Write the tree; returns ``root``.
 
@@ -145,18 +164,27 @@ def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
     if not scenes or samples_per_scene < 1 or width < 32 or height < 32:
         raise ValueError('need at least one scene, one sample and images of >= 32 px')
     rng = np.random.default_rng(seed)
-    tables: Dict[str, list] = {n: [] for n in (
-        'category', 'attribute', 'visibility', 'instance', 'sensor', 'calibrated_sensor',
-        'ego_pose', 'log', 'scene', 'sample', 'sample_data', 'sample_annotation', 'map',
-        'lidarseg')}
+    tables: Dict[str, list] = {
+        n: []
+        for n in ('category', 'attribute', 'visibility', 'instance', 'sensor', 'calibrated_sensor',
+                  'ego_pose', 'log', 'scene', 'sample', 'sample_data', 'sample_annotation', 'map',
+                  'lidarseg')
+    }
     for i, name in enumerate(FINE_CLASSES):
-        tables['category'].append({'token': _token(rng), 'name': name, 'description': name,
-                                   'index': i})
+        tables['category'].append({
+            'token': _token(rng),
+            'name': name,
+            'description': name,
+            'index': i
+        })
     sensors = {}
-    for channel in ('LIDAR_TOP',) + CAMERAS:
+    for channel in ('LIDAR_TOP', ) + CAMERAS:
         sensors[channel] = _token(rng)
-        tables['sensor'].append({'token': sensors[channel], 'channel': channel,
-                                 'modality': 'lidar' if channel == 'LIDAR_TOP' else 'camera'})
+        tables['sensor'].append({
+            'token': sensors[channel],
+            'channel': channel,
+            'modality': 'lidar' if channel == 'LIDAR_TOP' else 'camera'
+        })
     f = 0.6 * width
     k = [[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]]
     os.makedirs(os.path.join(root, 'maps'), exist_ok=True)
@@ -171,33 +199,61 @@ def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
         log = _token(rng)
         map_logs.append(log)
         logfile = f'n015-synthetic-{name}'
-        tables['log'].append({'token': log, 'logfile': logfile, 'vehicle': 'n015',
-                              'date_captured': '2018-07-24', 'location': 'singapore-onenorth'})
+        tables['log'].append({
+            'token': log,
+            'logfile': logfile,
+            'vehicle': 'n015',
+            'date_captured': '2018-07-24',
+            'location': 'singapore-onenorth'
+        })
         calib = {}
-        calib['LIDAR_TOP'] = {'token': _token(rng), 'sensor_token': sensors['LIDAR_TOP'],
-                              'translation': [0.9, 0.0, 1.8], 'rotation': _quat_z(-90.0),
-                              'camera_intrinsic': []}
+        calib['LIDAR_TOP'] = {
+            'token': _token(rng),
+            'sensor_token': sensors['LIDAR_TOP'],
+            'translation': [0.9, 0.0, 1.8],
+            'rotation': _quat_z(-90.0),
+            'camera_intrinsic': []
+        }
         for c in CAMERAS:
-            calib[c] = {'token': _token(rng), 'sensor_token': sensors[c],
-                        'translation': [1.5 * math.cos(math.radians(_YAW[c])),
-                                        1.5 * math.sin(math.radians(_YAW[c])), 1.5],
-                        'rotation': _quat_mul(_quat_z(_YAW[c]), _CAM_BASE),
-                        'camera_intrinsic': k}
+            calib[c] = {
+                'token':
+                _token(rng),
+                'sensor_token':
+                sensors[c],
+                'translation':
+                [1.5 * math.cos(math.radians(_YAW[c])), 1.5 * math.sin(math.radians(_YAW[c])), 1.5],
+                'rotation':
+                _quat_mul(_quat_z(_YAW[c]), _CAM_BASE),
+                'camera_intrinsic':
+                k
+            }
         tables['calibrated_sensor'].extend(calib.values())
         objects = road_scene(rng)
         scene_token = _token(rng)
         sample_tokens = [_token(rng) for _ in range(samples_per_scene)]
-        prev_sd = {c: '' for c in ('LIDAR_TOP',) + CAMERAS}
+        prev_sd = {c: '' for c in ('LIDAR_TOP', ) + CAMERAS}
         sd_tokens = {c: [_token(rng) for _ in sample_tokens] for c in prev_sd}
         for s, sample in enumerate(sample_tokens):
             ego_x = 10.0 * s + rng.uniform(0, 2)
-            tables['sample'].append({'token': sample, 'timestamp': timestamp,
-                                     'scene_token': scene_token,
-                                     'prev': sample_tokens[s - 1] if s else '',
-                                     'next': sample_tokens[s + 1] if s + 1 < len(sample_tokens) else ''})
+            tables['sample'].append({
+                'token':
+                sample,
+                'timestamp':
+                timestamp,
+                'scene_token':
+                scene_token,
+                'prev':
+                sample_tokens[s - 1] if s else '',
+                'next':
+                sample_tokens[s + 1] if s + 1 < len(sample_tokens) else ''
+            })
             heading = rng.uniform(-3, 3)
-            lidar_pose = {'token': _token(rng), 'timestamp': timestamp,
-                          'translation': [ego_x, 0.2, 0.0], 'rotation': _quat_z(heading)}
+            lidar_pose = {
+                'token': _token(rng),
+                'timestamp': timestamp,
+                'translation': [ego_x, 0.2, 0.0],
+                'rotation': _quat_z(heading)
+            }
             tables['ego_pose'].append(lidar_pose)
             # the lidar frame is the ego frame rotated by -90° about z, lifted 1.8 m:
             # cast in world coordinates around the lidar, then express in the lidar frame
@@ -206,28 +262,55 @@ def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
             cloud = world_cloud.copy()
             local = world_cloud[:, :3] - np.array([ego_x + 0.9, 0.2, 0.0])
             yaw = math.radians(heading)
-            rot = np.array([[math.cos(yaw), math.sin(yaw), 0], [-math.sin(yaw), math.cos(yaw), 0],
-                            [0, 0, 1]])
+            rot = np.array([[math.cos(yaw), math.sin(yaw), 0], [-math.sin(yaw),
+                                                                math.cos(yaw), 0], [0, 0, 1]])
             cloud[:, :3] = (r_l @ (rot @ local.T)).T
             base = f'{logfile}__LIDAR_TOP__{timestamp}'
             lidar_file = f'samples/LIDAR_TOP/{base}.pcd.bin'
             cloud.astype(np.float32).tofile(os.path.join(root, lidar_file))
             lidar_sd = sd_tokens['LIDAR_TOP'][s]
             tables['sample_data'].append({
-                'token': lidar_sd, 'sample_token': sample, 'ego_pose_token': lidar_pose['token'],
-                'calibrated_sensor_token': calib['LIDAR_TOP']['token'], 'filename': lidar_file,
-                'fileformat': 'pcd', 'width': 0, 'height': 0, 'timestamp': timestamp,
-                'is_key_frame': True, 'prev': prev_sd['LIDAR_TOP'],
-                'next': sd_tokens['LIDAR_TOP'][s + 1] if s + 1 < len(sample_tokens) else ''})
+                'token':
+                lidar_sd,
+                'sample_token':
+                sample,
+                'ego_pose_token':
+                lidar_pose['token'],
+                'calibrated_sensor_token':
+                calib['LIDAR_TOP']['token'],
+                'filename':
+                lidar_file,
+                'fileformat':
+                'pcd',
+                'width':
+                0,
+                'height':
+                0,
+                'timestamp':
+                timestamp,
+                'is_key_frame':
+                True,
+                'prev':
+                prev_sd['LIDAR_TOP'],
+                'next':
+                sd_tokens['LIDAR_TOP'][s + 1] if s + 1 < len(sample_tokens) else ''
+            })
             prev_sd['LIDAR_TOP'] = lidar_sd
             label_file = f'lidarseg/{version}/{lidar_sd}_lidarseg.bin'
             labels.astype(np.uint8).tofile(os.path.join(root, label_file))
-            tables['lidarseg'].append({'token': lidar_sd, 'sample_data_token': lidar_sd,
-                                       'filename': label_file})
+            tables['lidarseg'].append({
+                'token': lidar_sd,
+                'sample_data_token': lidar_sd,
+                'filename': label_file
+            })
             for c in CAMERAS:
                 cam_ts = timestamp + 10_000
-                cam_pose = {'token': _token(rng), 'timestamp': cam_ts,
-                            'translation': [ego_x + 0.1, 0.2, 0.0], 'rotation': _quat_z(heading)}
+                cam_pose = {
+                    'token': _token(rng),
+                    'timestamp': cam_ts,
+                    'translation': [ego_x + 0.1, 0.2, 0.0],
+                    'rotation': _quat_z(heading)
+                }
                 tables['ego_pose'].append(cam_pose)
                 pts_cam = lidar_to_camera(cloud, calib['LIDAR_TOP'], lidar_pose, cam_pose, calib[c])
                 image = _render(pts_cam, labels, np.array(k), width, height, rng)
@@ -235,19 +318,48 @@ def make_nuscenes_synthetic(root: str, version: str = 'v1.0-mini',
                 cv2.imwrite(os.path.join(root, fname), image[..., ::-1])
                 token = sd_tokens[c][s]
                 tables['sample_data'].append({
-                    'token': token, 'sample_token': sample, 'ego_pose_token': cam_pose['token'],
-                    'calibrated_sensor_token': calib[c]['token'], 'filename': fname,
-                    'fileformat': 'jpg', 'width': width, 'height': height, 'timestamp': cam_ts,
-                    'is_key_frame': True, 'prev': prev_sd[c],
-                    'next': sd_tokens[c][s + 1] if s + 1 < len(sample_tokens) else ''})
+                    'token':
+                    token,
+                    'sample_token':
+                    sample,
+                    'ego_pose_token':
+                    cam_pose['token'],
+                    'calibrated_sensor_token':
+                    calib[c]['token'],
+                    'filename':
+                    fname,
+                    'fileformat':
+                    'jpg',
+                    'width':
+                    width,
+                    'height':
+                    height,
+                    'timestamp':
+                    cam_ts,
+                    'is_key_frame':
+                    True,
+                    'prev':
+                    prev_sd[c],
+                    'next':
+                    sd_tokens[c][s + 1] if s + 1 < len(sample_tokens) else ''
+                })
                 prev_sd[c] = token
             timestamp += 500_000
-        tables['scene'].append({'token': scene_token, 'name': name, 'description': 'synthetic',
-                                'log_token': log, 'nbr_samples': samples_per_scene,
-                                'first_sample_token': sample_tokens[0],
-                                'last_sample_token': sample_tokens[-1]})
-    tables['map'].append({'token': _token(rng), 'log_tokens': map_logs, 'category': 'semantic_prior',
-                          'filename': map_png})
+        tables['scene'].append({
+            'token': scene_token,
+            'name': name,
+            'description': 'synthetic',
+            'log_token': log,
+            'nbr_samples': samples_per_scene,
+            'first_sample_token': sample_tokens[0],
+            'last_sample_token': sample_tokens[-1]
+        })
+    tables['map'].append({
+        'token': _token(rng),
+        'log_tokens': map_logs,
+        'category': 'semantic_prior',
+        'filename': map_png
+    })
     for name, rows in tables.items():
         with open(os.path.join(root, version, f'{name}.json'), 'w') as f:
             json.dump(rows, f)

@@ -15,7 +15,9 @@ __all__ = ['make_semantickitti_synthetic', 'make_demo', 'FORMAT']
 FORMAT = 'semantickitti'
 
 
-def make_semantickitti_synthetic(root: str, scans_per_sequence: int = 2, points: int = 4000,
+def make_semantickitti_synthetic(root: str,
+                                 scans_per_sequence: int = 2,
+                                 points: int = 4000,
                                  seed: int = 0) -> str:
     """Write all 10 train sequences and 08 with a few scans: a ground plane
     (road / sidewalk), box "cars" and "buildings", labels with instance ids in
@@ -41,8 +43,8 @@ def make_semantickitti_synthetic(root: str, scans_per_sequence: int = 2, points:
             xyz[kind == 'sidewalk', 1] = np.sign(xyz[kind == 'sidewalk', 1]) * rng.uniform(
                 6, 9, int((kind == 'sidewalk').sum()))
             xyz[kind == 'road', 1] = rng.uniform(-5.5, 5.5, int((kind == 'road').sum()))
-            for name, height, lateral in (('car', (-1.7, -0.2), (3, 5)),
-                                          ('building', (-1.7, 8.0), (12, 20)),
+            for name, height, lateral in (('car', (-1.7, -0.2), (3, 5)), ('building', (-1.7, 8.0),
+                                                                          (12, 20)),
                                           ('vegetation', (-1.7, 3.0), (9, 12))):
                 m = kind == name
                 xyz[m, 2] = rng.uniform(*height, int(m.sum()))
@@ -53,7 +55,8 @@ def make_semantickitti_synthetic(root: str, scans_per_sequence: int = 2, points:
             sem = np.array([raw_ids[k] for k in kind], np.uint32)
             instance = (rng.integers(0, 5, n).astype(np.uint32) << 16)
             scan.tofile(os.path.join(folder, 'velodyne', f'{s:06d}.bin'))
-            (sem | instance).astype(np.uint32).tofile(os.path.join(folder, 'labels', f'{s:06d}.label'))
+            (sem | instance).astype(np.uint32).tofile(
+                os.path.join(folder, 'labels', f'{s:06d}.label'))
     return root
 
 

@@ -21,8 +21,12 @@ FORMAT = 'shapes2d'
 IGNORE_INDEX = 255
 
 
-def make_shapes2d(root: str, num_train: int = 48, num_val: int = 12, size: int = 64,
-                  seed: int = 0, frame: int = 2) -> str:
+def make_shapes2d(root: str,
+                  num_train: int = 48,
+                  num_val: int = 12,
+                  size: int = 64,
+                  seed: int = 0,
+                  frame: int = 2) -> str:
     """Write the set; returns ``root``.
 
     Raises:
@@ -42,7 +46,7 @@ def make_shapes2d(root: str, num_train: int = 48, num_val: int = 12, size: int =
             label = np.zeros((size, size), np.uint8)
             cy, cx = rng.uniform(0.3, 0.7, 2) * size
             r = rng.uniform(0.1, 0.2) * size
-            label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+            label[(yy - cy)**2 + (xx - cx)**2 <= r * r] = 1
             angle = rng.uniform(0, np.pi)
             by, bx = rng.uniform(0.25, 0.75, 2) * size
             along = (xx - bx) * np.cos(angle) + (yy - by) * np.sin(angle)
@@ -61,5 +65,4 @@ def make_shapes2d(root: str, num_train: int = 48, num_val: int = 12, size: int =
 
 def make_demo(out: str, seed: int = 0, small: bool = False) -> str:
     """The demo's mmseg set: 48 train / 12 val images (``small``: 8 / 4)."""
-    return make_shapes2d(out, num_train=8 if small else 48, num_val=4 if small else 12,
-                         seed=seed)
+    return make_shapes2d(out, num_train=8 if small else 48, num_val=4 if small else 12, seed=seed)

@@ -16,10 +16,13 @@ __all__ = ['make_xdviolence_synthetic', 'make_demo', 'FORMAT']
 FORMAT = 'xdv'
 
 
-def make_xdviolence_synthetic(root: str, num_train: Tuple[int, int] = (24, 24),
+def make_xdviolence_synthetic(root: str,
+                              num_train: Tuple[int, int] = (24, 24),
                               num_test: Tuple[int, int] = (8, 6),
-                              length: Tuple[int, int] = (12, 60), seed: int = 0,
-                              visual_dim: int = 1024, audio_dim: int = 128,
+                              length: Tuple[int, int] = (12, 60),
+                              seed: int = 0,
+                              visual_dim: int = 1024,
+                              audio_dim: int = 128,
                               signal: float = 0.2) -> str:
     """Write a small XD-Violence-format set with a planted audio-visual signal.
 
@@ -88,5 +91,8 @@ def make_xdviolence_synthetic(root: str, num_train: Tuple[int, int] = (24, 24),
 def make_demo(out: str, seed: int = 0, small: bool = False) -> str:
     """The demo's feature set: 24 + 24 training and 8 + 6 test videos
     (violent + normal; ``small``: 4 + 4 and 3 + 2)."""
-    return make_xdviolence_synthetic(out, num_train=(4, 4) if small else (24, 24),
-                                     num_test=(3, 2) if small else (8, 6), seed=seed)
+    return make_xdviolence_synthetic(
+        out,
+        num_train=(4, 4) if small else (24, 24),
+        num_test=(3, 2) if small else (8, 6),
+        seed=seed)

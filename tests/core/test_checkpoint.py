@@ -18,11 +18,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class _Evil:
+
     def __init__(self, marker):
         self.marker = marker
 
     def __reduce__(self):
-        return (os.system, (f'touch {self.marker}',))
+        return (os.system, (f'touch {self.marker}', ))
 
 
 class _GetattrEscape:
@@ -40,14 +41,29 @@ def _message_hub_checkpoint():
         hub.update_scalar('train/loss', v)
     hub.update_info('iter', 3)
     return {
-        'meta': {'epoch': 1, 'iter': 3, 'seed': 0, 'mmengine_version': '0.10.7',
-                 'dataset_meta': {'classes': ('a', 'b'), 'palette': [(1, 2, 3)]}},
-        'state_dict': OrderedDict(w=torch.arange(4.0)),
-        'message_hub': hub.state_dict(),
-        'param_schedulers': [{'milestones': __import__('collections').Counter([8, 11]),
-                              'last_step': 3, 'base_values': [0.01]}],
-        'rng': np.random.get_state()[1][:8],
-        'scalar': np.float64(1.5),
+        'meta': {
+            'epoch': 1,
+            'iter': 3,
+            'seed': 0,
+            'mmengine_version': '0.10.7',
+            'dataset_meta': {
+                'classes': ('a', 'b'),
+                'palette': [(1, 2, 3)]
+            }
+        },
+        'state_dict':
+        OrderedDict(w=torch.arange(4.0)),
+        'message_hub':
+        hub.state_dict(),
+        'param_schedulers': [{
+            'milestones': __import__('collections').Counter([8, 11]),
+            'last_step': 3,
+            'base_values': [0.01]
+        }],
+        'rng':
+        np.random.get_state()[1][:8],
+        'scalar':
+        np.float64(1.5),
     }
 
 
@@ -172,6 +188,7 @@ def test_the_atomic_backend_is_opt_in_and_writes_atomically(tmp_path):
     from mmengine.fileio import LocalBackend, get_file_backend
 
     from plugins.core.mmengine_adapter import AtomicLocalBackend
+
     # importing the plugins leaves mmengine's own local backend alone
     assert type(get_file_backend(str(tmp_path / 'x.pth'))) is LocalBackend
     backend = get_file_backend(str(tmp_path / 'x.pth'), backend_args=dict(backend='atomic_local'))
@@ -189,7 +206,7 @@ def test_atomic_write_bytes_creates_folders(tmp_path):
 
 # ---------------------------------------------------------------------- export
 class _Student(nn.Module):
-    training_only_modules = ('distill_head',)
+    training_only_modules = ('distill_head', )
 
     def __init__(self):
         super().__init__()
@@ -202,8 +219,9 @@ def test_export_drops_declared_and_named_parts():
     model = _Student()
     sd, dropped = export_state_dict(model, drop=['teacher'])
     assert sorted(sd) == ['net.0.bias', 'net.0.weight', 'net.1.bias', 'net.1.weight']
-    assert sorted(dropped) == ['distill_head.bias', 'distill_head.weight',
-                               'teacher.bias', 'teacher.weight']
+    assert sorted(dropped) == [
+        'distill_head.bias', 'distill_head.weight', 'teacher.bias', 'teacher.weight'
+    ]
     assert training_only_prefixes(model) == ['distill_head']
     stock = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
     sd, _ = export_state_dict(model, strip_prefix='net')
@@ -212,8 +230,12 @@ def test_export_drops_declared_and_named_parts():
 
 
 def test_export_from_checkpoint_dict_with_patterns_and_keep():
-    ckpt = {'state_dict': OrderedDict([('a.w', torch.ones(1)), ('b.w', torch.ones(1)),
-                                       ('b.teacher_x', torch.ones(1))]), 'meta': {}}
+    ckpt = {
+        'state_dict':
+        OrderedDict([('a.w', torch.ones(1)), ('b.w', torch.ones(1)),
+                     ('b.teacher_x', torch.ones(1))]),
+        'meta': {}
+    }
     sd, dropped = export_state_dict(ckpt, drop=['*teacher*'])
     assert list(sd) == ['a.w', 'b.w'] and dropped == ['b.teacher_x']
     sd, _ = export_state_dict(ckpt, keep=['a'])
@@ -223,8 +245,8 @@ def test_export_from_checkpoint_dict_with_patterns_and_keep():
     with pytest.raises(TypeError):
         export_state_dict(3)
     # 'a' must not swallow 'ab.*'
-    sd, _ = export_state_dict(OrderedDict([('a.w', torch.ones(1)), ('ab.w', torch.ones(1))]),
-                              drop=['a'])
+    sd, _ = export_state_dict(
+        OrderedDict([('a.w', torch.ones(1)), ('ab.w', torch.ones(1))]), drop=['a'])
     assert list(sd) == ['ab.w']
 
 
@@ -241,8 +263,7 @@ def test_rng_state_roundtrip_through_a_checkpoint(tmp_path):
 
 def _run_fresh(code: str) -> str:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                          cwd=root)
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip()
 
@@ -252,10 +273,9 @@ def test_an_mmengine_checkpoint_loads_before_mmengine_is_imported(tmp_path):
     adapter that allow-lists it, and the load is tried again."""
     path = str(tmp_path / 'hub.pth')
     torch.save(_message_hub_checkpoint(), path)
-    out = _run_fresh(
-        'import sys; from plugins.core.checkpoint import load_checkpoint; '
-        f'assert "mmengine" not in sys.modules; c = load_checkpoint({path!r}); '
-        "print(type(c['message_hub']['log_scalars']['train/loss']).__name__)")
+    out = _run_fresh('import sys; from plugins.core.checkpoint import load_checkpoint; '
+                     f'assert "mmengine" not in sys.modules; c = load_checkpoint({path!r}); '
+                     "print(type(c['message_hub']['log_scalars']['train/loss']).__name__)")
     assert out == 'HistoryBuffer'
 
 

@@ -13,8 +13,8 @@ import torch
 
 pytest.importorskip('mmengine')
 
-import plugins  # noqa: E402,F401
-from plugins.core.checkpoint import (CheckpointMismatchError, CorruptCheckpointError,  # noqa: E402
+import plugins  # noqa: F401
+from plugins.core.checkpoint import (CheckpointMismatchError, CorruptCheckpointError,
                                      EmptyCheckpointError, NotACheckpointError,
                                      TruncatedCheckpointError, UnsafeCheckpointError,
                                      check_checkpoint_file, load_checkpoint, save_checkpoint)
@@ -24,11 +24,12 @@ CONFIG_2D = os.path.join(ROOT, 'configs/dsd/unet-s5-d16_fcn_1xb4-600it_demo-shap
 
 
 class _Evil:
+
     def __init__(self, marker):
         self.marker = marker
 
     def __reduce__(self):
-        return (os.system, (f'touch {self.marker}',))
+        return (os.system, (f'touch {self.marker}', ))
 
 
 def _good_bytes():
@@ -42,8 +43,9 @@ def _flipped(data: bytes) -> bytes:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         info = next(i for i in archive.infolist() if '/data/' in i.filename)
     header = data[info.header_offset:info.header_offset + 30]
-    start = (info.header_offset + 30 + int.from_bytes(header[26:28], 'little')
-             + int.from_bytes(header[28:30], 'little'))
+    start = (
+        info.header_offset + 30 + int.from_bytes(header[26:28], 'little') +
+        int.from_bytes(header[28:30], 'little'))
     out = bytearray(data)
     out[start + 17] ^= 0x40
     return bytes(out)
@@ -57,9 +59,13 @@ def _write(tmp_path, kind):
     if kind == 'malicious':
         torch.save({'state_dict': {}, 'x': _Evil(tmp_path / 'pwned')}, str(path))
         return str(path)
-    data = {'empty': b'', 'truncated': good[:len(good) // 2],
-            'random': b'\x13' + np.random.default_rng(0).bytes(3000),
-            'text': b'model: resnet50\nepochs: 12\n', 'flipped': _flipped(good)}[kind]
+    data = {
+        'empty': b'',
+        'truncated': good[:len(good) // 2],
+        'random': b'\x13' + np.random.default_rng(0).bytes(3000),
+        'text': b'model: resnet50\nepochs: 12\n',
+        'flipped': _flipped(good)
+    }[kind]
     path.write_bytes(data)
     return str(path)
 
@@ -108,9 +114,13 @@ def _test_tool(path):
     test_tool.main([CONFIG_2D, path, '--work-dir', os.path.dirname(path) + '/eval'])
 
 
-ENTRY_POINTS = {'core.load_checkpoint': _core, 'mmengine _load_checkpoint': _mmengine_loader,
-                'mmengine load_checkpoint': _mmengine_load_into_model,
-                'tools/export.py': _export_tool, 'tools/test.py': _test_tool}
+ENTRY_POINTS = {
+    'core.load_checkpoint': _core,
+    'mmengine _load_checkpoint': _mmengine_loader,
+    'mmengine load_checkpoint': _mmengine_load_into_model,
+    'tools/export.py': _export_tool,
+    'tools/test.py': _test_tool
+}
 
 
 @pytest.mark.parametrize('entry', sorted(ENTRY_POINTS))
@@ -149,18 +159,26 @@ def test_empty_history_buffer_and_empty_arrays_load(tmp_path):
     hub = MessageHub.get_instance('empty-buffer-test')
     hub.update_scalar('train/loss', 1.0)
     path = tmp_path / 'hub.pth'
-    torch.save({'message_hub': hub.state_dict(), 'buffer': HistoryBuffer(), 'empty': np.array([]),
-                'empty2d': np.zeros((0, 3), np.float32)}, str(path))
+    torch.save(
+        {
+            'message_hub': hub.state_dict(),
+            'buffer': HistoryBuffer(),
+            'empty': np.array([]),
+            'empty2d': np.zeros((0, 3), np.float32)
+        }, str(path))
     loaded = load_checkpoint(path)
-    assert loaded['empty'].shape == (0,) and loaded['empty2d'].shape == (0, 3)
+    assert loaded['empty'].shape == (0, ) and loaded['empty2d'].shape == (0, 3)
     assert len(loaded['buffer']._log_history) == 0 and len(loaded['buffer']._count_history) == 0
     assert loaded['message_hub']['log_scalars']['train/loss'].current() == 1.0
 
 
 def test_bytes_of_a_number_is_refused(tmp_path):
+
     class Bomb:
+
         def __reduce__(self):
-            return (bytes, (10 ** 3,))
+            return (bytes, (10**3, ))
+
     path = tmp_path / 'bomb.pth'
     torch.save({'x': Bomb()}, str(path))
     with pytest.raises(UnsafeCheckpointError, match='bytes'):
@@ -170,9 +188,10 @@ def test_bytes_of_a_number_is_refused(tmp_path):
 def test_test_tool_refuses_another_models_checkpoint(tmp_path):
     path = str(tmp_path / 'other.pth')
     save_checkpoint({'state_dict': {'fc.weight': torch.zeros(2, 2)}}, path)
-    with pytest.raises(CheckpointMismatchError,
-                       match=r'other.pth.*does not fit EncoderDecoder.*missing.*1 unexpected '
-                             r'\(fc.weight\)'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r'other.pth.*does not fit EncoderDecoder.*missing.*1 unexpected '
+            r'\(fc.weight\)'):
         _test_tool(path)
 
 
@@ -182,18 +201,21 @@ def test_mismatch_allows_training_only_parts_and_names_shapes():
     from plugins.core.checkpoint import check_state_dict_matches
 
     class Net(nn.Module):
-        training_only_modules = ('teacher',)
+        training_only_modules = ('teacher', )
 
         def __init__(self):
             super().__init__()
             self.body, self.teacher = nn.Linear(2, 3), nn.Linear(2, 2)
+
     net = Net()
     state = {k: v for k, v in net.state_dict().items() if not k.startswith('teacher.')}
     check_state_dict_matches(net, {'state_dict': state})  # exported weights: fine
     check_state_dict_matches(net, {f'module.{k}': v for k, v in net.state_dict().items()})
     state['body.weight'] = torch.zeros(4, 2)
-    with pytest.raises(CheckpointMismatchError, match=r'1 of another shape \(body.weight '
-                                                       r'\(4, 2\) vs \(3, 2\)\)'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match=r'1 of another shape \(body.weight '
+            r'\(4, 2\) vs \(3, 2\)\)'):
         check_state_dict_matches(net, state, 'w.pth')
 
 
@@ -260,8 +282,10 @@ def test_a_kill_while_saving_with_max_keep_ckpts_1_keeps_the_previous_checkpoint
     script = tmp_path / 'run.py'
     script.write_text(_KILL_SCRIPT.format(root=ROOT))
     work = tmp_path / 'work'
-    proc = subprocess.run([sys.executable, str(script), str(work)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(script), str(work)],
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     last = (work / 'last_checkpoint').read_text().strip()
     assert os.path.basename(last) == 'epoch_1.pth'
@@ -286,6 +310,7 @@ def test_the_host_hook_alone_would_have_lost_the_checkpoint(tmp_path):
     removed_before_save = []
 
     class Backend:
+
         def join_path(self, *parts):
             return os.path.join(*parts)
 
@@ -303,12 +328,15 @@ def test_the_host_hook_alone_would_have_lost_the_checkpoint(tmp_path):
 
     from collections import deque
     from types import SimpleNamespace
-    runner = SimpleNamespace(work_dir=str(tmp_path), save_checkpoint=save_checkpoint,
-                             message_hub=SimpleNamespace(update_info=lambda *a: None))
+    runner = SimpleNamespace(
+        work_dir=str(tmp_path),
+        save_checkpoint=save_checkpoint,
+        message_hub=SimpleNamespace(update_info=lambda *a: None))
     for cls, expected in ((CheckpointHook, ['epoch_1.pth']), (SafeCheckpointHook, [])):
         removed_before_save.clear()
         hook = cls(interval=1, max_keep_ckpts=1)
-        hook.file_backend, hook.out_dir, hook.keep_ckpt_ids = Backend(), str(tmp_path), deque([1], 1)
+        hook.file_backend, hook.out_dir, hook.keep_ckpt_ids = Backend(), str(tmp_path), deque([1],
+                                                                                              1)
         hook.filename_tmpl = 'epoch_{}.pth'
         with pytest.raises(Crash):
             hook._save_checkpoint_with_step(runner, 2, {})

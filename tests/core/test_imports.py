@@ -12,7 +12,8 @@ HOSTS = ('mmengine', 'mmdet', 'mmseg', 'mmcv', 'monai', 'open3d')
 
 def _run(code: str) -> str:
     out = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                         capture_output=True, text=True)
+                         capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -89,18 +90,21 @@ def test_when_imported_fires_after_import_and_at_once_if_loaded(tmp_path, monkey
 def _mmengine_first() -> list:
     """Modules that import mmengine themselves: every package's mmengine adapter."""
     import plugins
-    return ['plugins.core.optim'] + [m for m in plugins.HOST_ADAPTERS['mmengine']
-                                     if not m.startswith('plugins.core')]
+    return ['plugins.core.optim'
+            ] + [m for m in plugins.HOST_ADAPTERS['mmengine'] if not m.startswith('plugins.core')]
 
 
 def test_every_package_declares_its_adapters():
     import plugins
     assert plugins.HOST_ADAPTERS == {
-        'mmengine': ['plugins.core.mmengine_adapter', 'plugins.dsd.mmengine',
-                     'plugins.macil.mmengine', 'plugins.slidr.mmengine'],
+        'mmengine': [
+            'plugins.core.mmengine_adapter', 'plugins.dsd.mmengine', 'plugins.macil.mmengine',
+            'plugins.slidr.mmengine'
+        ],
         'mmdet.datasets': ['plugins.core.mmdet_adapter'],
         'mmseg.models': ['plugins.dsd.mmseg'],
-        'mmdet.models': ['plugins.golsd.mmdet']}
+        'mmdet.models': ['plugins.golsd.mmdet']
+    }
 
 
 @pytest.mark.parametrize('first', _mmengine_first())

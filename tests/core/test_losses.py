@@ -22,7 +22,7 @@ def test_kl_golden_value_T1():
     s = torch.tensor([[0.0, 0.0]])
     t = torch.tensor([[math.log(3.0), 0.0]])
     kl = temperature_kl(s, t, 1.0)
-    assert kl.shape == (1,)
+    assert kl.shape == (1, )
     assert kl.item() == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), rel=1e-6)
     assert kl.item() == pytest.approx(0.1308121, abs=1e-6)
 
@@ -107,12 +107,14 @@ def test_kl_module_contracts():
     per_row = temperature_kl(s, t, 2.0)
     loss = TemperatureKLLoss(temperature=2.0, loss_weight=0.5)
     assert loss(s, t).item() == pytest.approx(0.5 * per_row.mean().item(), rel=1e-6)
-    assert loss(s, t, reduction_override='sum').item() == pytest.approx(
-        0.5 * per_row.sum().item(), rel=1e-6)
-    assert loss(s, t, avg_factor=2.0).item() == pytest.approx(
-        0.5 * per_row.sum().item() / 2.0, rel=1e-6)
+    assert loss(
+        s, t, reduction_override='sum').item() == pytest.approx(
+            0.5 * per_row.sum().item(), rel=1e-6)
+    assert loss(
+        s, t, avg_factor=2.0).item() == pytest.approx(
+            0.5 * per_row.sum().item() / 2.0, rel=1e-6)
     assert loss(s, t, weight=torch.zeros(4)).item() == 0.0
-    assert loss(s, t, reduction_override='none').shape == (4,)
+    assert loss(s, t, reduction_override='none').shape == (4, )
     with pytest.raises(ValueError, match='avg_factor'):
         loss(s, t, avg_factor=2.0, reduction_override='sum')
     with pytest.raises(ValueError, match='reduction_override'):
@@ -157,6 +159,7 @@ def _info_nce_loop(q, p, n, tau, normalize):
         def sim(v):
             v = v / v.norm() if normalize else v
             return float(qi @ v) / tau
+
         if n is None:
             logits = [sim(p[j]) for j in range(p.shape[0])]
             target = i
@@ -185,13 +188,13 @@ def test_info_nce_gradient_matches_finite_differences():
     q = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     p = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     n = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda a, b, c: info_nce(a, b, c, 0.3, normalize=True).sum(), (q, p, n))
+    assert torch.autograd.gradcheck(lambda a, b, c: info_nce(a, b, c, 0.3, normalize=True).sum(),
+                                    (q, p, n))
 
 
 def test_info_nce_empty_and_bad_inputs():
     out = info_nce(torch.zeros(0, 4), torch.zeros(0, 4))
-    assert out.shape == (0,)
+    assert out.shape == (0, )
     q = torch.zeros(0, 4, requires_grad=True)
     assert InfoNCELoss()(q, torch.zeros(0, 4)).item() == 0.0
     with pytest.raises(ValueError, match='2-D'):
@@ -212,8 +215,9 @@ def test_info_nce_module_weight_and_avg_factor():
     rows = info_nce(q, p, temperature=0.1)
     loss = InfoNCELoss(temperature=0.1, loss_weight=2.0)
     w = torch.tensor([1.0, 0.0, 1.0, 0.0])
-    assert loss(q, p, weight=w, avg_factor=2).item() == pytest.approx(
-        2.0 * (rows[0] + rows[2]).item() / 2, rel=1e-5)
+    assert loss(
+        q, p, weight=w, avg_factor=2).item() == pytest.approx(
+            2.0 * (rows[0] + rows[2]).item() / 2, rel=1e-5)
 
 
 def test_weight_reduce_contracts():
@@ -221,8 +225,8 @@ def test_weight_reduce_contracts():
     assert weight_reduce(x).item() == 2.0
     assert weight_reduce(x, reduction='sum').item() == 6.0
     assert weight_reduce(x, avg_factor=4).item() == pytest.approx(1.5)
-    assert torch.equal(weight_reduce(x, torch.tensor([0.0, 1.0, 0.0]), 'none'),
-                       torch.tensor([0.0, 2.0, 0.0]))
+    assert torch.equal(
+        weight_reduce(x, torch.tensor([0.0, 1.0, 0.0]), 'none'), torch.tensor([0.0, 2.0, 0.0]))
     assert weight_reduce(torch.zeros(0)).item() == 0.0
 
 
@@ -254,8 +258,11 @@ def test_fused_kl_students_prefix_gets_the_gradient_and_the_rest_zero():
     logits = torch.randn(3, 5, 7, generator=gen, dtype=torch.float64, requires_grad=True)
     kl = temperature_kl_last(logits, logits[-1:], 2.0, num_students=2)
     assert kl.shape == (2, 5)
-    torch.testing.assert_close(kl, temperature_kl(logits[:2], logits[-1:].expand(2, 5, 7).detach(),
-                                                  2.0, dim=-1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        kl,
+        temperature_kl(logits[:2], logits[-1:].expand(2, 5, 7).detach(), 2.0, dim=-1),
+        rtol=0,
+        atol=1e-12)
     grad, = torch.autograd.grad(kl.sum(), logits)
     assert grad[2].abs().max() == 0
     # hand case: T (softmax(z/T) − p_t) for one student against a uniform teacher

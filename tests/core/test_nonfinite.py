@@ -15,8 +15,10 @@ def test_all_finite_values():
     assert bool(all_finite([torch.ones(3), torch.zeros(2, 2)]))
     assert bool(all_finite([]))
     assert bool(all_finite([torch.empty(0)]))
-    assert bool(all_finite([torch.full((4,), 3e38)]))  # huge but finite
-    assert bool(all_finite([torch.ones(2, dtype=torch.bfloat16), torch.ones(2, dtype=torch.float64)]))
+    assert bool(all_finite([torch.full((4, ), 3e38)]))  # huge but finite
+    assert bool(
+        all_finite([torch.ones(2, dtype=torch.bfloat16),
+                    torch.ones(2, dtype=torch.float64)]))
     for bad in (NAN, INF, -INF):
         t = torch.ones(5)
         t[3] = bad
@@ -103,8 +105,8 @@ def test_wrapper_names_the_parameter_of_a_non_finite_gradient():
     model = _Toy()
     wrapper = _wrapper(model, clip_grad=dict(max_norm=1.0))
     # finite value (sqrt 0 = 0), infinite gradient (1 / (2 sqrt 0)) for fc.bias only
-    _step(model, wrapper, lambda m: (m.fc.bias - m.fc.bias.detach()).sqrt().sum()
-          + m(torch.randn(4, 3)).mean())
+    _step(model, wrapper, lambda m:
+          (m.fc.bias - m.fc.bias.detach()).sqrt().sum() + m(torch.randn(4, 3)).mean())
     assert wrapper.last_skip == "non-finite gradient of 'fc.bias'"
 
 
@@ -135,9 +137,12 @@ def test_submodule_constructor_takes_a_default_wrapper_type():
     from plugins.core.optim import SubmoduleOptimWrapperConstructor
     model = nn.Module()
     model.a, model.b = nn.Linear(2, 2), nn.Linear(2, 2)
-    wrappers = SubmoduleOptimWrapperConstructor(dict(
-        type='NonFiniteSkipOptimWrapper', a=dict(optimizer=dict(type='SGD', lr=0.1)),
-        b=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))(model)
+    wrappers = SubmoduleOptimWrapperConstructor(
+        dict(
+            type='NonFiniteSkipOptimWrapper',
+            a=dict(optimizer=dict(type='SGD', lr=0.1)),
+            b=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))(
+                model)
     assert isinstance(wrappers['a'], NonFiniteSkipOptimWrapper)
     assert not isinstance(wrappers['b'], NonFiniteSkipOptimWrapper)
     with pytest.raises(ValueError, match='one entry per submodule'):
@@ -149,6 +154,7 @@ def _runner_model():
     from mmengine.model import BaseModel
 
     class Model(BaseModel):
+
         def __init__(self):
             super().__init__()
             self.net = _Toy()
@@ -158,10 +164,12 @@ def _runner_model():
             if mode == 'loss':
                 return dict(loss_mse=(pred - y).pow(2).mean(), loss_l1=(pred - y).abs().mean())
             return pred
+
     return Model()
 
 
 class _Data(torch.utils.data.Dataset):
+
     def __init__(self, nan_at):
         g = torch.Generator().manual_seed(0)
         self.x, self.y = torch.randn(32, 3, generator=g), torch.randn(32, generator=g)
@@ -191,20 +199,27 @@ def _run(tmp_path, name, nan_at, monkeypatch, messages):
         tag, line = real(self, *args, **kwargs)
         messages.append(line)
         return tag, line
+
     monkeypatch.setattr(log_processor.LogProcessor, 'get_log_after_iter', record)
     runner = Runner(
-        model=_runner_model(), work_dir=str(tmp_path / name),
-        train_dataloader=dict(dataset=_Data(nan_at), batch_size=4, num_workers=0,
-                              sampler=dict(type='DefaultSampler', shuffle=False),
-                              collate_fn=dict(type='default_collate')),
+        model=_runner_model(),
+        work_dir=str(tmp_path / name),
+        train_dataloader=dict(
+            dataset=_Data(nan_at),
+            batch_size=4,
+            num_workers=0,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            collate_fn=dict(type='default_collate')),
         train_cfg=dict(by_epoch=False, max_iters=8),
-        optim_wrapper=dict(type='NonFiniteSkipOptimWrapper',
-                           optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
+        optim_wrapper=dict(
+            type='NonFiniteSkipOptimWrapper', optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
         param_scheduler=[SCHEDULER],
         custom_hooks=[dict(type='NonFiniteGuardHook')],
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=4, by_epoch=False),
-                           logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0), experiment_name=name)
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=4, by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0),
+        experiment_name=name)
     runner.train()
     return runner
 
@@ -213,8 +228,8 @@ def test_runner_skips_the_nan_batch_and_keeps_the_schedule(tmp_path, monkeypatch
     messages = []
     runner = _run(tmp_path, 'nan', 9, monkeypatch, messages)  # sample 9: batch 2 (iteration 3)
     assert runner.message_hub.get_info('skipped_steps') == 1
-    assert any("iteration 3: optimizer step skipped, loss key 'loss_mse' was non-finite first"
-               in m for m in messages), messages
+    assert any("iteration 3: optimizer step skipped, loss key 'loss_mse' was non-finite first" in m
+               for m in messages), messages
     hook = next(h for h in runner.hooks if type(h).__name__ == 'NonFiniteGuardHook')
     assert hook.skipped == [(2, 'loss_mse', 'non-finite loss')]
     assert all(torch.isfinite(p).all() for p in runner.model.state_dict().values())
@@ -233,8 +248,7 @@ def test_runner_skips_the_nan_batch_and_keeps_the_schedule(tmp_path, monkeypatch
 
 def _two_rank_worker(rank, port, out):
     import torch.distributed as dist
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-                            world_size=2)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
     try:
         model = _Toy()
         wrapper = _wrapper(model)
@@ -244,6 +258,7 @@ def _two_rank_worker(rank, port, out):
             value = m(torch.ones(4, 3) * (rank + 1)).mean()
             # rank 0 only: a NaN in a term without gradient (finite gradients)
             return value + (torch.tensor(NAN) if rank == 0 else torch.tensor(0.0))
+
         _step(model, wrapper, loss)
         out[rank] = (wrapper.last_skip, torch.equal(before, model.fc.weight))
     finally:

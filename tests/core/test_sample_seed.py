@@ -25,8 +25,10 @@ def test_sample_seed_is_a_fixed_function_of_its_three_numbers():
 
 
 def test_seeded_sample_repeats_and_leaves_the_global_streams_alone():
+
     def draws():
         return random.random(), np.random.rand(), torch.rand(1).item()
+
     np.random.seed(1)
     random.seed(1)
     torch.manual_seed(1)
@@ -78,6 +80,7 @@ def test_sample_seeded_transform_repeats_whatever_ran_before():
     def coin(results):
         results['coin'] = float(np.random.rand())
         return results
+
     wrapped = SampleSeeded([coin])
     first = wrapped({'sample_idx': DrawIndex(3, 1, 0)})['coin']
     np.random.rand(17)
@@ -92,8 +95,8 @@ def test_msd_crops_follow_the_tag_not_the_call_order(tmp_path):
     pytest.importorskip('monai')
     from plugins.dsd.mmengine import MSDDataset
     from plugins.testing.msd import make_msd_synthetic
-    task = make_msd_synthetic(str(tmp_path / 'msd'), num_train=4, num_test=0, size=24,
-                              num_classes=3)
+    task = make_msd_synthetic(
+        str(tmp_path / 'msd'), num_train=4, num_test=0, size=24, num_classes=3)
     ds = MSDDataset(task, num_val=1, roi_size=(16, 16, 16), num_samples=1)
     a = ds[DrawIndex(1, 0, 0)][0]['inputs']
     ds[DrawIndex(0, 0, 0)]

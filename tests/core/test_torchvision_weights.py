@@ -34,8 +34,9 @@ def test_config_passes_when_the_weights_are_a_local_file(monkeypatch, tmp_path):
     from plugins.core import checkpoint_mmengine as cm
     from plugins.core.runner_setup import check_torchvision_weights, load_config
     monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
-    cfg = load_config(osp.join(ROOT, 'configs/golsd/dino-4scale_r50_golsd_8xb2-12e_coco.py'),
-                      {'model.backbone.init_cfg.checkpoint': str(tmp_path / 'r50.pth')})
+    cfg = load_config(
+        osp.join(ROOT, 'configs/golsd/dino-4scale_r50_golsd_8xb2-12e_coco.py'),
+        {'model.backbone.init_cfg.checkpoint': str(tmp_path / 'r50.pth')})
     check_torchvision_weights(cfg)  # no torchvision:// left
     assert cfg.model.backbone.init_cfg.checkpoint.endswith('r50.pth')
 
@@ -64,8 +65,10 @@ def test_with_torchvision_the_host_loader_is_used(monkeypatch):
 
 def test_demo_and_test_configs_never_need_torchvision():
     from mmengine.config import Config
-    demo = [p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
-            if 'demo' in osp.basename(p) or '_base_' in p]
+    demo = [
+        p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+        if 'demo' in osp.basename(p) or '_base_' in p
+    ]
     assert len(demo) >= 6
     for path in demo:
         assert 'torchvision://' not in Config.fromfile(path).pretty_text, path

@@ -13,32 +13,86 @@ C = 3
 def _nets():
     from monai.networks.nets import UNETR, DynUNet, SwinUNETR, UNet, VNet
     return {
-        'dynunet': (lambda: DynUNet(3, 1, C, kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2],
-                                    upsample_kernel_size=[2, 2, 2, 2],
-                                    filters=[4, 8, 16, 32, 40], res_block=True,
-                                    norm_name='instance'), 32),
+        'dynunet': (lambda: DynUNet(
+            3,
+            1,
+            C,
+            kernel_size=[3] * 5,
+            strides=[1, 2, 2, 2, 2],
+            upsample_kernel_size=[2, 2, 2, 2],
+            filters=[4, 8, 16, 32, 40],
+            res_block=True,
+            norm_name='instance'), 32),
         'unet': (lambda: UNet(3, 1, C, channels=(4, 8, 16, 32, 40), strides=(2, 2, 2, 2)), 32),
-        'unetr': (lambda: UNETR(1, C, img_size=32, feature_size=4, hidden_size=48,
-                                mlp_dim=96, num_heads=4, proj_type='perceptron',
-                                norm_name='instance', res_block=True), 32),
-        'swinunetr': (lambda: SwinUNETR(in_channels=1, out_channels=C, feature_size=12,
-                                        spatial_dims=3), 64),
+        'unetr': (lambda: UNETR(
+            1,
+            C,
+            img_size=32,
+            feature_size=4,
+            hidden_size=48,
+            mlp_dim=96,
+            num_heads=4,
+            proj_type='perceptron',
+            norm_name='instance',
+            res_block=True), 32),
+        'swinunetr':
+        (lambda: SwinUNETR(in_channels=1, out_channels=C, feature_size=12, spatial_dims=3), 64),
         'vnet': (lambda: VNet(spatial_dims=3, in_channels=1, out_channels=C), 32),
     }
 
 
 # expected (channels, scale) per slot, from the spec's tap tables
 EXPECTED = {
-    'dynunet': dict(enc1=(4, 1), enc2=(8, 2), enc3=(16, 4), enc4=(32, 8),
-                    dec4=(40, 16), dec3=(32, 8), dec2=(16, 4), dec1=(8, 2)),
-    'unet': dict(enc1=(4, 2), enc2=(8, 4), enc3=(16, 8), enc4=(32, 16),
-                 dec4=(40, 16), dec3=(16, 8), dec2=(8, 4), dec1=(4, 2)),
-    'unetr': dict(enc1=(4, 1), enc2=(8, 2), enc3=(16, 4), enc4=(32, 8),
-                  dec4=(48, 16), dec3=(32, 8), dec2=(16, 4), dec1=(8, 2)),
-    'swinunetr': dict(enc1=(12, 1), enc2=(12, 2), enc3=(24, 4), enc4=(48, 8),
-                      dec4=(96, 16), dec3=(48, 8), dec2=(24, 4), dec1=(12, 2)),
-    'vnet': dict(enc1=(16, 1), enc2=(32, 2), enc3=(64, 4), enc4=(128, 8),
-                 dec4=(256, 16), dec3=(256, 8), dec2=(128, 4), dec1=(64, 2)),
+    'dynunet':
+    dict(
+        enc1=(4, 1),
+        enc2=(8, 2),
+        enc3=(16, 4),
+        enc4=(32, 8),
+        dec4=(40, 16),
+        dec3=(32, 8),
+        dec2=(16, 4),
+        dec1=(8, 2)),
+    'unet':
+    dict(
+        enc1=(4, 2),
+        enc2=(8, 4),
+        enc3=(16, 8),
+        enc4=(32, 16),
+        dec4=(40, 16),
+        dec3=(16, 8),
+        dec2=(8, 4),
+        dec1=(4, 2)),
+    'unetr':
+    dict(
+        enc1=(4, 1),
+        enc2=(8, 2),
+        enc3=(16, 4),
+        enc4=(32, 8),
+        dec4=(48, 16),
+        dec3=(32, 8),
+        dec2=(16, 4),
+        dec1=(8, 2)),
+    'swinunetr':
+    dict(
+        enc1=(12, 1),
+        enc2=(12, 2),
+        enc3=(24, 4),
+        enc4=(48, 8),
+        dec4=(96, 16),
+        dec3=(48, 8),
+        dec2=(24, 4),
+        dec1=(12, 2)),
+    'vnet':
+    dict(
+        enc1=(16, 1),
+        enc2=(32, 2),
+        enc3=(64, 4),
+        enc4=(128, 8),
+        dec4=(256, 16),
+        dec3=(256, 8),
+        dec2=(128, 4),
+        dec1=(64, 2)),
 }
 
 
@@ -81,8 +135,8 @@ def test_eval_mode_is_the_stock_network_and_export_loads_strictly(wrapped):
     net.eval()
     x = torch.randn(1, 1, size, size, size)
     calls = []
-    hook = net.dsd_heads[next(iter(net.dsd_heads))].register_forward_hook(
-        lambda *a: calls.append(1))
+    hook = net.dsd_heads[next(iter(
+        net.dsd_heads))].register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad():
         out = net(x)
     hook.remove()
@@ -107,8 +161,14 @@ def test_errors_are_named():
     with pytest.raises(ValueError, match='num_classes=5'):
         DSDTaps(make(), 'dynunet', num_classes=5)
     with pytest.raises(MissingModuleError, match='downsamples.2'):
-        shallow = DynUNet(3, 1, C, kernel_size=[3] * 4, strides=[1, 2, 2, 2],
-                          upsample_kernel_size=[2, 2, 2], filters=[4, 8, 16, 32])
+        shallow = DynUNet(
+            3,
+            1,
+            C,
+            kernel_size=[3] * 4,
+            strides=[1, 2, 2, 2],
+            upsample_kernel_size=[2, 2, 2],
+            filters=[4, 8, 16, 32])
         DSDTaps(shallow, 'dynunet')
 
 
@@ -167,7 +227,7 @@ def test_the_loss_strategy_sets_what_the_taps_record():
     for strategy in ('straightforward', 'lean'):
         torch.manual_seed(0)
         net = make()
-        taps = DSDTaps(net, 'dynunet', num_classes=C)         # records logits
+        taps = DSDTaps(net, 'dynunet', num_classes=C)  # records logits
         loss_fn = DSDLoss(taps, strategy=strategy)
         assert taps.mode == loss_fn.strategy == strategy
         net.train()
@@ -177,11 +237,11 @@ def test_the_loss_strategy_sets_what_the_taps_record():
         recorded = None
         net(x)
         recorded = taps.pop_logits()['enc1']
-        assert recorded.shape[1] == (C if strategy == 'straightforward' else
-                                     taps.info['enc1'].channels)
+        assert recorded.shape[1] == (
+            C if strategy == 'straightforward' else taps.info['enc1'].channels)
     assert values['lean'][0] == pytest.approx(values['straightforward'][0], rel=1e-6)
-    torch.testing.assert_close(values['lean'][1], values['straightforward'][1], rtol=1e-4,
-                               atol=1e-7)
+    torch.testing.assert_close(
+        values['lean'][1], values['straightforward'][1], rtol=1e-4, atol=1e-7)
 
 
 def test_indivisible_spatial_size_is_a_clear_error():
@@ -222,29 +282,35 @@ def _lean_pair(options, seed=0):
     scales = dict(enc1=1, enc2=2, enc3=4, enc4=8, dec4=16, dec3=8, dec2=4, dec1=2)
     heads = {s: DSDHead(3, C, k, spatial_dims=2).double() for s, k in scales.items()}
     heads['dec3'] = heads['enc4']  # a shared head accumulates both gradients
-    feats = {s: torch.randn(2, 3, 32 // k, 32 // k, dtype=torch.float64, requires_grad=True)
-             for s, k in scales.items()}
+    feats = {
+        s: torch.randn(2, 3, 32 // k, 32 // k, dtype=torch.float64, requires_grad=True)
+        for s, k in scales.items()
+    }
     main = torch.randn(2, C, 32, 32, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, C, (2, 1, 32, 32))
     if options.get('ignore_index') is not None:
-        y[:, :, :5] = options['ignore_index']      # a padded frame, as mmseg's
+        y[:, :, :5] = options['ignore_index']  # a padded frame, as mmseg's
         y[1, :, :, -3:] = options['ignore_index']
     params = [p for h in {id(h): h for h in heads.values()}.values() for p in h.parameters()]
     leaves = [main, *feats.values(), *params]
 
     def grads(total):
         return torch.autograd.grad(total, leaves, allow_unused=True)
+
     logits = {'main': main, **{s: heads[s](f) for s, f in feats.items()}}
     ref, ref_terms = dsd_loss(logits, y, **options)
     lean, lean_terms = dsd_loss_lean(main, feats, heads, y, **options)
     return ref, ref_terms, grads(ref), lean, lean_terms, leaves
 
 
-@pytest.mark.parametrize('options', [dict(alpha=0.0), dict(alpha=2.5, temperature=1.5),
-                                     dict(detach_teacher=True), dict(encoder_kd=False),
-                                     dict(ignore_index=255),
-                                     dict(ignore_index=255, detach_teacher=True,
-                                          encoder_kd=False)])
+@pytest.mark.parametrize('options', [
+    dict(alpha=0.0),
+    dict(alpha=2.5, temperature=1.5),
+    dict(detach_teacher=True),
+    dict(encoder_kd=False),
+    dict(ignore_index=255),
+    dict(ignore_index=255, detach_teacher=True, encoder_kd=False)
+])
 def test_lean_equals_straightforward_for_every_option(options):
     ref, ref_terms, ref_grads, lean, lean_terms, leaves = _lean_pair(options)
     torch.testing.assert_close(lean, ref, rtol=1e-12, atol=1e-14)
@@ -332,7 +398,14 @@ def test_lean_with_every_voxel_ignored_is_zero_not_nan():
     main = torch.randn(1, C, 32, 32, requires_grad=True)
     y = torch.full((1, 1, 32, 32), 255)
     lean, terms = dsd_loss_lean(main, feats, heads, y, ignore_index=255)
-    ref, _ = dsd_loss({'main': main, **{s: heads[s](f) for s, f in feats.items()}}, y,
+    ref, _ = dsd_loss({
+        'main': main,
+        **{
+            s: heads[s](f)
+            for s, f in feats.items()
+        }
+    },
+                      y,
                       ignore_index=255)
     assert lean.item() == 0.0 == ref.item() and all(v.item() == 0.0 for v in terms.values())
     lean.backward()

@@ -14,9 +14,16 @@ pytest.importorskip('monai')
 def test_monai_dynunet_step_stays_on_the_input_device(mode):
     from monai.networks.nets import DynUNet
     torch.manual_seed(0)
-    net = DynUNet(3, 1, 3, kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2],
-                  upsample_kernel_size=[2, 2, 2, 2], filters=[4, 8, 16, 32, 40],
-                  res_block=True, norm_name='instance')
+    net = DynUNet(
+        3,
+        1,
+        3,
+        kernel_size=[3] * 5,
+        strides=[1, 2, 2, 2, 2],
+        upsample_kernel_size=[2, 2, 2, 2],
+        filters=[4, 8, 16, 32, 40],
+        res_block=True,
+        norm_name='instance')
     taps = DSDTaps(net, 'dynunet', num_classes=3, mode=mode)
     loss_fn = DSDLoss(taps, temperature=3.0, ignore_index=255)
     net.train()

@@ -48,14 +48,16 @@ def test_dsd_loss_golden_total_and_terms():
     T = 3.0
     maps = _zeros()
     with torch.no_grad():
-        maps['dec1'][0, 0, 0, 0] = math.log(3.0) * T   # decoder teacher
-        maps['enc4'][0, 1, 0, 1] = math.log(3.0) * T   # encoder teacher
+        maps['dec1'][0, 0, 0, 0] = math.log(3.0) * T  # decoder teacher
+        maps['enc4'][0, 1, 0, 1] = math.log(3.0) * T  # encoder teacher
     y = torch.tensor([[[[0, 1]]]], dtype=torch.float32)  # float storage, as MONAI
     total, terms = dsd_loss(maps, y, temperature=T)
     ds0 = 1 - (1 + 1e-5) / (2 + 1e-5) + math.log(2)
     kd = T * T * (0.75 * math.log(1.5) + 0.25 * math.log(0.5)) / 2
-    assert set(terms) == {f'ds_{s}' for s in ('main', 'dec4', 'dec3', 'dec2', 'dec1')} | {
-        f'kd_{s}' for s in ('dec4', 'dec3', 'dec2', 'enc1', 'enc2', 'enc3')}
+    assert set(terms) == {f'ds_{s}'
+                          for s in ('main', 'dec4', 'dec3', 'dec2', 'dec1')
+                          } | {f'kd_{s}'
+                               for s in ('dec4', 'dec3', 'dec2', 'enc1', 'enc2', 'enc3')}
     for s in ('main', 'dec4', 'dec3', 'dec2'):
         assert terms[f'ds_{s}'].item() == pytest.approx(ds0, rel=1e-10)
     for s in ('dec4', 'dec3', 'dec2', 'enc1', 'enc2', 'enc3'):
@@ -98,8 +100,7 @@ def test_gradient_rules_teachers_not_detached_and_no_encoder_gt():
 
 def test_gradients_match_float64_autograd_of_the_formula():
     torch.manual_seed(2)
-    maps = {s: torch.randn(1, 2, 2, 2, 2, dtype=torch.float64, requires_grad=True)
-            for s in SLOTS}
+    maps = {s: torch.randn(1, 2, 2, 2, 2, dtype=torch.float64, requires_grad=True) for s in SLOTS}
     y = torch.randint(0, 2, (1, 1, 2, 2, 2))
     assert torch.autograd.gradcheck(
         lambda *ms: dsd_loss(dict(zip(SLOTS, ms)), y, temperature=3.0)[0],
@@ -136,13 +137,16 @@ def test_half_precision_maps_are_computed_in_float32():
 @pytest.mark.parametrize('dims,scale', [(3, 1), (3, 2), (3, 8), (2, 16), (2, 1)])
 def test_head_shapes_and_layout(dims, scale):
     head = DSDHead(6, 4, scale, dims)
-    spatial = (3,) * dims
+    spatial = (3, ) * dims
     out = head(torch.randn(2, 6, *spatial))
-    assert out.shape == (2, 4, *(3 * scale,) * dims)
+    assert out.shape == (2, 4, *(3 * scale, ) * dims)
     k = 1 if scale == 1 else 2
     assert dict((n, tuple(p.shape)) for n, p in head.named_parameters()) == {
-        'conv.weight': (4, 6) + (1,) * dims, 'conv.bias': (4,),
-        'up.weight': (4, 4) + (k,) * dims, 'up.bias': (4,)}
+        'conv.weight': (4, 6) + (1, ) * dims,
+        'conv.bias': (4, ),
+        'up.weight': (4, 4) + (k, ) * dims,
+        'up.bias': (4, )
+    }
 
 
 def test_head_reuses_one_transposed_convolution():
@@ -161,16 +165,20 @@ def test_head_parameter_counts_match_the_measured_reference():
     dyn = [DSDHead(f, 8, s) for f, s in ((32, 1), (64, 2), (128, 4), (256, 8), (320, 16))]
     assert _count(dyn) == 8592
     # UNETR fs=32, hid 768, C=8, eight separate heads: +17,344
-    unetr = [DSDHead(f, 8, s) for f, s in ((32, 1), (64, 2), (128, 4), (256, 8), (768, 16),
-                                           (256, 8), (128, 4), (64, 2))]
+    unetr = [
+        DSDHead(f, 8, s)
+        for f, s in ((32, 1), (64, 2), (128, 4), (256, 8), (768, 16), (256, 8), (128, 4), (64, 2))
+    ]
     assert _count(unetr) == 17344
     # SwinUNETR fs=36, C=8, shared per level: +6,800
     swin = [DSDHead(f, 8, s) for f, s in ((36, 1), (36, 2), (72, 4), (144, 8), (288, 16))]
     assert _count(swin) == 6800
     # VNet, in=4, C=4, eight separate heads: the reference's +4,904 less its
     # ninth, unused head (152 parameters), which is not built
-    vnet = [DSDHead(f, 4, s) for f, s in ((16, 1), (32, 2), (64, 4), (128, 8), (256, 16),
-                                          (256, 8), (128, 4), (64, 2))]
+    vnet = [
+        DSDHead(f, 4, s)
+        for f, s in ((16, 1), (32, 2), (64, 4), (128, 8), (256, 16), (256, 8), (128, 4), (64, 2))
+    ]
     assert _count(vnet) == 4904 - 152
 
 

@@ -28,7 +28,7 @@ def test_dice_ce_grad_hand_value_for_uniform_logits():
     value, grad = dice_ce_value_and_grad(z, y)
     # Dice: I = 1/2, U = 2 + ε; a = (1+ε)/(2+ε)²/2, k = 2/(2+ε)/2 per class
     eps = 1e-5
-    a, k = (1 + eps) / (2 + eps) ** 2 / 2, 1 / (2 + eps)
+    a, k = (1 + eps) / (2 + eps)**2 / 2, 1 / (2 + eps)
     g_p_hit, g_p_miss = a - k, a
     inner = 0.5 * (g_p_hit + g_p_miss)
     want_hit = 0.5 * (g_p_hit - inner) + (0.5 - 1) / 2
@@ -36,8 +36,7 @@ def test_dice_ce_grad_hand_value_for_uniform_logits():
     assert grad[0, 0, 0, 0].item() == pytest.approx(want_hit, rel=1e-12)
     assert grad[0, 1, 0, 0].item() == pytest.approx(want_miss, rel=1e-12)
     # value: Dice 1 − (1+ε)/(2+ε) per class, CE log 2
-    assert value.item() == pytest.approx(1 - (1 + eps) / (2 + eps) + 0.6931471805599453,
-                                         rel=1e-12)
+    assert value.item() == pytest.approx(1 - (1 + eps) / (2 + eps) + 0.6931471805599453, rel=1e-12)
 
 
 def test_dice_ce_grad_accumulates_into_an_existing_buffer():
@@ -56,7 +55,7 @@ def test_softmax_pair_in_place():
     z = 5 * torch.randn(2, 4, 30, dtype=torch.float64)
     work, spare = z.clone(), torch.empty_like(z)
     log_p, prob = softmax_pair(work, spare)
-    assert log_p is spare and prob is work          # no new full-size tensors
+    assert log_p is spare and prob is work  # no new full-size tensors
     torch.testing.assert_close(prob, torch.softmax(z, 1), rtol=1e-13, atol=1e-15)
     torch.testing.assert_close(log_p, torch.log_softmax(z, 1), rtol=1e-13, atol=1e-13)
     z[0, 1, 0] = float('-inf')
@@ -153,9 +152,9 @@ def test_transposed_conv_is_a_matrix_product_in_offset_order():
     up = torch.nn.ConvTranspose3d(3, 3, 2, 2).double()
     x = torch.randn(2, 3, 2, 3, 4, dtype=torch.float64)
     want = to_offset_order(up(x))
-    w = up.weight.reshape(3, -1)                           # (C_in, C_out·8)
-    got = (torch.einsum('ck,bcn->bkn', w, x.flatten(2))
-           + up.bias.repeat_interleave(8)[None, :, None]).reshape(2, 3, -1)
+    w = up.weight.reshape(3, -1)  # (C_in, C_out·8)
+    got = (torch.einsum('ck,bcn->bkn', w, x.flatten(2)) +
+           up.bias.repeat_interleave(8)[None, :, None]).reshape(2, 3, -1)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 

@@ -6,9 +6,17 @@ from plugins.core.checkpoint import export_state_dict
 from plugins.dsd.functional import SLOTS
 
 C = 3
-NET = dict(type='DynUNet', spatial_dims=3, in_channels=1, out_channels=C,
-           kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2], upsample_kernel_size=[2, 2, 2, 2],
-           filters=[4, 8, 16, 32, 40], res_block=True, norm_name='instance')
+NET = dict(
+    type='DynUNet',
+    spatial_dims=3,
+    in_channels=1,
+    out_channels=C,
+    kernel_size=[3] * 5,
+    strides=[1, 2, 2, 2, 2],
+    upsample_kernel_size=[2, 2, 2, 2],
+    filters=[4, 8, 16, 32, 40],
+    res_block=True,
+    norm_name='instance')
 
 
 def _model(taps=None, loss=None, **kw):
@@ -20,8 +28,8 @@ def _model(taps=None, loss=None, **kw):
 @pytest.fixture(scope='module')
 def task(tmp_path_factory):
     from plugins.testing.msd import make_msd_synthetic
-    return make_msd_synthetic(str(tmp_path_factory.mktemp('msd')), num_train=5, num_test=1,
-                              size=32, num_classes=C)
+    return make_msd_synthetic(
+        str(tmp_path_factory.mktemp('msd')), num_train=5, num_test=1, size=32, num_classes=C)
 
 
 def test_loss_mode_dsd_and_plain():
@@ -102,6 +110,7 @@ def test_augmentation_repeats_under_the_same_numpy_seed(task):
         np.random.seed(7)
         data = MSDDataset(task, 'train', num_val=2, roi_size=(16, 16, 16), num_samples=2)
         return [d['inputs'] for i in range(len(data)) for d in data[i]]
+
     first, second = crops(), crops()
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     np.random.seed(8)
@@ -150,9 +159,11 @@ def test_lean_mode_through_the_model():
 def test_the_deprecated_block_warns_and_builds_the_same_model():
     x = torch.randn(1, 1, 32, 32, 32)
     y = torch.randint(0, C, (1, 1, 32, 32, 32))
-    with pytest.warns(DeprecationWarning, match=r"dsd_taps=\{'preset': 'dynunet'\} and "
-                                                r"loss_dsd=\{'type': 'DSDLoss', 'temperature': 2.0, "
-                                                r"'strategy': 'lean'\}"):
+    with pytest.warns(
+            DeprecationWarning,
+            match=r"dsd_taps=\{'preset': 'dynunet'\} and "
+            r"loss_dsd=\{'type': 'DSDLoss', 'temperature': 2.0, "
+            r"'strategy': 'lean'\}"):
         old = _model(dsd=dict(preset='dynunet', temperature=2.0, mode='lean'))
     new = _model(dict(preset='dynunet'), dict(type='DSDLoss', temperature=2.0, strategy='lean'))
     assert old.dsd_loss.strategy == 'lean' and old.dsd_loss.temperature == 2.0

@@ -6,8 +6,8 @@ import torch
 
 pytest.importorskip('mmseg')
 
-from plugins.core.checkpoint import export_state_dict  # noqa: E402
-from plugins.dsd.functional import SLOTS, dsd_loss  # noqa: E402
+from plugins.core.checkpoint import export_state_dict
+from plugins.dsd.functional import SLOTS, dsd_loss
 
 DSD_CONFIG = 'configs/dsd/unet-s5-d16_fcn_dsd_1xb4-600it_demo-shapes2d-64x64.py'
 C = 3
@@ -51,16 +51,21 @@ def model():
 def test_taps_2d_shapes_and_shared_heads(model):
     base = 16
     got = {s: (i.channels, i.scale) for s, i in model.dsd_taps.info.items()}
-    assert got == dict(enc1=(base, 1), enc2=(2 * base, 2), enc3=(4 * base, 4),
-                       enc4=(8 * base, 8), dec4=(16 * base, 16), dec3=(8 * base, 8),
-                       dec2=(4 * base, 4), dec1=(2 * base, 2))
+    assert got == dict(
+        enc1=(base, 1),
+        enc2=(2 * base, 2),
+        enc3=(4 * base, 4),
+        enc4=(8 * base, 8),
+        dec4=(16 * base, 16),
+        dec3=(8 * base, 8),
+        dec2=(4 * base, 4),
+        dec1=(2 * base, 2))
     assert sorted(model.backbone.dsd_heads) == ['L0', 'L1', 'L2', 'L3', 'L4']
     model.train()
     x = torch.randn(2, 3, 64, 64)
     model.extract_feat(x)
     maps = model.dsd_taps.pop_logits()
-    assert {k: tuple(v.shape) for k, v in maps.items()} == {
-        s: (2, C, 64, 64) for s in SLOTS[1:]}
+    assert {k: tuple(v.shape) for k, v in maps.items()} == {s: (2, C, 64, 64) for s in SLOTS[1:]}
 
 
 def test_loss_keys_values_and_gradients(model):
@@ -71,8 +76,11 @@ def test_loss_keys_values_and_gradients(model):
     labels = torch.randint(0, C, (2, 64, 64))
     losses = model.loss(x, _samples(labels))
     assert [k for k in losses if 'loss' in k] == ['loss_dsd']
-    assert {k[4:] for k in losses if k.startswith('dsd_')} == (
-        {f'ds_{s}' for s in SLOTS[:5]} | {f'kd_{s}' for s in SLOTS[1:4] + SLOTS[5:8]})
+    assert {k[4:]
+            for k in losses if k.startswith('dsd_')
+            } == ({f'ds_{s}'
+                   for s in SLOTS[:5]} | {f'kd_{s}'
+                                          for s in SLOTS[1:4] + SLOTS[5:8]})
     terms = [v for k, v in losses.items() if k.startswith('dsd_')]
     assert losses['loss_dsd'].item() == pytest.approx(sum(t.item() for t in terms), rel=1e-6)
     losses['loss_dsd'].backward()
@@ -111,18 +119,28 @@ def test_all_ignored_is_finite_zero_ce():
 def test_config_errors_are_named():
     cfg = _cfg()
     with_aux = copy.deepcopy(cfg.model)
-    with_aux.auxiliary_head = dict(type='FCNHead', in_channels=32, in_index=3, channels=16,
-                                   num_convs=1, num_classes=C, concat_input=False)
+    with_aux.auxiliary_head = dict(
+        type='FCNHead',
+        in_channels=32,
+        in_index=3,
+        channels=16,
+        num_convs=1,
+        num_classes=C,
+        concat_input=False)
     with pytest.raises(ValueError, match='auxiliary_head=None'):
         _build(with_aux)
     bad = copy.deepcopy(cfg.model)
     bad.loss_dsd = dict(type='DSDLoss', temprature=3.0)
-    with pytest.raises(ValueError, match=r"unknown key in model.loss_dsd: 'temprature' "
-                                         r"\(did you mean 'temperature'\?\)"):
+    with pytest.raises(
+            ValueError,
+            match=r"unknown key in model.loss_dsd: 'temprature' "
+            r"\(did you mean 'temperature'\?\)"):
         _build(bad)
     bad = copy.deepcopy(cfg.model)
     bad.dsd_taps = dict(prest='mmseg_unet')
-    with pytest.raises(ValueError, match=r"unknown key in model.dsd_taps: 'prest' \(did you mean 'preset'\?\)"):
+    with pytest.raises(
+            ValueError,
+            match=r"unknown key in model.dsd_taps: 'prest' \(did you mean 'preset'\?\)"):
         _build(bad)
 
 
@@ -152,7 +170,7 @@ def test_lean_mode_with_the_padded_ignore_label_matches_straightforward():
     torch.manual_seed(1)
     x = torch.randn(2, 3, 64, 64)
     labels = torch.randint(0, C, (2, 64, 64))
-    labels[:, :, -6:] = 255                     # padding, as mmseg's collate adds
+    labels[:, :, -6:] = 255  # padding, as mmseg's collate adds
     out = []
     for c, mode in ((cfg, 'straightforward'), (lean_cfg, 'lean')):
         m = _build(c)
@@ -186,5 +204,6 @@ def test_a_nan_pixel_is_skipped_with_the_config_guard(monkeypatch):
         if nan:
             imgs[1][2, 10, 20] = float('nan')
         return dict(inputs=imgs, data_samples=_samples(labels))
+
     key = check_guard(net, wrapper, batch(True), batch(False), messages)
     assert key == 'loss_dsd' or key.startswith('dsd_')

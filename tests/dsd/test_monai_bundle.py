@@ -12,16 +12,34 @@ def test_bundle_config_builds_taps_and_loss_and_trains_one_epoch():
     from monai.data import DataLoader
     config = {
         'network_def': {
-            '_target_': 'DynUNet', 'spatial_dims': 3, 'in_channels': 1, 'out_channels': 3,
-            'kernel_size': [3, 3, 3, 3, 3], 'strides': [1, 2, 2, 2, 2],
-            'upsample_kernel_size': [2, 2, 2, 2], 'filters': [4, 8, 16, 32, 40],
-            'res_block': True, 'norm_name': 'instance'},
-        'dsd': {'_target_': 'plugins.dsd.DSDTaps', 'network': '@network_def',
-                'preset': 'dynunet', 'num_classes': 3},
-        'loss': {'_target_': 'plugins.dsd.DSDLoss', 'taps': '@dsd', 'temperature': 3,
-                 'alpha': 1.0},
-        'optimizer': {'_target_': 'torch.optim.AdamW', 'params': '$@network_def.parameters()',
-                      'lr': 1e-3},
+            '_target_': 'DynUNet',
+            'spatial_dims': 3,
+            'in_channels': 1,
+            'out_channels': 3,
+            'kernel_size': [3, 3, 3, 3, 3],
+            'strides': [1, 2, 2, 2, 2],
+            'upsample_kernel_size': [2, 2, 2, 2],
+            'filters': [4, 8, 16, 32, 40],
+            'res_block': True,
+            'norm_name': 'instance'
+        },
+        'dsd': {
+            '_target_': 'plugins.dsd.DSDTaps',
+            'network': '@network_def',
+            'preset': 'dynunet',
+            'num_classes': 3
+        },
+        'loss': {
+            '_target_': 'plugins.dsd.DSDLoss',
+            'taps': '@dsd',
+            'temperature': 3,
+            'alpha': 1.0
+        },
+        'optimizer': {
+            '_target_': 'torch.optim.AdamW',
+            'params': '$@network_def.parameters()',
+            'lr': 1e-3
+        },
     }
     parser = ConfigParser(config)
     net = parser.get_parsed_content('network_def')
@@ -35,13 +53,19 @@ def test_bundle_config_builds_taps_and_loss_and_trains_one_epoch():
     from monai.engines import SupervisedTrainer
     from monai.inferers import SimpleInferer
     torch.manual_seed(0)
-    data = [{'image': torch.randn(1, 32, 32, 32),
-             'label': torch.randint(0, 3, (1, 32, 32, 32)).float()} for _ in range(2)]
+    data = [{
+        'image': torch.randn(1, 32, 32, 32),
+        'label': torch.randint(0, 3, (1, 32, 32, 32)).float()
+    } for _ in range(2)]
     before = net.dsd_heads['L0'].conv.weight.detach().clone()
-    trainer = SupervisedTrainer(device=torch.device('cpu'), max_epochs=1,
-                                train_data_loader=DataLoader(data, batch_size=2),
-                                network=net, optimizer=optimizer, loss_function=loss,
-                                inferer=SimpleInferer())
+    trainer = SupervisedTrainer(
+        device=torch.device('cpu'),
+        max_epochs=1,
+        train_data_loader=DataLoader(data, batch_size=2),
+        network=net,
+        optimizer=optimizer,
+        loss_function=loss,
+        inferer=SimpleInferer())
     trainer.run()
     out = trainer.state.output[0]
     assert math.isfinite(float(out['loss'])) and out['pred'].shape == (3, 32, 32, 32)
@@ -49,31 +73,66 @@ def test_bundle_config_builds_taps_and_loss_and_trains_one_epoch():
     assert not torch.equal(before, net.dsd_heads['L0'].conv.weight)
 
 
-NET = {'_target_': 'DynUNet', 'spatial_dims': 3, 'in_channels': 1, 'out_channels': 3,
-       'kernel_size': [3, 3, 3, 3, 3], 'strides': [1, 2, 2, 2, 2],
-       'upsample_kernel_size': [2, 2, 2, 2], 'filters': [4, 8, 16, 32, 40],
-       'res_block': True, 'norm_name': 'instance'}
+NET = {
+    '_target_': 'DynUNet',
+    'spatial_dims': 3,
+    'in_channels': 1,
+    'out_channels': 3,
+    'kernel_size': [3, 3, 3, 3, 3],
+    'strides': [1, 2, 2, 2, 2],
+    'upsample_kernel_size': [2, 2, 2, 2],
+    'filters': [4, 8, 16, 32, 40],
+    'res_block': True,
+    'norm_name': 'instance'
+}
 
 
 def _bundle(params: str) -> dict:
     """A bundle whose trainer is resolved by ``monai.bundle run``."""
     return {
         'imports': ['$import torch', '$import plugins.dsd'],
-        'device': "$torch.device('cpu')",
-        'network_def': dict(NET),
-        'dsd': {'_target_': 'plugins.dsd.DSDTaps', 'network': '@network_def',
-                'preset': 'dynunet', 'num_classes': 3},
-        'loss': {'_target_': 'plugins.dsd.DSDLoss', 'taps': '@dsd'},
-        'optimizer': {'_target_': 'torch.optim.AdamW', 'params': params, 'lr': 1e-2},
+        'device':
+        "$torch.device('cpu')",
+        'network_def':
+        dict(NET),
+        'dsd': {
+            '_target_': 'plugins.dsd.DSDTaps',
+            'network': '@network_def',
+            'preset': 'dynunet',
+            'num_classes': 3
+        },
+        'loss': {
+            '_target_': 'plugins.dsd.DSDLoss',
+            'taps': '@dsd'
+        },
+        'optimizer': {
+            '_target_': 'torch.optim.AdamW',
+            'params': params,
+            'lr': 1e-2
+        },
         'data': ("$[{'image': torch.randn(1, 32, 32, 32), "
                  "'label': torch.randint(0, 3, (1, 32, 32, 32)).float()} for _ in range(3)]"),
-        'terms': {'_target_': 'plugins.dsd.monai.DSDTermsHandler', 'loss': '@loss'},
-        'trainer': {'_target_': 'SupervisedTrainer', 'device': '@device', 'max_epochs': 1,
-                    'train_handlers': ['@terms'],
-                    'train_data_loader': {'_target_': 'DataLoader', 'dataset': '@data',
-                                          'batch_size': 1},
-                    'network': '@network_def', 'optimizer': '@optimizer',
-                    'loss_function': '@loss', 'inferer': {'_target_': 'SimpleInferer'}},
+        'terms': {
+            '_target_': 'plugins.dsd.monai.DSDTermsHandler',
+            'loss': '@loss'
+        },
+        'trainer': {
+            '_target_': 'SupervisedTrainer',
+            'device': '@device',
+            'max_epochs': 1,
+            'train_handlers': ['@terms'],
+            'train_data_loader': {
+                '_target_': 'DataLoader',
+                'dataset': '@data',
+                'batch_size': 1
+            },
+            'network': '@network_def',
+            'optimizer': '@optimizer',
+            'loss_function': '@loss',
+            'inferer': {
+                '_target_': 'SimpleInferer'
+            }
+        },
         'initialize': ['$torch.manual_seed(0)'],
         'run': ['$@trainer.run()'],
     }
@@ -95,8 +154,11 @@ def test_monai_bundle_run_trains_the_heads_or_says_why_not(tmp_path, params):
     workflow.initialize()
     net = workflow.parser.get_parsed_content('network_def')
     try:
-        before = {k: v.detach().clone() for k, v in workflow.parser.get_parsed_content(
-            'dsd').network.dsd_heads.state_dict().items()}
+        before = {
+            k: v.detach().clone()
+            for k, v in workflow.parser.get_parsed_content(
+                'dsd').network.dsd_heads.state_dict().items()
+        }
         workflow.run()
     except HeadsNotTrainedError as err:
         assert params == '$@network_def.parameters()'

@@ -13,16 +13,21 @@ from plugins.testing.msd import make_msd_synthetic
 
 @pytest.fixture(scope='module')
 def task(tmp_path_factory):
-    return make_msd_synthetic(str(tmp_path_factory.mktemp('msd')), num_train=3, num_test=1,
-                              size=16, num_classes=3, seed=0)
+    return make_msd_synthetic(
+        str(tmp_path_factory.mktemp('msd')),
+        num_train=3,
+        num_test=1,
+        size=16,
+        num_classes=3,
+        seed=0)
 
 
 def test_layout_and_dataset_json(task):
     meta = json.load(open(os.path.join(task, 'dataset.json')))
     assert meta['numTraining'] == 3 and meta['numTest'] == 1
     assert meta['labels'] == {'0': 'background', '1': 'class1', '2': 'class2'}
-    assert sorted(os.listdir(os.path.join(task, 'imagesTr'))) == [
-        'case_000.nii.gz', 'case_001.nii.gz', 'case_002.nii.gz']
+    assert sorted(os.listdir(os.path.join(
+        task, 'imagesTr'))) == ['case_000.nii.gz', 'case_001.nii.gz', 'case_002.nii.gz']
     # a stray macOS file is not picked up: the lists come from dataset.json
     open(os.path.join(task, 'imagesTr', '._case_000.nii.gz'), 'w').close()
     items = read_msd_datalist(task)
@@ -34,7 +39,8 @@ def test_monai_transforms_load_the_real_format(task):
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
     items = read_msd_datalist(task)
     data = Compose([LoadImaged(['image', 'label']),
-                    EnsureChannelFirstd(['image', 'label'])])(items[0])
+                    EnsureChannelFirstd(['image', 'label'])])(
+                        items[0])
     assert data['image'].shape == (1, 16, 16, 16) and data['label'].shape == (1, 16, 16, 16)
     labels = set(np.unique(np.asarray(data['label'])).tolist())
     assert labels <= {0, 1, 2} and len(labels) >= 2

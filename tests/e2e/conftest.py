@@ -19,18 +19,30 @@ def det_options(root: str, epochs: int, batch: int = 4, ckpt_interval: int = 1) 
         f'train_dataloader.dataset.data_root={root}/',
         f'val_dataloader.dataset.data_root={root}/',
         f'test_dataloader.dataset.data_root={root}/',
-        f'val_evaluator.ann_file={ann_val}', f'test_evaluator.ann_file={ann_val}',
-        f'train_dataloader.batch_size={batch}', f'train_cfg.max_epochs={epochs}',
-        f'train_cfg.val_interval={epochs}', f'default_hooks.checkpoint.interval={ckpt_interval}',
+        f'val_evaluator.ann_file={ann_val}',
+        f'test_evaluator.ann_file={ann_val}',
+        f'train_dataloader.batch_size={batch}',
+        f'train_cfg.max_epochs={epochs}',
+        f'train_cfg.val_interval={epochs}',
+        f'default_hooks.checkpoint.interval={ckpt_interval}',
         'default_hooks.checkpoint.max_keep_ckpts=-1',
-        'param_scheduler.0.end=4', 'default_hooks.logger.interval=1',
+        'param_scheduler.0.end=4',
+        'default_hooks.logger.interval=1',
     ]
 
 
 def run(args: Sequence[str], timeout: float = 600, env=None) -> str:
     """Run a command from the repository root; fail with its output."""
-    proc = subprocess.run(list(args), cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        list(args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={
+            **os.environ,
+            **(env or {})
+        })
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         pytest.fail(f'command failed ({proc.returncode}): {" ".join(args)}\n{out[-4000:]}')

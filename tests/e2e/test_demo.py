@@ -12,8 +12,10 @@ pytestmark = pytest.mark.slow
 def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
     """Every stage: detection, GO-LSD, DSD, MACIL-SD, SLidR."""
     out_dir = str(tmp_path / 'demo')
-    log = run([python(), 'tools/demo.py', '--quick', '--out', out_dir,
-               '--data', str(tmp_path / 'data')], timeout=1500)
+    log = run(
+        [python(), 'tools/demo.py', '--quick', '--out', out_dir, '--data',
+         str(tmp_path / 'data')],
+        timeout=1500)
     assert 'report:' in log
     report = open(os.path.join(out_dir, 'REPORT.md')).read()
     row = next(line for line in report.splitlines() if line.startswith('| RetinaNet'))
@@ -22,8 +24,10 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
     for png in ('detection_loss.png', 'detection_predictions.png'):
         path = os.path.join(out_dir, png)
         assert os.path.getsize(path) > 5000 and f'({png})' in report
-    golsd = [line for line in report.splitlines()
-             if line.startswith('| DINO') or line.startswith('| FDR only')]
+    golsd = [
+        line for line in report.splitlines()
+        if line.startswith('| DINO') or line.startswith('| FDR only')
+    ]
     assert len(golsd) == 6 and 'GO-LSD' in golsd[1] and 'GO-LSD' in golsd[4]
     for line in golsd[:3]:  # mean over the seeds, then each seed's mAP
         cells = [c.strip() for c in line.strip('|').split('|')]
@@ -44,27 +48,32 @@ def test_demo_quick_writes_report_with_map_and_pictures(tmp_path):
         assert 0.0 <= float(line.strip('|').split('|')[3]) <= 100.0, line
     assert os.path.isfile(str(tmp_path / 'data' / 'msd' / 'Task90_Synthetic' / 'dataset.json'))
     assert os.path.isfile(str(tmp_path / 'data' / 'shapes2d' / 'ann_dir' / 'val' / '0000.png'))
-    macil = [line for line in report.splitlines()
-             if line.startswith('| MACIL-SD') or line.startswith('| same AV network')]
+    macil = [
+        line for line in report.splitlines()
+        if line.startswith('| MACIL-SD') or line.startswith('| same AV network')
+    ]
     assert len(macil) == 2
     for line in macil:
         cells = line.strip('|').split('|')
         assert 0.0 <= float(cells[3]) <= 1.0 and 0.0 <= float(cells[4]) <= 1.0, line
     assert os.path.getsize(os.path.join(out_dir, 'macil_pr_curves.png')) > 5000
     assert os.path.isfile(str(tmp_path / 'data' / 'xdv' / 'gt.npy'))
-    probes = [line for line in report.splitlines()
-              if line.startswith('| random init') or line.startswith('| SLidR pre-trained')]
+    probes = [
+        line for line in report.splitlines()
+        if line.startswith('| random init') or line.startswith('| SLidR pre-trained')
+    ]
     assert len(probes) == 2
     for line in probes:
         cells = [c.strip() for c in line.strip('|').split('|')]
         assert 0.0 <= float(cells[2]) <= 1.0 and 0.0 <= float(cells[6]) <= 1.0, line
-    kitti = [line for line in report.splitlines()
-             if line.startswith('| from scratch') or line.startswith('| from the SLidR student')]
+    kitti = [
+        line for line in report.splitlines()
+        if line.startswith('| from scratch') or line.startswith('| from the SLidR student')
+    ]
     assert len(kitti) == 2
     for line in kitti:
         assert 0.0 <= float(line.strip('|').split('|')[2]) <= 1.0, line
     assert os.path.getsize(os.path.join(out_dir, 'slidr_pairings.png')) > 5000
     assert os.path.isfile(os.path.join(out_dir, 'slidr_pairings.ply'))
     # the data was written in COCO layout
-    assert os.path.isfile(str(tmp_path / 'data' / 'coco' / 'annotations' /
-                              'instances_train.json'))
+    assert os.path.isfile(str(tmp_path / 'data' / 'coco' / 'annotations' / 'instances_train.json'))

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 CONFIGS = {
     'golsd-dino': 'configs/golsd/dino-tiny_r18_golsd_1xb8-12e_demo-coco.py',
     'golsd-deformable':
-        'configs/golsd/deformable-detr-refine-twostage-tiny_r18_golsd_1xb8-12e_demo-coco.py',
+    'configs/golsd/deformable-detr-refine-twostage-tiny_r18_golsd_1xb8-12e_demo-coco.py',
     'dsd-3d': 'configs/dsd/dynunet_dsd_1xb1-16e_demo-msd.py',
     'dsd-2d': 'configs/dsd/unet-s5-d16_fcn_dsd_1xb4-600it_demo-shapes2d-64x64.py',
     'macil': 'configs/macil/macil-sd_1xb8-12e_demo-xdviolence.py',
@@ -45,28 +45,30 @@ def data(tmp_path_factory, coco_root):
     base = tmp_path_factory.mktemp('resume')
     return dict(
         coco=coco_root,
-        msd=make_msd_synthetic(str(base / 'msd'), num_train=6, num_test=0, size=32,
-                               num_classes=3),
+        msd=make_msd_synthetic(str(base / 'msd'), num_train=6, num_test=0, size=32, num_classes=3),
         shapes=make_shapes2d(str(base / 'shapes2d'), num_train=12, num_val=2),
-        xdv=make_xdviolence_synthetic(str(base / 'xdv'), num_train=(4, 4), num_test=(1, 1),
-                                      length=(8, 20)),
+        xdv=make_xdviolence_synthetic(
+            str(base / 'xdv'), num_train=(4, 4), num_test=(1, 1), length=(8, 20)),
         nus=make_nuscenes_synthetic(str(base / 'nus'), samples_per_scene=2),
-        kitti=make_semantickitti_synthetic(str(base / 'kitti'), scans_per_sequence=1,
-                                           points=1500))
+        kitti=make_semantickitti_synthetic(str(base / 'kitti'), scans_per_sequence=1, points=1500))
 
 
 def _roots(keys, root):
-    return [f'{k}_dataloader.dataset.{key}={root}' for k in ('train', 'val', 'test')
-            for key in keys]
+    return [
+        f'{k}_dataloader.dataset.{key}={root}' for k in ('train', 'val', 'test') for key in keys
+    ]
 
 
 def _case(name, data):
     """(options, first checkpoint to wait for, final checkpoint)."""
-    epochs = ['train_cfg.max_epochs=3', 'train_cfg.val_interval=100',
-              'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
+    epochs = [
+        'train_cfg.max_epochs=3', 'train_cfg.val_interval=100',
+        'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1'
+    ]
     if name.startswith('golsd'):
-        opts = det_options(data['coco'], 3, batch=8) + ['train_cfg.val_interval=100',
-                                                         'param_scheduler.0.milestones=[2]']
+        opts = det_options(
+            data['coco'], 3,
+            batch=8) + ['train_cfg.val_interval=100', 'param_scheduler.0.milestones=[2]']
         return opts, 'epoch_1.pth', 'epoch_3.pth'
     if name == 'dsd-3d':
         return _roots(['task_dir'], data['msd']) + epochs, 'epoch_1.pth', 'epoch_3.pth'
@@ -74,20 +76,24 @@ def _case(name, data):
         return _roots(['data_root'], data['shapes']) + [
             'train_cfg.max_iters=16', 'train_cfg.val_interval=1000',
             'default_hooks.checkpoint.interval=4', 'default_hooks.logger.interval=1',
-            'param_scheduler.0.end=16'], 'iter_4.pth', 'iter_16.pth'
+            'param_scheduler.0.end=16'
+        ], 'iter_4.pth', 'iter_16.pth'
     if name == 'macil':
         root = data['xdv']
-        return [f'train_dataloader.dataset.data_root={root}',
-                f'test_dataloader.dataset.data_root={root}',
-                f'test_evaluator.gt_file={root}/gt.npy', 'train_dataloader.batch_size=8',
-                'train_cfg.max_epochs=3', 'default_hooks.checkpoint.interval=1',
-                'default_hooks.logger.interval=1'], 'epoch_1.pth', 'epoch_3.pth'
+        return [
+            f'train_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}', f'test_evaluator.gt_file={root}/gt.npy',
+            'train_dataloader.batch_size=8', 'train_cfg.max_epochs=3',
+            'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1'
+        ], 'epoch_1.pth', 'epoch_3.pth'
     if name == 'slidr-pretrain':
-        return [f'train_dataloader.dataset.data_root={data["nus"]}', 'train_cfg.max_epochs=3',
-                'param_scheduler.0.T_max=3', 'default_hooks.checkpoint.interval=1',
-                'default_hooks.logger.interval=1'], 'epoch_1.pth', 'epoch_3.pth'
-    return _roots(['data_root'], data['kitti']) + epochs + [
-        'param_scheduler.0.T_max=3'], 'epoch_1.pth', 'epoch_3.pth'
+        return [
+            f'train_dataloader.dataset.data_root={data["nus"]}', 'train_cfg.max_epochs=3',
+            'param_scheduler.0.T_max=3', 'default_hooks.checkpoint.interval=1',
+            'default_hooks.logger.interval=1'
+        ], 'epoch_1.pth', 'epoch_3.pth'
+    return _roots(['data_root'], data['kitti']) + epochs + ['param_scheduler.0.T_max=3'
+                                                            ], 'epoch_1.pth', 'epoch_3.pth'
 
 
 def _state(path):
@@ -103,7 +109,9 @@ def _differences(a, b, prefix=''):
             return [f'{prefix} keys']
         return [d for k in a for d in _differences(a[k], b[k], f'{prefix}.{k}')]
     if isinstance(a, (list, tuple)):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f'{prefix}[{i}]')]
+        return [
+            d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f'{prefix}[{i}]')
+        ]
     return [] if a == b else [prefix]
 
 
@@ -118,8 +126,8 @@ def test_killed_run_resumes_bit_identically(name, data, tmp_path):
 
     work = str(tmp_path / 'killed')
     cmd = [python(), 'tools/train.py', config, '--work-dir', work, '--cfg-options', *opts]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not os.path.exists(os.path.join(work, first)) and proc.poll() is None \
             and time.time() < deadline:

@@ -28,16 +28,21 @@ def _fresh_checkpoint(config: str, path: str, options=None) -> str:
 
 
 def _images(folder: str):
-    return [p for p in glob.glob(os.path.join(folder, '**', '*'), recursive=True)
-            if p.endswith(('.png', '.jpg'))]
+    return [
+        p for p in glob.glob(os.path.join(folder, '**', '*'), recursive=True)
+        if p.endswith(('.png', '.jpg'))
+    ]
 
 
 @pytest.mark.slow
 def test_golsd_detections_drawn_for_every_val_image(coco_root, tmp_path):
     ckpt = _fresh_checkpoint(GOLSD, str(tmp_path / 'golsd.pth'))
     show = tmp_path / 'vis'
-    run([python(), 'tools/test.py', GOLSD, ckpt, '--work-dir', str(tmp_path / 't'),
-         '--show-dir', str(show), '--cfg-options', *det_options(coco_root, 1)])
+    run([
+        python(), 'tools/test.py', GOLSD, ckpt, '--work-dir',
+        str(tmp_path / 't'), '--show-dir',
+        str(show), '--cfg-options', *det_options(coco_root, 1)
+    ])
     drawn = _images(str(show))
     assert len(drawn) == 8, drawn  # the fixture's 8 val images
     from PIL import Image
@@ -51,8 +56,10 @@ def test_mmdet_own_test_script_draws_golsd_detections(coco_root, tmp_path):
     import mmdet
     script = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
     ckpt = _fresh_checkpoint(GOLSD, str(tmp_path / 'golsd.pth'))
-    run([python(), script, GOLSD, ckpt, '--work-dir', str(tmp_path / 't'),
-         '--show-dir', 'vis', '--cfg-options', *det_options(coco_root, 1)])
+    run([
+        python(), script, GOLSD, ckpt, '--work-dir',
+        str(tmp_path / 't'), '--show-dir', 'vis', '--cfg-options', *det_options(coco_root, 1)
+    ])
     assert len(_images(str(tmp_path / 't'))) == 8  # <work-dir>/<timestamp>/vis/*.png
 
 
@@ -80,11 +87,20 @@ def test_dsd_mmseg_segmentations_drawn_for_every_val_image(tmp_path):
     root = make_shapes2d(str(tmp_path / 'shapes2d'), num_train=2, num_val=4)
     ckpt = _fresh_checkpoint(DSD_2D, str(tmp_path / 'dsd.pth'))
     show = tmp_path / 'vis'
-    run([python(), 'tools/test.py', DSD_2D, ckpt, '--work-dir', str(tmp_path / 't'),
-         '--show-dir', str(show), '--cfg-options',
-         f'test_dataloader.dataset.data_root={root}',
-         # a test run must not read the training data (mmseg's hook reads runner.iter)
-         f'train_dataloader.dataset.data_root={tmp_path / "absent"}'])
+    run([
+        python(),
+        'tools/test.py',
+        DSD_2D,
+        ckpt,
+        '--work-dir',
+        str(tmp_path / 't'),
+        '--show-dir',
+        str(show),
+        '--cfg-options',
+        f'test_dataloader.dataset.data_root={root}',
+        # a test run must not read the training data (mmseg's hook reads runner.iter)
+        f'train_dataloader.dataset.data_root={tmp_path / "absent"}'
+    ])
     assert len(_images(str(show / 'vis_data' / 'vis_image'))) == 4
 
 
@@ -97,8 +113,10 @@ def test_show_dir_without_a_visualisation_hook_says_what_to_add():
     det = Config(dict(default_hooks=dict(visualization=dict(type='DetVisualizationHook'))))
     assert enable_show_dir(det, 'out') == os.path.abspath('out')
     assert det.default_hooks.visualization.draw is True
-    seg = Config(dict(default_hooks=dict(visualization=dict(type='SegVisualizationHook')),
-                      visualizer=dict(type='SegLocalVisualizer')))
+    seg = Config(
+        dict(
+            default_hooks=dict(visualization=dict(type='SegVisualizationHook')),
+            visualizer=dict(type='SegLocalVisualizer')))
     assert enable_show_dir(seg, 'out').endswith(os.path.join('out', 'vis_data', 'vis_image'))
     assert seg.default_hooks.visualization.interval == 1
 
@@ -107,9 +125,13 @@ def test_a_test_run_keeps_no_training_parts():
     from mmengine.config import Config
 
     from plugins.core.runner_setup import drop_training_parts
-    cfg = Config(dict(train_dataloader=dict(batch_size=2), train_cfg=dict(max_iters=3),
-                      optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-                      param_scheduler=[dict(type='LinearLR')], test_cfg=dict(type='TestLoop')))
+    cfg = Config(
+        dict(
+            train_dataloader=dict(batch_size=2),
+            train_cfg=dict(max_iters=3),
+            optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+            param_scheduler=[dict(type='LinearLR')],
+            test_cfg=dict(type='TestLoop')))
     drop_training_parts(cfg)
     assert cfg.train_dataloader is None and cfg.train_cfg is None
     assert cfg.optim_wrapper is None and cfg.param_scheduler is None

@@ -18,8 +18,10 @@ EPOCHS = 3
 @pytest.fixture(scope='module')
 def uninterrupted(coco_root, tmp_path_factory):
     work = str(tmp_path_factory.mktemp('uninterrupted'))
-    run([python(), 'tools/train.py', DET_CONFIG, '--work-dir', work,
-         '--cfg-options', *det_options(coco_root, EPOCHS)])
+    run([
+        python(), 'tools/train.py', DET_CONFIG, '--work-dir', work, '--cfg-options',
+        *det_options(coco_root, EPOCHS)
+    ])
     return work
 
 
@@ -40,10 +42,11 @@ def test_train_saves_checkpoints_logs_and_evaluates(uninterrupted):
 
 def test_killed_run_resumes_to_bit_identical_weights(coco_root, uninterrupted, tmp_path):
     work = str(tmp_path / 'killed')
-    cmd = [python(), 'tools/train.py', DET_CONFIG, '--work-dir', work,
-           '--cfg-options', *det_options(coco_root, EPOCHS)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        python(), 'tools/train.py', DET_CONFIG, '--work-dir', work, '--cfg-options',
+        *det_options(coco_root, EPOCHS)
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = os.path.join(work, 'epoch_1.pth')
     deadline = time.time() + 300
     while not os.path.exists(first) and proc.poll() is None and time.time() < deadline:
@@ -67,8 +70,10 @@ def test_killed_run_resumes_to_bit_identical_weights(coco_root, uninterrupted, t
 def test_resume_from_an_explicit_checkpoint_continues(coco_root, uninterrupted, tmp_path):
     work = str(tmp_path / 'explicit')
     src = os.path.join(uninterrupted, 'epoch_2.pth')
-    out = run([python(), 'tools/train.py', DET_CONFIG, '--work-dir', work, '--resume', src,
-               '--cfg-options', *det_options(coco_root, EPOCHS)])
+    out = run([
+        python(), 'tools/train.py', DET_CONFIG, '--work-dir', work, '--resume', src,
+        '--cfg-options', *det_options(coco_root, EPOCHS)
+    ])
     assert not os.path.exists(os.path.join(work, 'epoch_1.pth'))
     ckpt = load_checkpoint(os.path.join(work, f'epoch_{EPOCHS}.pth'))
     assert ckpt['meta']['epoch'] == EPOCHS
@@ -79,21 +84,27 @@ def test_resume_from_an_explicit_checkpoint_continues(coco_root, uninterrupted, 
 
 def test_test_tool_evaluates_and_dumps(coco_root, uninterrupted, tmp_path):
     out_pkl = str(tmp_path / 'preds.pkl')
-    out = run([python(), 'tools/test.py', DET_CONFIG,
-               os.path.join(uninterrupted, f'epoch_{EPOCHS}.pth'), '--work-dir',
-               str(tmp_path / 'test'), '--out', out_pkl,
-               '--cfg-options', *det_options(coco_root, EPOCHS)])
+    out = run([
+        python(), 'tools/test.py', DET_CONFIG,
+        os.path.join(uninterrupted, f'epoch_{EPOCHS}.pth'), '--work-dir',
+        str(tmp_path / 'test'), '--out', out_pkl, '--cfg-options', *det_options(coco_root, EPOCHS)
+    ])
     assert 'coco/bbox_mAP' in out
     assert os.path.getsize(out_pkl) > 0
 
 
 def test_cli_errors_name_the_bad_input(tmp_path):
-    proc = subprocess.run([python(), 'tools/train.py', 'configs/nope.py'], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run([python(), 'tools/train.py', 'configs/nope.py'],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True)
     assert proc.returncode != 0 and 'configs/nope.py' in proc.stderr
-    proc = subprocess.run([python(), 'tools/train.py', DET_CONFIG, '--resume',
-                           str(tmp_path / 'missing.pth')], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [python(), 'tools/train.py', DET_CONFIG, '--resume',
+         str(tmp_path / 'missing.pth')],
+        cwd=ROOT,
+        capture_output=True,
+        text=True)
     assert proc.returncode != 0 and 'missing.pth' in proc.stderr
 
 
@@ -137,11 +148,16 @@ def test_a_broken_annotation_file_is_named(coco_root, tmp_path, fault, words):
             data['annotations'][3]['category_id'] = 99
             return None
         text = json.dumps(data)
-        return text[: len(text) // 2]
+        return text[:len(text) // 2]
+
     root, path = _broken_coco(coco_root, tmp_path, edit)
-    proc = subprocess.run([python(), 'tools/train.py', DET_CONFIG, '--work-dir',
-                           str(tmp_path / 'w'), '--cfg-options', *det_options(root, 1)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([
+        python(), 'tools/train.py', DET_CONFIG, '--work-dir',
+        str(tmp_path / 'w'), '--cfg-options', *det_options(root, 1)
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert 'instances_train.json' in last and words in last, proc.stderr[-3000:]
@@ -153,10 +169,13 @@ def test_resume_from_a_damaged_checkpoint_names_it(coco_root, uninterrupted, tmp
     with open(src, 'rb') as f:
         data = f.read()
     with open(bad, 'wb') as f:
-        f.write(data[: len(data) // 3])
-    proc = subprocess.run([python(), 'tools/train.py', DET_CONFIG, '--work-dir',
-                           str(tmp_path / 'w'), '--resume', bad, '--cfg-options',
-                           *det_options(coco_root, EPOCHS)], cwd=ROOT, capture_output=True,
+        f.write(data[:len(data) // 3])
+    proc = subprocess.run([
+        python(), 'tools/train.py', DET_CONFIG, '--work-dir',
+        str(tmp_path / 'w'), '--resume', bad, '--cfg-options', *det_options(coco_root, EPOCHS)
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
                           text=True)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]

@@ -19,8 +19,7 @@ COUNTS = {'no_gt': ([2, 1], [0, 0]), 'groups': ([1, 0], [3, 3])}
 def main(rank: int, world: int, init_file: str, out_dir: str, mode: str) -> None:
     from plugins.golsd.mmdet.head import GOLSDHeadMixin
     from tests.golsd.conftest import GOLSD_DEMO, build, samples
-    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
-                            world_size=world)
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world)
     torch.set_num_threads(1)
     model = build(GOLSD_DEMO, seed=0)
     model.train()

@@ -29,11 +29,14 @@ def samples(counts, size=96):
     boxes = torch.tensor([[10., 10, 50, 60], [40, 30, 90, 80], [5, 60, 30, 90]])
     out = []
     for n in counts:
-        s = DetDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size),
-                                        batch_input_shape=(size, size),
-                                        ori_shape=(size, size), scale_factor=(1., 1.)))
-        s.gt_instances = InstanceData(bboxes=boxes[:n].clone(),
-                                      labels=torch.tensor([0, 1, 0])[:n])
+        s = DetDataSample(
+            metainfo=dict(
+                img_shape=(size, size),
+                pad_shape=(size, size),
+                batch_input_shape=(size, size),
+                ori_shape=(size, size),
+                scale_factor=(1., 1.)))
+        s.gt_instances = InstanceData(bboxes=boxes[:n].clone(), labels=torch.tensor([0, 1, 0])[:n])
         out.append(s)
     return out
 

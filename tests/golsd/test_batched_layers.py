@@ -9,8 +9,14 @@ from plugins.golsd.functional import (aligned_iou, cxcywh_to_xyxy, ddf_loss, ddf
 
 def _case(num_layers=4, batch=3, queries=7, reg_max=8, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    corners = torch.randn(num_layers, batch, queries, 4 * (reg_max + 1), generator=gen,
-                          dtype=torch.float64, requires_grad=True)
+    corners = torch.randn(
+        num_layers,
+        batch,
+        queries,
+        4 * (reg_max + 1),
+        generator=gen,
+        dtype=torch.float64,
+        requires_grad=True)
     b, q = torch.tensor([0, 0, 1, 2]), torch.tensor([1, 3, 2, 6])
     left = torch.randint(0, reg_max - 1, (4, 4), generator=gen)
     wl = torch.rand(4, 4, generator=gen, dtype=torch.float64)
@@ -24,9 +30,10 @@ def _case(num_layers=4, batch=3, queries=7, reg_max=8, seed=0):
 def test_fgl_layers_equals_the_loop_in_value_and_gradient():
     corners, b, q, left, wl, iou, _, _ = _case()
     batched = fgl_loss_layers(corners[:, b, q], left, wl, 1 - wl, iou, 3.0)
-    loop = torch.stack([fgl_loss(corners[i][b, q], left, wl, 1 - wl, iou[i], 3.0)
-                        for i in range(corners.shape[0])])
-    assert batched.shape == (4,)
+    loop = torch.stack([
+        fgl_loss(corners[i][b, q], left, wl, 1 - wl, iou[i], 3.0) for i in range(corners.shape[0])
+    ])
+    assert batched.shape == (4, )
     torch.testing.assert_close(batched, loop, rtol=0, atol=1e-12)
     g_batched, = torch.autograd.grad(batched.sum(), corners)
     g_loop, = torch.autograd.grad(loop.sum(), corners)
@@ -36,9 +43,8 @@ def test_fgl_layers_equals_the_loop_in_value_and_gradient():
 def test_fgl_layers_hand_case():
     # one layer, one pair, R = 2 (3 bins): uniform logits give CE = log 3 on both bins
     corners = torch.zeros(1, 1, 12)
-    out = fgl_loss_layers(corners, torch.zeros(1, 4, dtype=torch.long),
-                          torch.full((1, 4), 0.25), torch.full((1, 4), 0.75),
-                          torch.full((1, 1), 0.5), 2.0)
+    out = fgl_loss_layers(corners, torch.zeros(1, 4, dtype=torch.long), torch.full((1, 4), 0.25),
+                          torch.full((1, 4), 0.75), torch.full((1, 1), 0.5), 2.0)
     # 4 edges x (0.25 + 0.75) x log 3 x IoU 0.5 / N 2
     assert out.item() == pytest.approx(4 * torch.log(torch.tensor(3.0)).item() * 0.5 / 2)
 
@@ -47,9 +53,11 @@ def test_fgl_layers_hand_case():
 def test_ddf_layers_equals_the_loop_in_value_and_gradient(counts):
     corners, _, _, _, _, _, matched, weights = _case()
     batched = ddf_loss_layers(corners[:-1], corners[-1], matched, weights, 5.0, counts)
-    loop = torch.stack([ddf_loss(corners[i], corners[-1], matched, weights[i], 5.0, counts)
-                        for i in range(corners.shape[0] - 1)])
-    assert batched.shape == (3,)
+    loop = torch.stack([
+        ddf_loss(corners[i], corners[-1], matched, weights[i], 5.0, counts)
+        for i in range(corners.shape[0] - 1)
+    ])
+    assert batched.shape == (3, )
     torch.testing.assert_close(batched, loop, rtol=0, atol=1e-12)
     g_batched, = torch.autograd.grad(batched.sum(), corners)
     g_loop, = torch.autograd.grad(loop.sum(), corners)
@@ -62,8 +70,7 @@ def test_ddf_layers_with_one_group_empty(matched_value):
     corners, _, _, _, _, _, _, weights = _case()
     matched = torch.full(corners.shape[1:3], matched_value)
     batched = ddf_loss_layers(corners[:-1], corners[-1], matched, weights)
-    loop = torch.stack([ddf_loss(corners[i], corners[-1], matched, weights[i])
-                        for i in range(3)])
+    loop = torch.stack([ddf_loss(corners[i], corners[-1], matched, weights[i]) for i in range(3)])
     torch.testing.assert_close(batched, loop, rtol=0, atol=1e-12)
     assert torch.isfinite(batched).all()
 
@@ -72,11 +79,11 @@ def test_empty_inputs_give_connected_zeros():
     corners = torch.zeros(3, 0, 36, requires_grad=True)
     fgl = fgl_loss_layers(corners, torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4),
                           torch.zeros(0, 4), torch.zeros(3, 0), 1.0)
-    assert fgl.shape == (3,) and (fgl == 0).all() and fgl.requires_grad
+    assert fgl.shape == (3, ) and (fgl == 0).all() and fgl.requires_grad
     students = torch.zeros(2, 1, 0, 36, requires_grad=True)
     ddf = ddf_loss_layers(students, torch.zeros(1, 0, 36), torch.zeros(1, 0, dtype=torch.bool),
                           torch.zeros(2, 1, 0))
-    assert ddf.shape == (2,) and (ddf == 0).all() and ddf.requires_grad
+    assert ddf.shape == (2, ) and (ddf == 0).all() and ddf.requires_grad
 
 
 def test_bad_shapes_name_the_expected_shape():
@@ -108,8 +115,8 @@ def test_temperature_kl_broadcasts_a_size_one_teacher():
 def _stack_case(dtype, matched_rows, layers=4, seed=0):
     gen = torch.Generator().manual_seed(seed)
     batch, queries, reg_max = 3, 7, 8
-    corners = torch.randn(layers, batch, queries, 4 * (reg_max + 1), generator=gen,
-                          dtype=dtype, requires_grad=True)
+    corners = torch.randn(
+        layers, batch, queries, 4 * (reg_max + 1), generator=gen, dtype=dtype, requires_grad=True)
     boxes = torch.rand(layers, batch, queries, 4, generator=gen, dtype=dtype) * 0.5 + 0.2
     conf = torch.rand(batch, queries, generator=gen, dtype=dtype)
     b = torch.tensor([0, 0, 1, 2])[:matched_rows]
@@ -126,8 +133,7 @@ def _per_layer(corners, boxes, conf, b, q, gt, targets, avg, counts=None):
     fgl, ddf = [], []
     for i in range(corners.shape[0]):
         u = aligned_iou(cxcywh_to_xyxy(boxes[i][b, q].float()), gt.float())
-        fgl.append(fgl_loss(corners[i][b, q], *targets, u, avg) if len(b)
-                   else corners[i].sum() * 0)
+        fgl.append(fgl_loss(corners[i][b, q], *targets, u, avg) if len(b) else corners[i].sum() * 0)
         if i < corners.shape[0] - 1:
             w = conf.clone()
             w[b, q] = u.to(conf.dtype)
@@ -142,7 +148,7 @@ def test_fused_stack_equals_the_per_layer_functions(dtype, tol, matched_rows, co
     corners, boxes, conf, b, q, gt, targets = _stack_case(dtype, matched_rows)
     fgl, ddf = fdr_layer_losses(corners, boxes, conf, b, q, gt, targets, 3.0, counts, 5.0)
     fgl_ref, ddf_ref = _per_layer(corners, boxes, conf, b, q, gt, targets, 3.0, counts)
-    assert fgl.shape == (4,) and ddf.shape == (3,)
+    assert fgl.shape == (4, ) and ddf.shape == (3, )
     torch.testing.assert_close(fgl, fgl_ref, rtol=0, atol=tol)
     torch.testing.assert_close(ddf, ddf_ref, rtol=0, atol=tol)
     # arbitrary weights per layer and term, as the head's loss weights
@@ -171,7 +177,7 @@ def test_fused_stack_with_one_term_unused_and_repeated_backward():
 def test_one_layer_has_fgl_and_no_ddf():
     corners, boxes, conf, b, q, gt, targets = _stack_case(torch.float64, 4, layers=1)
     fgl, ddf = fdr_layer_losses(corners, boxes, conf, b, q, gt, targets, 3.0, None, 5.0)
-    assert fgl.shape == (1,) and ddf.shape == (0,)
+    assert fgl.shape == (1, ) and ddf.shape == (0, )
     torch.testing.assert_close(fgl, _per_layer(corners, boxes, conf, b, q, gt, targets, 3.0)[0])
 
 

@@ -15,9 +15,15 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_ddp_worker.p
 def _run_two_ranks(tmp_path, mode):
     init = str(tmp_path / 'init')
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    procs = [subprocess.Popen([sys.executable, WORKER, str(r), '2', init, str(tmp_path), mode],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=env) for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, str(r), '2', init,
+             str(tmp_path), mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env) for r in range(2)
+    ]
     outputs = []
     for p in procs:
         try:
@@ -42,7 +48,7 @@ def test_dn_fgl_normaliser_is_mean_gt_times_local_groups(tmp_path):
     the rank-averaged #GT (3.5) times the local group count: 70 and 21. The
     average of local DN positives would give (20 + 36) / 2 = 28 on both."""
     r0, r1 = _run_two_ranks(tmp_path, 'groups')
-    (d0,), (d1,) = r0['dn'], r1['dn']
+    (d0, ), (d1, ) = r0['dn'], r1['dn']
     assert (d0['num_gt'], d1['num_gt']) == (1, 6)
     assert d0['avg'] == pytest.approx(3.5 * 20)
     assert d1['avg'] == pytest.approx(3.5 * 6)

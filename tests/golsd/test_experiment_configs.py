@@ -17,12 +17,14 @@ def _tool():
 
 def test_merge_overrides_keeps_every_key():
     gx = _tool()
-    merged = gx.merge_overrides([dict(backbone=dict(frozen_stages=4)),
-                                 dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0))),
-                                 dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))])
-    assert merged == dict(backbone=dict(frozen_stages=4),
-                          bbox_head=dict(loss_fgl=dict(loss_weight=0.0),
-                                         loss_ddf=dict(loss_weight=0.0)))
+    merged = gx.merge_overrides([
+        dict(backbone=dict(frozen_stages=4)),
+        dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0))),
+        dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))
+    ])
+    assert merged == dict(
+        backbone=dict(frozen_stages=4),
+        bbox_head=dict(loss_fgl=dict(loss_weight=0.0), loss_ddf=dict(loss_weight=0.0)))
     assert gx.merge_overrides([dict(a=dict(b=1)), dict(a=dict(b=2))]) == dict(a=dict(b=2))
 
 
@@ -31,13 +33,14 @@ def test_row_config_carries_the_backbone_and_every_override(tmp_path):
     from mmengine.config import Config
     gx = _tool()
     ctx = gx.demo.DemoContext(str(tmp_path), str(tmp_path / 'data'), quick=False)
-    backbone = dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained',
-                                                checkpoint='x.pth'), frozen_stages=4))
+    backbone = dict(
+        backbone=dict(
+            init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='x.pth'), frozen_stages=4))
     for row, fgl, ddf, cls in (('fdr-only', 0.0, 0.0, 'VarifocalLoss'),
-                               ('ddf-only-focal', 0.0, 1.5, 'FocalLoss'),
-                               ('golsd', 0.15, 1.5, 'VarifocalLoss')):
+                               ('ddf-only-focal', 0.0, 1.5, 'FocalLoss'), ('golsd', 0.15, 1.5,
+                                                                           'VarifocalLoss')):
         _, base, overrides = gx.ROWS[row]
-        model = Config.fromfile(gx.write_config(ctx, row, base, (backbone,) + overrides)).model
+        model = Config.fromfile(gx.write_config(ctx, row, base, (backbone, ) + overrides)).model
         assert model.backbone.frozen_stages == 4 and model.backbone.init_cfg.type == 'Pretrained'
         assert model.bbox_head.loss_fgl.loss_weight == fgl, row
         assert model.bbox_head.loss_ddf.loss_weight == ddf, row
@@ -58,7 +61,7 @@ def test_backbone_modes(tmp_path):
     ctx = gx.demo.DemoContext(str(tmp_path), str(tmp_path / 'data'), quick=False)
     assert gx.backbone_override(ctx, 'scratch') == {}  # the base config's: random, trained
     _, base, overrides = gx.ROWS['golsd']
-    model = Config.fromfile(gx.write_config(ctx, 'golsd', base, ({},) + overrides)).model
+    model = Config.fromfile(gx.write_config(ctx, 'golsd', base, ({}, ) + overrides)).model
     assert model.backbone.frozen_stages == -1 and model.backbone.init_cfg is None
     ckpt = tmp_path / 'detection' / 'epoch_8.pth'
     ckpt.parent.mkdir()
@@ -129,9 +132,11 @@ def test_demo_reuse_keeps_finished_runs_and_retrains_unfinished_ones(tmp_path, m
     gx = _tool()
     demo = gx.demo
     calls = []
-    monkeypatch.setattr(demo.DemoContext, 'run_tool',
-                        lambda self, args, log, desc, total=None: calls.append(log) or
-                        'Epoch(test) [3/3]    coco/bbox_mAP: 0.4000\n')
+    monkeypatch.setattr(
+        demo.DemoContext,
+        'run_tool',
+        lambda self, args, log, desc, total=None: calls.append(log) or
+        'Epoch(test) [3/3]    coco/bbox_mAP: 0.4000\n')
     import sys
     common = sys.modules[demo.train_and_eval.__module__]  # tools/demo_stages/common.py
     monkeypatch.setattr(common, 'find_scalars', lambda work_dir: work_dir)
@@ -140,8 +145,7 @@ def test_demo_reuse_keeps_finished_runs_and_retrains_unfinished_ones(tmp_path, m
     (tmp_path / 'done').mkdir()
     (tmp_path / 'done' / 'epoch_2.pth').write_bytes(b'x')
     (tmp_path / 'logs').mkdir()
-    (tmp_path / 'logs' / 'done_test.log').write_text(
-        'Epoch(test) [3/3]    coco/bbox_mAP: 0.7000\n')
+    (tmp_path / 'logs' / 'done_test.log').write_text('Epoch(test) [3/3]    coco/bbox_mAP: 0.7000\n')
     kept = demo.train_and_eval(ctx, 'done', 'cfg.py', [], 2, 12)
     assert kept['metrics']['coco/bbox_mAP'] == 0.7 and calls == []  # nothing retrained
     assert kept['train_s'] != kept['train_s']  # NaN: not timed

@@ -12,7 +12,7 @@ from plugins.golsd.functional import (aligned_iou, box_to_distance, cxcywh_to_xy
 
 
 def _w_closed_form(R, c, a=0.5):
-    s = (a * c + 1) ** (2 / (R - 2))
+    s = (a * c + 1)**(2 / (R - 2))
     w = []
     for n in range(R + 1):
         if n == 0:
@@ -20,11 +20,11 @@ def _w_closed_form(R, c, a=0.5):
         elif n == R:
             w.append(2 * a * c)
         elif n < R // 2:
-            w.append(1 - s ** (R // 2 - n))
+            w.append(1 - s**(R // 2 - n))
         elif n == R // 2:
             w.append(0.0)
         else:
-            w.append(s ** (n - R // 2) - 1)
+            w.append(s**(n - R // 2) - 1)
     return w
 
 
@@ -32,9 +32,9 @@ def _w_closed_form(R, c, a=0.5):
 @pytest.mark.parametrize('R,c', [(32, 4.0), (32, 8.0), (16, 4.0), (4, 4.0)])
 def test_w_matches_closed_form_and_is_antisymmetric(R, c):
     w = weighting_function(R, c)
-    assert w.dtype == torch.float64 and w.shape == (R + 1,)
-    assert torch.allclose(w, torch.tensor(_w_closed_form(R, c), dtype=torch.float64),
-                          rtol=0, atol=1e-12)
+    assert w.dtype == torch.float64 and w.shape == (R + 1, )
+    assert torch.allclose(
+        w, torch.tensor(_w_closed_form(R, c), dtype=torch.float64), rtol=0, atol=1e-12)
     assert torch.allclose(w, -w.flip(0), atol=1e-12)
     assert w[R // 2] == 0 and torch.all(w[1:] > w[:-1])
     assert w[1] == pytest.approx(-0.5 * c) and w[R - 1] == pytest.approx(0.5 * c)
@@ -50,8 +50,12 @@ def test_w_default_values_from_the_spec():
     assert weighting_function(32, 8.0)[17].item() / 8 == pytest.approx(0.0142, abs=5e-4)
 
 
-@pytest.mark.parametrize('bad', [dict(reg_max=31), dict(reg_max=2), dict(reg_max=4.5),
-                                 dict(reg_scale=0), dict(up=-1.0)])
+@pytest.mark.parametrize(
+    'bad', [dict(reg_max=31),
+            dict(reg_max=2),
+            dict(reg_max=4.5),
+            dict(reg_scale=0),
+            dict(up=-1.0)])
 def test_w_bad_arguments(bad):
     with pytest.raises(ValueError):
         weighting_function(**bad)
@@ -95,17 +99,19 @@ def test_inverse_then_decode_is_identity():
 
 
 # ------------------------------------------------------------ two-bin targets
-@pytest.mark.parametrize('phi,left,wl,wr', [
-    (1.0, 2, 0.5, 0.5),      # between W(2)=0 and W(3)=2
-    (-3.0, 0, 0.5, 0.5),     # between W(0)=-4 and W(1)=-2
-    (3.5, 3, 0.25, 0.75),    # between W(3)=2 and W(4)=4
-    (-4.0, 0, 1.0, 0.0),     # exactly W(0): in range
-    (2.0, 3, 1.0, 0.0),      # exact interior bin hit
-    (0.0, 2, 1.0, 0.0),      # exact centre bin
-    (-5.0, 0, 1.0, 0.0),     # below the first bin: all mass on bin 0
-    (4.0, 3, 0.0, 1.0),      # at the last bin: all mass on bin R
-    (7.0, 3, 0.0, 1.0),      # beyond the last bin
-])
+@pytest.mark.parametrize(
+    'phi,left,wl,wr',
+    [
+        (1.0, 2, 0.5, 0.5),  # between W(2)=0 and W(3)=2
+        (-3.0, 0, 0.5, 0.5),  # between W(0)=-4 and W(1)=-2
+        (3.5, 3, 0.25, 0.75),  # between W(3)=2 and W(4)=4
+        (-4.0, 0, 1.0, 0.0),  # exactly W(0): in range
+        (2.0, 3, 1.0, 0.0),  # exact interior bin hit
+        (0.0, 2, 1.0, 0.0),  # exact centre bin
+        (-5.0, 0, 1.0, 0.0),  # below the first bin: all mass on bin 0
+        (4.0, 3, 0.0, 1.0),  # at the last bin: all mass on bin R
+        (7.0, 3, 0.0, 1.0),  # beyond the last bin
+    ])
 def test_two_bin_targets_golden(phi, left, wl, wr):
     w = weighting_function(4, 4.0)
     n, a, b = two_bin_targets(torch.tensor([phi], dtype=torch.float64), w)
@@ -140,8 +146,8 @@ def test_go_union_golden():
     s2 = (_t(0, 0, 1), _t(0, 2, 0), _t(0, 1, 1))
     s3 = (_t(0, 0, 1), _t(0, 1, 0), _t(1, 1, 1))
     b, q, g = go_union([s1, s2, s3])
-    assert list(zip(b.tolist(), q.tolist(), g.tolist())) == [(0, 0, 0), (0, 1, 1),
-                                                             (0, 2, 1), (1, 0, 1)]
+    assert list(zip(b.tolist(), q.tolist(), g.tolist())) == [(0, 0, 0), (0, 1, 1), (0, 2, 1),
+                                                             (1, 0, 1)]
 
 
 def test_go_union_ties_go_to_the_smallest_gt_whatever_the_order():
@@ -220,12 +226,22 @@ def test_fgl_gradient_is_iou_times_softmax_minus_target():
 
 def test_fgl_empty_and_normaliser_clamp():
     z = torch.randn(0, 20, requires_grad=True)
-    out = fgl_loss(z, torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4),
-                   torch.zeros(0, 4), torch.zeros(0), avg_factor=0)
+    out = fgl_loss(
+        z,
+        torch.zeros(0, 4, dtype=torch.long),
+        torch.zeros(0, 4),
+        torch.zeros(0, 4),
+        torch.zeros(0),
+        avg_factor=0)
     assert out.item() == 0 and out.requires_grad
     z1 = torch.zeros(1, 20)
-    one = fgl_loss(z1, torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4),
-                   torch.zeros(1, 4), torch.ones(1), avg_factor=0.0)
+    one = fgl_loss(
+        z1,
+        torch.zeros(1, 4, dtype=torch.long),
+        torch.ones(1, 4),
+        torch.zeros(1, 4),
+        torch.ones(1),
+        avg_factor=0.0)
     assert one.item() == pytest.approx(4 * math.log(5), rel=1e-6)  # N clamped to 1
 
 
@@ -244,16 +260,18 @@ def test_ddf_golden_with_matched_and_unmatched_means():
     t = torch.randn(1, 2, 20, dtype=torch.float64)
     matched = torch.tensor([[True, False]])
     weights = torch.tensor([[0.5, 0.8]], dtype=torch.float64)
-    ell = [[weights[0, q].item() * T * T * _kl_sum(s[0, q, 5 * k:5 * k + 5].tolist(),
-                                                     t[0, q, 5 * k:5 * k + 5].tolist(), T)
-            for k in range(4)] for q in range(2)]
+    ell = [[
+        weights[0, q].item() * T * T *
+        _kl_sum(s[0, q, 5 * k:5 * k + 5].tolist(), t[0, q, 5 * k:5 * k + 5].tolist(), T)
+        for k in range(4)
+    ] for q in range(2)]
     mu_m, mu_u = sum(ell[0]) / 4, sum(ell[1]) / 4
     out = ddf_loss(s, t, matched, weights, T)
     assert out.item() == pytest.approx((2 * mu_m + 2 * mu_u) / 4, rel=1e-10)
     # DN pass: sqrt weights come from the matching pass, not recomputed
     dn = ddf_loss(s, t, matched, weights, T, counts=(4, 12))
-    assert dn.item() == pytest.approx((2 * mu_m + math.sqrt(12) * mu_u) / (2 + math.sqrt(12)),
-                                      rel=1e-10)
+    assert dn.item() == pytest.approx(
+        (2 * mu_m + math.sqrt(12) * mu_u) / (2 + math.sqrt(12)), rel=1e-10)
 
 
 def test_ddf_empty_sets_and_identity():
@@ -266,8 +284,9 @@ def test_ddf_empty_sets_and_identity():
     assert torch.isfinite(all_matched)
     same = ddf_loss(s, s, torch.ones(2, 3, dtype=torch.bool), w)
     assert same.item() == 0 and same.requires_grad
-    empty = ddf_loss(torch.zeros(1, 0, 20, requires_grad=True), torch.zeros(1, 0, 20),
-                     torch.zeros(1, 0, dtype=torch.bool), torch.zeros(1, 0))
+    empty = ddf_loss(
+        torch.zeros(1, 0, 20, requires_grad=True), torch.zeros(1, 0, 20),
+        torch.zeros(1, 0, dtype=torch.bool), torch.zeros(1, 0))
     assert empty.item() == 0
     with pytest.raises(ValueError, match='differ in shape'):
         ddf_loss(s, t[:, :2], torch.zeros(2, 3, dtype=torch.bool), w)
@@ -285,8 +304,8 @@ def test_residual_gradients_reach_earlier_layers_but_not_through_the_teacher():
     for d in deltas:
         d.grad = None
     tl = torch.randint(0, 4, (2, 4))
-    fgl_loss(z[2][0, :2], tl, torch.full((2, 4), 0.5), torch.full((2, 4), 0.5),
-             torch.ones(2), 2).backward()
+    fgl_loss(z[2][0, :2], tl, torch.full((2, 4), 0.5), torch.full((2, 4), 0.5), torch.ones(2),
+             2).backward()
     assert all(d.grad is not None and d.grad.abs().sum() > 0 for d in deltas)
     assert torch.equal(deltas[0].grad, deltas[2].grad)
 
@@ -301,8 +320,10 @@ def _fgl_loop(corners, anchors, boxes, go, gts_xyxy, W, c, n_go):
         phis = [(cx - x1) / (w / c) - c / 2, (cy - y1) / (h / c) - c / 2,
                 (x2 - cx) / (w / c) - c / 2, (y2 - cy) / (h / c) - c / 2]
         bx = boxes[b][q]
-        pb = [bx[0] - max(bx[2], 0) / 2, bx[1] - max(bx[3], 0) / 2,
-              bx[0] + max(bx[2], 0) / 2, bx[1] + max(bx[3], 0) / 2]
+        pb = [
+            bx[0] - max(bx[2], 0) / 2, bx[1] - max(bx[3], 0) / 2, bx[0] + max(bx[2], 0) / 2,
+            bx[1] + max(bx[3], 0) / 2
+        ]
         iw = max(0.0, min(pb[2], x2) - max(pb[0], x1))
         ih = max(0.0, min(pb[3], y2) - max(pb[1], y1))
         inter = iw * ih
@@ -358,8 +379,8 @@ def test_ddf_equals_a_plain_loop_with_random_masks():
         for bi in range(2):
             for qi in range(6):
                 for k in range(4):
-                    v = w[bi, qi].item() * T * T * _kl_sum(
-                        s[bi, qi, 5 * k:5 * k + 5].tolist(), t[bi, qi, 5 * k:5 * k + 5].tolist(), T)
+                    v = w[bi, qi].item() * T * T * _kl_sum(s[bi, qi, 5 * k:5 * k + 5].tolist(),
+                                                           t[bi, qi, 5 * k:5 * k + 5].tolist(), T)
                     (ell_m if matched[bi, qi] else ell_u).append(v)
         mu_m = sum(ell_m) / len(ell_m) if ell_m else 0.0
         mu_u = sum(ell_u) / len(ell_u) if ell_u else 0.0

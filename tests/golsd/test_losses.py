@@ -25,8 +25,9 @@ def test_fgl_by_hand_one_pair_one_edge_mass():
     """R = 4 bins, logits 0 everywhere: CE = ln 5 for every bin, so the loss of
     one pair is u · 4 edges · (ω_← + ω_→) · ln 5 = 4 u ln 5."""
     corners = torch.zeros(1, 4 * 5)
-    targets = (torch.tensor([[1, 0, 2, 3]]), torch.tensor([[0.25, 1.0, 0.5, 0.0]]),
-               torch.tensor([[0.75, 0.0, 0.5, 1.0]]))
+    targets = (torch.tensor([[1, 0, 2,
+                              3]]), torch.tensor([[0.25, 1.0, 0.5,
+                                                   0.0]]), torch.tensor([[0.75, 0.0, 0.5, 1.0]]))
     loss = FGLLoss(loss_weight=2.0)(corners, targets, torch.tensor([0.5]))
     assert loss.item() == pytest.approx(2.0 * 0.5 * 4 * math.log(5), rel=1e-6)
 
@@ -43,7 +44,7 @@ def test_fgl_none_and_sum_are_the_per_pair_terms():
     corners, targets, iou = _fgl_case()
     loss = FGLLoss(loss_weight=0.5)
     per_pair = loss(corners, targets, iou, reduction_override='none')
-    assert per_pair.shape == (3,)
+    assert per_pair.shape == (3, )
     for i in range(3):  # each pair alone, its own mean over one pair
         one = loss(corners[i:i + 1], tuple(t[i:i + 1] for t in targets), iou[i:i + 1])
         assert per_pair[i].item() == pytest.approx(one.item(), rel=1e-6)
@@ -125,11 +126,13 @@ def test_a_custom_loss_module_is_called_per_layer_and_matches_the_fused_path():
     calls = {'fgl': 0, 'ddf': 0}
 
     class CountingFGL(FGLLoss):
+
         def forward(self, *args, **kwargs):
             calls['fgl'] += 1
             return super().forward(*args, **kwargs)
 
     class CountingDDF(DDFLoss):
+
         def forward(self, *args, **kwargs):
             calls['ddf'] += 1
             return super().forward(*args, **kwargs)

@@ -52,8 +52,10 @@ def _losses(model, seed=0):
 
 def _perturb_branches(*models):
     gen = torch.Generator().manual_seed(1)
-    noise = [torch.randn(b[-1].weight.shape, generator=gen) * 0.05
-             for b in models[0].bbox_head.reg_branches[:models[0].decoder.num_layers]]
+    noise = [
+        torch.randn(b[-1].weight.shape, generator=gen) * 0.05
+        for b in models[0].bbox_head.reg_branches[:models[0].decoder.num_layers]
+    ]
     with torch.no_grad():
         for m in models:
             for b, n in zip(m.bbox_head.reg_branches, noise):
@@ -96,14 +98,16 @@ def test_lqe_shifts_logits_in_inference_and_needs_corners():
     with torch.no_grad():
         feats = lqe.extract_feat(imgs)
         out = lqe.forward_transformer(feats, data)
-        cls, _ = head(out['hidden_states'], out['references'],
-                      all_layers_boxes=out['all_layers_boxes'],
-                      all_layers_corners=out['all_layers_corners'])
-        plain = torch.stack([head.cls_branches[i](out['hidden_states'][i])
-                             for i in range(cls.shape[0])])
+        cls, _ = head(
+            out['hidden_states'],
+            out['references'],
+            all_layers_boxes=out['all_layers_boxes'],
+            all_layers_corners=out['all_layers_corners'])
+        plain = torch.stack(
+            [head.cls_branches[i](out['hidden_states'][i]) for i in range(cls.shape[0])])
         torch.testing.assert_close(cls, plain + 0.5)
         results = lqe.predict(imgs, data)
-    assert results[0].pred_instances.scores.shape == (30,)
+    assert results[0].pred_instances.scores.shape == (30, )
     assert all(math.isfinite(s) for s in results[0].pred_instances.scores.tolist())
     with pytest.raises(ValueError, match='with lqe needs all_layers_corners'):
         head(out['hidden_states'], out['references'], all_layers_boxes=out['all_layers_boxes'])

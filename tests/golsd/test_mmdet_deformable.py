@@ -7,7 +7,8 @@ import torch
 from .conftest import ROOT, samples
 
 SIZE = 96
-TWO_STAGE = os.path.join(ROOT, 'configs/golsd/deformable-detr-refine-twostage_r50_golsd_16xb2-50e_coco.py')
+TWO_STAGE = os.path.join(
+    ROOT, 'configs/golsd/deformable-detr-refine-twostage_r50_golsd_16xb2-50e_coco.py')
 SINGLE = os.path.join(ROOT, 'configs/golsd/deformable-detr-refine_r50_golsd_16xb2-50e_coco.py')
 
 
@@ -55,7 +56,8 @@ def test_zero_init_boxes_equal_anchors_and_pre_box_start(model):
     ref, pre = out['references'][0], out['pre_boxes']
     assert torch.allclose(pre[..., :2], ref[..., :2], atol=1e-4)
     if ref.shape[-1] == 2:  # single stage: the host's w, h start
-        assert torch.allclose(pre[..., 2:], torch.sigmoid(torch.tensor(-2.0)).expand_as(pre[..., 2:]))
+        assert torch.allclose(pre[..., 2:],
+                              torch.sigmoid(torch.tensor(-2.0)).expand_as(pre[..., 2:]))
     else:
         assert torch.allclose(pre, ref, atol=1e-4)
 
@@ -68,9 +70,12 @@ def test_loss_keys_and_finiteness(model):
     empty = model.loss(imgs, samples([0, 0], SIZE))
     assert set(full) == set(empty)
     L = model.decoder.num_layers
-    want = {'loss_cls', 'loss_bbox', 'loss_iou', 'loss_fgl', 'pre_loss_cls', 'pre_loss_bbox',
-            'pre_loss_iou', 'go_queries_per_gt'} | {f'd{i}.loss_{k}' for i in range(L - 1)
-                               for k in ('cls', 'bbox', 'iou', 'fgl', 'ddf')}
+    want = {
+        'loss_cls', 'loss_bbox', 'loss_iou', 'loss_fgl', 'pre_loss_cls', 'pre_loss_bbox',
+        'pre_loss_iou', 'go_queries_per_gt'
+    } | {f'd{i}.loss_{k}'
+         for i in range(L - 1)
+         for k in ('cls', 'bbox', 'iou', 'fgl', 'ddf')}
     if model.as_two_stage:
         want |= {'enc_loss_cls', 'enc_loss_bbox', 'enc_loss_iou'}
     assert set(full) == want
@@ -161,8 +166,9 @@ def test_encoder_terms_equal_the_hosts_and_train_with_vfl():
     model.train()
     head = model.bbox_head
     assert type(head.loss_cls).__name__ == 'VarifocalLoss'  # the config's default
-    head.loss_cls = MODELS.build(dict(type='FocalLoss', use_sigmoid=True, gamma=2.0,
-                                      alpha=0.25, loss_weight=2.0))  # the host's
+    head.loss_cls = MODELS.build(
+        dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+             loss_weight=2.0))  # the host's
     out, data = _outputs(model, [2, 1])
     gts = [d.gt_instances for d in data]
     metas = [d.metainfo for d in data]
@@ -170,14 +176,18 @@ def test_encoder_terms_equal_the_hosts_and_train_with_vfl():
     for g in agnostic:
         g.labels = torch.zeros_like(g.labels)
     cls, boxes = out['enc_outputs_class'], out['enc_outputs_coord']
-    ref = head.loss_by_feat_single(cls, boxes, batch_gt_instances=agnostic,
-                                   batch_img_metas=metas)
+    ref = head.loss_by_feat_single(cls, boxes, batch_gt_instances=agnostic, batch_img_metas=metas)
     got = head._encoder_losses(cls, boxes, agnostic, metas)
     for key, value in zip(('enc_loss_cls', 'enc_loss_bbox', 'enc_loss_iou'), ref):
         assert got[key].item() == pytest.approx(value.item(), rel=1e-6), key
     head.loss_cls = MODELS.build(
-        dict(type='VarifocalLoss', use_sigmoid=True, alpha=0.75, gamma=2.0,
-             iou_weighted=True, loss_weight=1.0))
+        dict(
+            type='VarifocalLoss',
+            use_sigmoid=True,
+            alpha=0.75,
+            gamma=2.0,
+            iou_weighted=True,
+            loss_weight=1.0))
     torch.manual_seed(0)
     losses = model.loss(torch.randn(2, 3, SIZE, SIZE), samples([2, 1], SIZE))
     assert all(torch.isfinite(v) for v in losses.values())

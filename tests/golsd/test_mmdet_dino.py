@@ -46,8 +46,10 @@ def test_every_loss_key_on_every_batch_kind(golsd_model):
     none = _loss(golsd_model, [0, 0])
     assert set(full) == set(one_empty) == set(none)
     layers = golsd_model.decoder.num_layers
-    expected = {'loss_fgl', 'dn_loss_fgl', 'pre_loss_cls', 'pre_loss_bbox', 'pre_loss_iou',
-                'dn_pre_loss_cls', 'dn_pre_loss_bbox', 'dn_pre_loss_iou', 'enc_loss_cls'}
+    expected = {
+        'loss_fgl', 'dn_loss_fgl', 'pre_loss_cls', 'pre_loss_bbox', 'pre_loss_iou',
+        'dn_pre_loss_cls', 'dn_pre_loss_bbox', 'dn_pre_loss_iou', 'enc_loss_cls'
+    }
     expected |= {f'd{i}.loss_ddf' for i in range(layers - 1)}
     expected |= {f'd{i}.dn_loss_ddf' for i in range(layers - 1)}
     assert expected <= set(full)
@@ -127,7 +129,7 @@ def test_upstream_inheriting_config_builds_with_the_expected_extra_parameters():
     golsd = MODELS.build(cfg.model)
     cfg = Config.fromfile(cfg_path)  # building fills the nested dicts in
     cfg.model.type, cfg.model.bbox_head.type = 'DINO', 'DINOHead'
-    for k in ('golsd',):
+    for k in ('golsd', ):
         cfg.model.pop(k)
     for k in ('loss_fgl', 'loss_ddf'):
         cfg.model.bbox_head.pop(k)
@@ -144,7 +146,10 @@ def test_plain_dino_demo_config_is_the_baseline():
     from mmengine.config import Config
     a, b = Config.fromfile(DINO_DEMO), Config.fromfile(GOLSD_DEMO)
     assert a.model.type == 'DINO' and b.model.type == 'GOLSDDINO'
-    strip = lambda m: {k: v for k, v in m.items() if k not in ('type', 'golsd', 'bbox_head')}  # noqa
+
+    def strip(m):
+        return {k: v for k, v in m.items() if k not in ('type', 'golsd', 'bbox_head')}
+
     assert strip(a.model) == strip(b.model)
 
 
@@ -157,18 +162,24 @@ def test_bad_settings_are_named():
 def _samples_with(boxes, labels, size=SIZE):
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
-    s = DetDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size),
-                                    batch_input_shape=(size, size), ori_shape=(size, size),
-                                    scale_factor=(1., 1.)))
-    s.gt_instances = InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float32),
-                                  labels=torch.tensor(labels))
+    s = DetDataSample(
+        metainfo=dict(
+            img_shape=(size, size),
+            pad_shape=(size, size),
+            batch_input_shape=(size, size),
+            ori_shape=(size, size),
+            scale_factor=(1., 1.)))
+    s.gt_instances = InstanceData(
+        bboxes=torch.tensor(boxes, dtype=torch.float32), labels=torch.tensor(labels))
     return s
 
 
 def test_degenerate_and_outside_boxes_give_finite_losses(golsd_model):
     golsd_model.train()
-    data = [_samples_with([[10, 10, 10, 40], [20, 20, 50, 20]], [0, 1]),  # zero w / h
-            _samples_with([[-30, -20, 40, 50], [80, 70, 150, 140]], [1, 0])]  # outside
+    data = [
+        _samples_with([[10, 10, 10, 40], [20, 20, 50, 20]], [0, 1]),  # zero w / h
+        _samples_with([[-30, -20, 40, 50], [80, 70, 150, 140]], [1, 0])
+    ]  # outside
     torch.manual_seed(0)
     losses = golsd_model.loss(torch.randn(2, 3, SIZE, SIZE), data)
     bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
@@ -211,8 +222,14 @@ def test_export_drops_training_only_tensors_and_inference_is_unchanged(tmp_path)
     assert not any(k.startswith('dn_query_generator.') for k in state)
     assert set(state) | set(dropped) == set(full)
     ckpt = str(tmp_path / 'deploy.pth')
-    save_checkpoint({'state_dict': state,
-                     'meta': {'dataset_meta': {'classes': ('square', 'disc')}}}, ckpt)
+    save_checkpoint({
+        'state_dict': state,
+        'meta': {
+            'dataset_meta': {
+                'classes': ('square', 'disc')
+            }
+        }
+    }, ckpt)
     detector = init_detector(GOLSD_DEMO, ckpt, device='cpu')
     img = (np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8)
     result = inference_detector(detector, img)
@@ -240,8 +257,13 @@ def test_varifocal_option_matches_the_reference_formula():
     from plugins.golsd.mmdet.matching import GroundTruth as _GT
     register_all_modules()
     cfg = Config.fromfile(GOLSD_DEMO)
-    cfg.model.bbox_head.loss_cls = dict(type='VarifocalLoss', use_sigmoid=True, alpha=0.75,
-                                        gamma=2.0, iou_weighted=True, loss_weight=1.0)
+    cfg.model.bbox_head.loss_cls = dict(
+        type='VarifocalLoss',
+        use_sigmoid=True,
+        alpha=0.75,
+        gamma=2.0,
+        iou_weighted=True,
+        loss_weight=1.0)
     cfg.model.bbox_head.sync_cls_avg_factor = False
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
@@ -260,7 +282,7 @@ def test_varifocal_option_matches_the_reference_formula():
         u = aligned_iou(cxcywh_to_xyxy(boxes[b, q]), gt.xyxy[row])
         t[b, q, int(gt.labels[row])] = u
     onehot = (t > 0).float()
-    w = 0.75 * cls.sigmoid() ** 2 * (1 - onehot) + t
+    w = 0.75 * cls.sigmoid()**2 * (1 - onehot) + t
     bce = torch.nn.functional.binary_cross_entropy_with_logits(cls, t, reduction='none')
     assert got.item() == pytest.approx(((w * bce).sum() / 3).item(), rel=1e-5)
 
@@ -293,8 +315,8 @@ def _dn_inputs(model, counts, seed=0):
     torch.manual_seed(seed)
     out, data = _head_inputs(model, counts, seed)
     head = model.bbox_head
-    cls, boxes = head(out['hidden_states'], out['references'],
-                      all_layers_boxes=out['all_layers_boxes'])
+    cls, boxes = head(
+        out['hidden_states'], out['references'], all_layers_boxes=out['all_layers_boxes'])
     gts = [d.gt_instances for d in data]
     metas = [d.metainfo for d in data]
     return out, cls, boxes, gts, metas, _GT(gts, metas, cls.device)
@@ -314,16 +336,20 @@ def test_denoising_terms_equal_the_hosts_with_focal_loss():
     from mmdet.registry import MODELS
     model = _perturbed_model()
     head = model.bbox_head
-    head.loss_cls = MODELS.build(dict(type='FocalLoss', use_sigmoid=True, gamma=2.0,
-                                      alpha=0.25, loss_weight=1.0))  # the host's
+    head.loss_cls = MODELS.build(
+        dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+             loss_weight=1.0))  # the host's
     out, cls, boxes, gts, metas, gt = _dn_inputs(model, [2, 1])
     dn_meta = out['dn_meta']
     num_dn = int(dn_meta['num_denoising_queries'])
-    ref_cls, ref_bbox, ref_iou = head.loss_dn(cls[:, :, :num_dn], boxes[:, :, :num_dn],
-                                              batch_gt_instances=gts, batch_img_metas=metas,
-                                              dn_meta=dn_meta)
-    got = head._dn_losses(cls, boxes, out['all_layers_corners'], out['anchors'],
-                          out['pre_boxes'], num_dn, dn_meta, gt, (8, 100), gts, metas)
+    ref_cls, ref_bbox, ref_iou = head.loss_dn(
+        cls[:, :, :num_dn],
+        boxes[:, :, :num_dn],
+        batch_gt_instances=gts,
+        batch_img_metas=metas,
+        dn_meta=dn_meta)
+    got = head._dn_losses(cls, boxes, out['all_layers_corners'], out['anchors'], out['pre_boxes'],
+                          num_dn, dn_meta, gt, (8, 100), gts, metas)
     for i in range(cls.shape[0]):
         key = 'dn_loss' if i == cls.shape[0] - 1 else f'd{i}.dn_loss'
         assert got[f'{key}_cls'].item() == pytest.approx(ref_cls[i].item(), rel=1e-6)
@@ -331,10 +357,13 @@ def test_denoising_terms_equal_the_hosts_with_focal_loss():
         assert got[f'{key}_iou'].item() == pytest.approx(ref_iou[i].item(), rel=1e-6)
 
 
-@pytest.mark.parametrize('loss_cls', [
-    None,  # the plugin config's VarifocalLoss
-    dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0),
-    dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0)])
+@pytest.mark.parametrize(
+    'loss_cls',
+    [
+        None,  # the plugin config's VarifocalLoss
+        dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0),
+        dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0)
+    ])
 def test_every_classification_loss_trains_every_output_including_denoising(loss_cls):
     """VFL / QFL / Focal train every classification term (layers, pre, encoder,
     DN, DN pre); mmdet's own DN loss would pass labels to VFL and fail."""
@@ -358,8 +387,8 @@ def test_every_classification_loss_trains_every_output_including_denoising(loss_
     assert all("type='VarifocalLoss'" in c.args[0] for c in warned)
     model.init_weights()
     losses = _loss(model, [2, 1])
-    for k in ('dn_loss_cls', 'd0.dn_loss_cls', 'dn_pre_loss_cls', 'pre_loss_cls',
-              'enc_loss_cls', 'loss_cls'):
+    for k in ('dn_loss_cls', 'd0.dn_loss_cls', 'dn_pre_loss_cls', 'pre_loss_cls', 'enc_loss_cls',
+              'loss_cls'):
         assert torch.isfinite(losses[k]) and losses[k].item() > 0, k
     sum(losses.values()).backward()
     grad = model.dn_query_generator.label_embedding.weight.grad
@@ -383,7 +412,8 @@ def test_go_union_size_is_logged_not_summed(golsd_model):
     with mock.patch.object(head_module, 'go_union', spy):
         losses = _loss(golsd_model, [2, 1])
     assert losses['go_queries_per_gt'].item() == pytest.approx(calls[0][0].numel() / 3)
-    assert losses['go_queries_per_gt'].item() >= 1.0 and not losses['go_queries_per_gt'].requires_grad
+    assert losses['go_queries_per_gt'].item(
+    ) >= 1.0 and not losses['go_queries_per_gt'].requires_grad
     total, log = BaseModel.parse_losses(golsd_model, losses)
     assert 'go_queries_per_gt' in log
     summed = sum(v for k, v in losses.items() if 'loss' in k)
@@ -408,5 +438,6 @@ def test_a_nan_pixel_is_skipped_with_the_config_guard(monkeypatch):
         if nan:
             imgs[0][1, 40, 50] = float('nan')
         return dict(inputs=imgs, data_samples=samples([2, 1]))
+
     key = check_guard(model, wrapper, batch(True), batch(False), messages)
     assert key != 'loss'

@@ -11,8 +11,12 @@ from plugins.testing.xdviolence import make_xdviolence_synthetic
 
 @pytest.fixture(scope='module')
 def xdv(tmp_path_factory):
-    return make_xdviolence_synthetic(str(tmp_path_factory.mktemp('xdv')), num_train=(2, 2),
-                                     num_test=(2, 1), length=(5, 40), seed=3)
+    return make_xdviolence_synthetic(
+        str(tmp_path_factory.mktemp('xdv')),
+        num_train=(2, 2),
+        num_test=(2, 1),
+        length=(5, 40),
+        seed=3)
 
 
 def test_fit_length_subsamples_uniformly_and_pads():
@@ -54,7 +58,8 @@ def test_length_mismatch_rules(tmp_path):
 
 
 def test_synthetic_set_is_in_the_real_layout(xdv):
-    rgb, audio = read_list(os.path.join(xdv, 'rgb.list')), read_list(os.path.join(xdv, 'audio.list'))
+    rgb, audio = read_list(os.path.join(xdv,
+                                        'rgb.list')), read_list(os.path.join(xdv, 'audio.list'))
     assert len(rgb) == 5 * len(audio) == 20
     assert all(os.path.isabs(p) and os.path.isfile(p) for p in rgb + audio)
     assert [video_label(p) for p in audio] == [1, 1, 0, 0]  # violent first

@@ -23,12 +23,14 @@ def test_lengths_and_k_from_zero_padding():
 
 
 def test_topk_mean_hand_values_respect_lengths():
-    s = torch.tensor([[1.0, 5.0, 3.0, 9.0, 100.0],   # T=4 -> k=1: max of first 4 = 9
-                      [2.0, -1.0, 0.0, 0.0, 0.0]])   # T=1 -> k=1: 2
+    s = torch.tensor([
+        [1.0, 5.0, 3.0, 9.0, 100.0],  # T=4 -> k=1: max of first 4 = 9
+        [2.0, -1.0, 0.0, 0.0, 0.0]
+    ])  # T=1 -> k=1: 2
     assert topk_mean(s, torch.tensor([4, 1])).tolist() == [9.0, 2.0]
-    s = torch.arange(20.0)[None]                      # T=20 -> k=2: (19+18)/2
+    s = torch.arange(20.0)[None]  # T=20 -> k=2: (19+18)/2
     assert topk_mean(s, torch.tensor([20])).item() == 18.5
-    s = torch.arange(40.0)[None]                      # T=17 -> k=2: (16+15)/2
+    s = torch.arange(40.0)[None]  # T=17 -> k=2: (16+15)/2
     assert topk_mean(s, torch.tensor([17])).item() == 15.5
 
 
@@ -94,9 +96,12 @@ def test_violent_rows_are_the_top_k_mean_repeated_k_times():
 # -------------------------------------------------------------- contrastive
 def test_contrastive_terms_hand_value():
     banks = {
-        'V_A': torch.tensor([[1.0, 0.0]]), 'V_V': torch.tensor([[1.0, 0.0]]),
-        'G_V': torch.tensor([[0.0, 1.0]]), 'N_V': torch.tensor([[-1.0, 0.0]]),
-        'G_A': torch.tensor([[0.0, 2.0], [3.0, 0.0]]), 'N_A': torch.tensor([[0.0, -1.0]]),
+        'V_A': torch.tensor([[1.0, 0.0]]),
+        'V_V': torch.tensor([[1.0, 0.0]]),
+        'G_V': torch.tensor([[0.0, 1.0]]),
+        'N_V': torch.tensor([[-1.0, 0.0]]),
+        'G_A': torch.tensor([[0.0, 2.0], [3.0, 0.0]]),
+        'N_A': torch.tensor([[0.0, -1.0]]),
     }
     banks = {k: v.double() for k, v in banks.items()}
     terms, degenerate = contrastive_terms(banks, temperature=0.1)
@@ -128,11 +133,13 @@ def test_lambda_ramp_and_momentum_table():
 
 
 def test_ema_step_hand_values_skip_and_key_map():
-    student = {'fc_v.weight': torch.tensor([1.0, 2.0]), 'fc_a.weight': torch.tensor([5.0]),
-               'att_mmil.fc.bias': torch.tensor([0.0])}
+    student = {
+        'fc_v.weight': torch.tensor([1.0, 2.0]),
+        'fc_a.weight': torch.tensor([5.0]),
+        'att_mmil.fc.bias': torch.tensor([0.0])
+    }
     teacher = {'fc_v.weight': torch.tensor([3.0, 6.0]), 'fc.bias': torch.tensor([1.0])}
-    n = ema_update_(student.items(), teacher, 0.9, skip=('fc_a',),
-                    key_map={'att_mmil.fc': 'fc'})
+    n = ema_update_(student.items(), teacher, 0.9, skip=('fc_a', ), key_map={'att_mmil.fc': 'fc'})
     assert n == 2
     torch.testing.assert_close(student['fc_v.weight'], torch.tensor([1.2, 2.4]))
     assert student['fc_a.weight'].item() == 5.0
@@ -190,10 +197,14 @@ def test_batched_semi_bags_equal_the_sample_loop(split):
     b, t, d = 7, 50, 6
     lengths = torch.tensor([50, 1, 17, 33, 16, 2, 40])
     ranks = [torch.rand(b, t, generator=g, dtype=torch.float64) for _ in range(2)]
-    reps = [torch.randn(b, t, d, generator=g, dtype=torch.float64, requires_grad=True)
-            for _ in range(2)]
-    bag = {'mixed': torch.tensor([0.9, 0.2, 0.7, 0.5, 0.51, 0.1, 0.8]),
-           'all violent': torch.full((b,), 0.9), 'all normal': torch.full((b,), 0.1)}[split]
+    reps = [
+        torch.randn(b, t, d, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2)
+    ]
+    bag = {
+        'mixed': torch.tensor([0.9, 0.2, 0.7, 0.5, 0.51, 0.1, 0.8]),
+        'all violent': torch.full((b, ), 0.9),
+        'all normal': torch.full((b, ), 0.1)
+    }[split]
     fast = semi_bags(ranks[0], ranks[1], reps[0], reps[1], bag, lengths)
     slow = semi_bags_loop(ranks[0], ranks[1], reps[0], reps[1], bag, lengths)
     assert list(fast) == list(slow)
@@ -202,7 +213,9 @@ def test_batched_semi_bags_equal_the_sample_loop(split):
         assert fast[name].shape == slow[name].shape, name
         torch.testing.assert_close(fast[name], slow[name], rtol=1e-12, atol=1e-12)
         weights[name] = torch.randn(slow[name].shape, generator=g, dtype=torch.float64)
-    grads = [torch.autograd.grad(sum((banks[n] * weights[n]).sum() for n in banks), reps)
-             for banks in (fast, slow)]
+    grads = [
+        torch.autograd.grad(sum((banks[n] * weights[n]).sum() for n in banks), reps)
+        for banks in (fast, slow)
+    ]
     for a, c in zip(*grads):
         torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)

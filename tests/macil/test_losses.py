@@ -35,8 +35,11 @@ def test_topk_mil_by_hand_and_reductions():
 def test_contrastive_loss_weight_scales_every_term():
     torch.manual_seed(0)
     b, t, d = 4, 12, 8
-    out = dict(prob_a=torch.rand(b, t), prob_v=torch.rand(b, t), feat_a=torch.randn(b, t, d),
-               feat_v=torch.randn(b, t, d))
+    out = dict(
+        prob_a=torch.rand(b, t),
+        prob_v=torch.rand(b, t),
+        feat_a=torch.randn(b, t, d),
+        feat_v=torch.randn(b, t, d))
     bag = torch.tensor([0.9, 0.2, 0.7, 0.1])
     lengths = torch.tensor([12, 10, 12, 8])
     ref, degenerate = semi_bag_contrastive(out, bag, lengths, 0.1, 0.5, True)
@@ -59,8 +62,9 @@ def test_configs_build_by_type_and_typos_name_the_nearest_key():
     pytest.importorskip('mmengine')
     import plugins  # noqa: F401
     from plugins.macil.mmengine import MACILSD
-    model = MACILSD(loss_mil=dict(type='TopKMILLoss', loss_weight=2.0),
-                    loss_contrastive=dict(temperature=0.2, loss_weight=0.5))
+    model = MACILSD(
+        loss_mil=dict(type='TopKMILLoss', loss_weight=2.0),
+        loss_contrastive=dict(temperature=0.2, loss_weight=0.5))
     assert isinstance(model.loss_mil, TopKMILLoss) and model.loss_mil.loss_weight == 2.0
     assert isinstance(model.loss_contrastive, SemiBagContrastiveLoss)
     assert model.loss_contrastive.temperature == 0.2

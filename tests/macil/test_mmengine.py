@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip('mmengine')
 
-from plugins.macil.functional import ema_momentum, pr_auc, step_ap  # noqa: E402
+from plugins.macil.functional import ema_momentum, pr_auc, step_ap
 
 
 def _model(**kw):
@@ -29,8 +29,8 @@ def _batch(b=4, t=20):
     torch.manual_seed(1)
     visual = torch.rand(b, t, 1024)
     visual[1, 15:] = 0.0
-    return dict(visual=visual, audio=torch.randn(b, t, 128),
-                labels=torch.tensor([1.0, 0.0, 1.0, 0.0])[:b])
+    return dict(
+        visual=visual, audio=torch.randn(b, t, 128), labels=torch.tensor([1.0, 0.0, 1.0, 0.0])[:b])
 
 
 def test_train_step_updates_both_networks_separately():
@@ -41,7 +41,8 @@ def test_train_step_updates_both_networks_separately():
     t0 = model.teacher.fc.weight.detach().clone()
     logs = model.train_step(_batch(), wrappers)
     assert {'loss', 'mil', 'teacher_mil', 'lambda', 'cma_a2v_a2b'} <= set(logs)
-    assert not torch.equal(av0, model.av.fc_a.weight) and not torch.equal(t0, model.teacher.fc.weight)
+    assert not torch.equal(av0, model.av.fc_a.weight) and not torch.equal(
+        t0, model.teacher.fc.weight)
     # the teacher's loss is logged apart and is not part of `loss`
     eval_logs = model.eval()(**_batch(), mode='loss')
     assert 'teacher_mil' in eval_logs and [k for k in eval_logs if 'loss' in k] == ['loss']
@@ -85,7 +86,7 @@ def test_predict_is_the_crop_mean_of_snippet_probabilities():
     with torch.no_grad():
         out = model([v], [a], [torch.tensor(1.0)], [torch.tensor(0)], mode='predict')
         want = torch.sigmoid(model.av(v, a)['logits']).mean(0)
-    assert out[0]['scores'].shape == (9,)
+    assert out[0]['scores'].shape == (9, )
     torch.testing.assert_close(out[0]['scores'], want)
 
 
@@ -136,9 +137,12 @@ def test_a_nan_feature_skips_both_steps_and_names_the_loss(monkeypatch):
     monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))
     model = _model()
     model.lambda_b = model.lambda_n = 1.0
-    wrappers = SubmoduleOptimWrapperConstructor(dict(
-        type='NonFiniteSkipOptimWrapper', av=dict(optimizer=dict(type='Adam', lr=1e-3)),
-        teacher=dict(optimizer=dict(type='Adam', lr=1e-3))))(model)
+    wrappers = SubmoduleOptimWrapperConstructor(
+        dict(
+            type='NonFiniteSkipOptimWrapper',
+            av=dict(optimizer=dict(type='Adam', lr=1e-3)),
+            teacher=dict(optimizer=dict(type='Adam', lr=1e-3))))(
+                model)
     bad = _batch()
     bad['visual'][0, 3, 7] = float('nan')
     key = check_guard(model, wrappers, bad, _batch(), messages)

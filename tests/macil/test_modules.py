@@ -10,18 +10,24 @@ RELEASED = {}
 for prefix in ('multiheadattn', 'cma.layer.self_attn'):
     for i in range(4):
         RELEASED[f'{prefix}.linears.{i}.weight'] = (128, 128)
-        RELEASED[f'{prefix}.linears.{i}.bias'] = (128,)
-    RELEASED[f'{prefix}.layer_norm.weight'] = (128,)
-    RELEASED[f'{prefix}.layer_norm.bias'] = (128,)
+        RELEASED[f'{prefix}.linears.{i}.bias'] = (128, )
+    RELEASED[f'{prefix}.layer_norm.weight'] = (128, )
+    RELEASED[f'{prefix}.layer_norm.bias'] = (128, )
 for prefix in ('feedforward', 'cma.layer.feed_forward'):
     for w in ('w_1', 'w_2'):
         RELEASED[f'{prefix}.{w}.weight'] = (128, 128)
-        RELEASED[f'{prefix}.{w}.bias'] = (128,)
-RELEASED.update({'fc_v.weight': (128, 1024), 'fc_v.bias': (128,), 'fc_a.weight': (128, 128),
-                 'fc_a.bias': (128,), 'att_mmil.fc.weight': (1, 128), 'att_mmil.fc.bias': (1,)})
+        RELEASED[f'{prefix}.{w}.bias'] = (128, )
+RELEASED.update({
+    'fc_v.weight': (128, 1024),
+    'fc_v.bias': (128, ),
+    'fc_a.weight': (128, 128),
+    'fc_a.bias': (128, ),
+    'att_mmil.fc.weight': (1, 128),
+    'att_mmil.fc.bias': (1, )
+})
 for i in range(2):
-    RELEASED[f'cma.layer.sublayer.{i}.norm.weight'] = (128,)
-    RELEASED[f'cma.layer.sublayer.{i}.norm.bias'] = (128,)
+    RELEASED[f'cma.layer.sublayer.{i}.norm.weight'] = (128, )
+    RELEASED[f'cma.layer.sublayer.{i}.norm.bias'] = (128, )
 
 
 def test_released_layout_loads_strictly_and_counts_match(tmp_path):
@@ -77,8 +83,9 @@ def test_attention_matches_torch_multihead_attention():
     q, c = torch.randn(2, 5, 128), torch.randn(2, 9, 128)
     torch.testing.assert_close(mha(q, c, c), ref(q, c, c, need_weights=False)[0])
     keep = torch.arange(9)[None, :] < torch.tensor([[6], [9]])
-    torch.testing.assert_close(mha(q, c, c, keep),
-                               ref(q, c, c, key_padding_mask=~keep, need_weights=False)[0])
+    torch.testing.assert_close(
+        mha(q, c, c, keep),
+        ref(q, c, c, key_padding_mask=~keep, need_weights=False)[0])
     # every key masked: uniform attention, as if unmasked with equal scores (no NaN)
     none = mha(q, c, c, torch.zeros(2, 9, dtype=torch.bool))
     mean_v = mha.linears[3](mha.linears[2](c).mean(1, keepdim=True)).expand(2, 5, 128)
@@ -127,11 +134,11 @@ def test_loss_assembles_terms_and_the_swap_flag_matters():
     out['logits'] = out['logits'] + shift[:, None]
     total, terms, degenerate = macil_loss(out, labels, lengths, 0.3, 0.7)
     assert not degenerate and set(terms) == {'mil', 'a2v_a2b', 'a2v_a2n', 'v2a_a2b', 'v2a_a2n'}
-    want = (terms['mil'] + 0.3 * (terms['a2v_a2b'] + terms['v2a_a2b'])
-            + 0.7 * (terms['a2v_a2n'] + terms['v2a_a2n']))
+    want = (
+        terms['mil'] + 0.3 * (terms['a2v_a2b'] + terms['v2a_a2b']) + 0.7 *
+        (terms['a2v_a2n'] + terms['v2a_a2n']))
     assert total.item() == pytest.approx(want.item(), rel=1e-6)
-    swapped_off, terms_off, _ = macil_loss(out, labels, lengths, 0.3, 0.7,
-                                           upstream_rep_swap=False)
+    swapped_off, terms_off, _ = macil_loss(out, labels, lengths, 0.3, 0.7, upstream_rep_swap=False)
     assert terms_off['mil'] == terms['mil']
     assert abs(terms_off['a2v_a2b'].item() - terms['a2v_a2b'].item()) > 1e-6
 
@@ -140,8 +147,12 @@ def test_ema_between_the_two_networks_updates_36_of_38_tensors():
     torch.manual_seed(3)
     av, teacher = MACILAudioVisual(), MACILVisualTeacher()
     before = {k: v.clone() for k, v in av.state_dict().items()}
-    n = ema_update_(av.named_parameters(), dict(teacher.named_parameters()), 0.91,
-                    skip=('fc_a',), key_map={'att_mmil.fc': 'fc'})
+    n = ema_update_(
+        av.named_parameters(),
+        dict(teacher.named_parameters()),
+        0.91,
+        skip=('fc_a', ),
+        key_map={'att_mmil.fc': 'fc'})
     assert n == 36
     after = av.state_dict()
     assert torch.equal(after['fc_a.weight'], before['fc_a.weight'])

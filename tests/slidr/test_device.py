@@ -28,7 +28,7 @@ def test_recorder_names_an_implicit_device_op():
 
 def test_sparse_unet_forward_backward_stay_on_the_input_device():
     torch.manual_seed(0)
-    net = SparseUNet(1, 8, layers=(1,) * 8, planes=(8,) * 8, init_dim=8)
+    net = SparseUNet(1, 8, layers=(1, ) * 8, planes=(8, ) * 8, init_dim=8)
     coords = _scene()
     feats = torch.rand(len(coords), 1)
     on_input_device(lambda: net(coords, feats).sum().backward())
@@ -38,19 +38,21 @@ def test_sparse_unet_forward_backward_stay_on_the_input_device():
 def _pretraining_case():
     from plugins.slidr.mmengine import SLidRPretrainer
     torch.manual_seed(0)
-    model = SLidRPretrainer(student=dict(layers=(1,) * 8, planes=(8,) * 8, init_dim=8), dim=8,
-                            superpixel_size=24)
+    model = SLidRPretrainer(
+        student=dict(layers=(1, ) * 8, planes=(8, ) * 8, init_dim=8), dim=8, superpixel_size=24)
     coords = _scene()
     v = len(coords)
     g = torch.Generator().manual_seed(1)
     images = torch.rand(4, 3, 32, 48, generator=g)  # 2 scans x 2 cameras
     superpixels = (torch.arange(32)[:, None] // 8 * 6 + torch.arange(48)[None] // 8)
-    pairs = torch.stack([torch.randint(0, v, (400,), generator=g),
-                         torch.randint(0, 4, (400,), generator=g),
-                         torch.randint(0, 32, (400,), generator=g),
-                         torch.randint(0, 48, (400,), generator=g)], 1)
-    return model, (coords, torch.ones(v, 1), images,
-                   superpixels.expand(4, 32, 48).contiguous(), pairs)
+    pairs = torch.stack([
+        torch.randint(0, v, (400, ), generator=g),
+        torch.randint(0, 4, (400, ), generator=g),
+        torch.randint(0, 32, (400, ), generator=g),
+        torch.randint(0, 48, (400, ), generator=g)
+    ], 1)
+    return model, (coords, torch.ones(v, 1), images, superpixels.expand(4, 32,
+                                                                        48).contiguous(), pairs)
 
 
 def test_pretraining_step_stays_on_the_input_device():
@@ -76,7 +78,7 @@ def test_pretraining_and_segmentation_run_under_bfloat16_autocast():
     mixed.backward()
     assert torch.isfinite(model.student.final.weight.grad).all()
     torch.manual_seed(0)
-    seg = SLidRSegmentor(dict(layers=(1,) * 8, planes=(8,) * 8, init_dim=8), num_classes=5)
+    seg = SLidRSegmentor(dict(layers=(1, ) * 8, planes=(8, ) * 8, init_dim=8), num_classes=5)
     coords, feats = batch[:2]
     labels = torch.arange(len(coords)) % 5
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -89,7 +91,7 @@ def test_pretraining_and_segmentation_run_under_bfloat16_autocast():
 def test_segmentation_steps_stay_on_the_input_device():
     from plugins.slidr.mmengine.segmentation import SLidRSegmentor
     torch.manual_seed(0)
-    model = SLidRSegmentor(dict(layers=(1,) * 8, planes=(8,) * 8, init_dim=8), num_classes=5)
+    model = SLidRSegmentor(dict(layers=(1, ) * 8, planes=(8, ) * 8, init_dim=8), num_classes=5)
     coords = _scene()
     v = len(coords)
     labels = torch.arange(v) % 5

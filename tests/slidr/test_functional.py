@@ -26,7 +26,7 @@ def test_quaternion_matrix_hand_values():
 def test_chain_order_and_inverse_transforms():
     half = math.sqrt(0.5)
     lidar_calib = {'rotation': [half, 0, 0, half], 'translation': [1, 0, 0]}  # sensor -> ego
-    lidar_pose = {'rotation': [1, 0, 0, 0], 'translation': [10, 0, 0]}         # ego -> global
+    lidar_pose = {'rotation': [1, 0, 0, 0], 'translation': [10, 0, 0]}  # ego -> global
     cam_pose = {'rotation': [1, 0, 0, 0], 'translation': [10, 2, 0]}
     cam_calib = {'rotation': [1, 0, 0, 0], 'translation': [0, 0, 1]}
     p = np.array([[1.0, 0.0, 0.0]])
@@ -38,16 +38,16 @@ def test_chain_order_and_inverse_transforms():
 
 
 def test_projection_rules_strict_bounds_depth_and_half_to_even():
-    k = [[10.0, 0, 5.0], [0, 10.0, 4.0], [0, 0, 1.0]]   # W=11, H=9
+    k = [[10.0, 0, 5.0], [0, 10.0, 4.0], [0, 0, 1.0]]  # W=11, H=9
     pts = np.array([
-        [0.05, 0.05, 2.0],    # u = 5.25, v = 4.25 -> (4, 5)
-        [0.25, 0.05, 2.0],    # u = 6.25 -> col 6
-        [0.1, 0.1, 1.0],      # depth 1.0 is not > 1: dropped
-        [0.0, 0.0, -3.0],     # behind the camera
-        [-0.5, 0.0, 2.0],     # u = 2.5 -> col 2 (half to even), v = 4 -> row 4
-        [0.5, 0.0, 2.0],      # u = 7.5 -> col 8 (half to even)
-        [1.0, 0.0, 2.0],      # u = 10 = W-1: outside (strict)
-        [-1.0, 0.0, 2.0],     # u = 0: outside (strict)
+        [0.05, 0.05, 2.0],  # u = 5.25, v = 4.25 -> (4, 5)
+        [0.25, 0.05, 2.0],  # u = 6.25 -> col 6
+        [0.1, 0.1, 1.0],  # depth 1.0 is not > 1: dropped
+        [0.0, 0.0, -3.0],  # behind the camera
+        [-0.5, 0.0, 2.0],  # u = 2.5 -> col 2 (half to even), v = 4 -> row 4
+        [0.5, 0.0, 2.0],  # u = 7.5 -> col 8 (half to even)
+        [1.0, 0.0, 2.0],  # u = 10 = W-1: outside (strict)
+        [-1.0, 0.0, 2.0],  # u = 0: outside (strict)
     ])
     idx, row, col = project_to_image(pts, k, 11, 9)
     assert idx.tolist() == [0, 1, 4, 5]
@@ -60,8 +60,7 @@ def test_projection_rules_strict_bounds_depth_and_half_to_even():
 
 # -------------------------------------------------------------------- voxels
 def test_cylindrical_voxels_first_point_and_inverse():
-    xyz = torch.tensor([[1.0, 0.0, 0.0], [1.05, 0.001, 0.05], [0.0, 2.0, 0.0],
-                        [1.02, 0.0, 0.01]])
+    xyz = torch.tensor([[1.0, 0.0, 0.0], [1.05, 0.001, 0.05], [0.0, 2.0, 0.0], [1.02, 0.0, 0.01]])
     coords, inverse, first = cylindrical_voxelize(xyz)
     # points 0, 1, 3 share cell (10, 0, 0); point 2 is (20, 90, 0)
     assert coords.tolist() == [[10, 0, 0], [20, 90, 0]]
@@ -89,7 +88,7 @@ def test_pooling_hand_values_per_pairing_and_per_pixel():
     assert m.tolist() == [0, 3, 0, 1]
     torch.testing.assert_close(k[1], torch.tensor([2.0, 2.0]) / (3 + 1e-6))
     assert k[0].abs().sum() == 0 and k[2].abs().sum() == 0
-    g = torch.arange(8.0).view(1, 2, 2, 2)          # D=2, 2x2 image
+    g = torch.arange(8.0).view(1, 2, 2, 2)  # D=2, 2x2 image
     slots = torch.tensor([[[0, 0], [0, 1]]])
     q, a = pool_pixels(g, slots, 2)
     assert a.tolist() == [3, 1]
@@ -123,8 +122,9 @@ def test_vectorised_equals_dense_loop_with_gradients():
     g = torch.nn.functional.normalize(torch.randn(n, d, h, w, dtype=torch.float64), dim=1)
     f.requires_grad_()
     g.requires_grad_()
-    img, r, c = torch.randint(0, n, (60,)), torch.randint(0, h, (60,)), torch.randint(0, w, (60,))
-    rows = torch.randint(0, 40, (60,))
+    img, r, c = torch.randint(0, n, (60, )), torch.randint(0, h,
+                                                           (60, )), torch.randint(0, w, (60, ))
+    rows = torch.randint(0, 40, (60, ))
     pslots = slots[img, r, c]
     k, m = pool_points(f, rows, pslots, num)
     q, _ = pool_pixels(g, slots, num)
@@ -139,11 +139,11 @@ def test_vectorised_equals_dense_loop_with_gradients():
 
 
 def test_loss_hand_value_two_slots():
-    k = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])   # slot 2 is empty: dropped
+    k = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # slot 2 is empty: dropped
     q = torch.tensor([[1.0, 0.0], [0.5, 0.5], [9.0, 9.0]])
     # slot 1's first channel is 0: the reference rule would drop it; count the pairings
-    loss, kept = superpixel_nce(k, q, temperature=0.5, counts=torch.tensor([1.0, 2.0, 0.0]),
-                                rule='count')
+    loss, kept = superpixel_nce(
+        k, q, temperature=0.5, counts=torch.tensor([1.0, 2.0, 0.0]), rule='count')
     assert kept == 2
     l0 = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(1.0)))
     l1 = -math.log(math.exp(1.0) / (math.exp(0.0) + math.exp(1.0)))
@@ -216,11 +216,13 @@ def test_drop_cuboid_reindexes_pairings_and_reverts():
     pairs = [np.array([[1, 3, 4], [3, 5, 6], [2, 0, 0]])]
 
     class Fixed:  # c = 0.19 around point 0: drops points 0 and 2
+
         def uniform(self, lo, hi):
             return 0.19
 
         def integers(self, lo, hi):
             return 0
+
     keep, out = drop_cuboid(xyz, pairs, Fixed(), min_pairs=1)
     assert keep.tolist() == [False, True, False, True]
     assert out[0].tolist() == [[0, 3, 4], [1, 5, 6]]
@@ -237,7 +239,7 @@ def test_pooling_sums_half_precision_features_in_float32():
     ref, _ = pool_pixels(feats.double(), slots, 10)
     assert q.dtype == a.dtype == torch.float32
     assert ((q.double() - ref).abs() / ref.abs().clamp_min(1e-3)).max() < 1e-5
-    rows = torch.randint(0, 500, (4000,), generator=g)
+    rows = torch.randint(0, 500, (4000, ), generator=g)
     k, m = pool_points(torch.randn(500, 8, generator=g).half(), rows, rows % 7, 7)
     assert k.dtype == m.dtype == torch.float32 and float(m.sum()) == 4000
 
@@ -280,4 +282,4 @@ def test_pooling_with_slot_ranges_wider_than_an_image():
 
 def test_pooling_empty_batch():
     q, a = pool_pixels(torch.zeros(0, 3, 4, 4), torch.zeros(0, 4, 4, dtype=torch.long), 0)
-    assert q.shape == (0, 3) and a.shape == (0,)
+    assert q.shape == (0, 3) and a.shape == (0, )

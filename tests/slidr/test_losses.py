@@ -7,7 +7,7 @@ import torch
 from plugins.slidr.functional import superpixel_nce
 from plugins.slidr.losses import SuperpixelNCELoss
 
-K = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])   # slot 2 is empty
+K = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # slot 2 is empty
 Q = torch.tensor([[1.0, 0.0], [0.5, 0.5], [9.0, 9.0]])
 COUNTS = torch.tensor([1.0, 2.0, 0.0])
 L0 = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(1.0)))
@@ -68,9 +68,9 @@ def test_configs_build_by_type_and_typos_name_the_nearest_key():
     pytest.importorskip('mmengine')
     import plugins  # noqa: F401
     from plugins.slidr.mmengine import SLidRPretrainer
-    tiny = dict(layers=(1,) * 8, planes=(8,) * 8, init_dim=8)
-    model = SLidRPretrainer(student=tiny, dim=8, loss_nce=dict(type='SuperpixelNCELoss',
-                                                                temperature=0.1))
+    tiny = dict(layers=(1, ) * 8, planes=(8, ) * 8, init_dim=8)
+    model = SLidRPretrainer(
+        student=tiny, dim=8, loss_nce=dict(type='SuperpixelNCELoss', temperature=0.1))
     assert isinstance(model.loss_nce, SuperpixelNCELoss) and model.loss_nce.temperature == 0.1
     assert SLidRPretrainer(student=tiny, dim=8).loss_nce.temperature == 0.07
     with pytest.raises(ValueError, match=r"'kept_rul' \(did you mean 'kept_rule'\?\)"):

@@ -5,9 +5,9 @@ import pytest
 
 nuscenes = pytest.importorskip('nuscenes')
 
-from plugins.slidr.geometry import lidar_to_camera, project_points  # noqa: E402
-from plugins.slidr.lidarseg import CAMERAS  # noqa: E402
-from plugins.testing.nuscenes import make_nuscenes_synthetic  # noqa: E402
+from plugins.slidr.geometry import lidar_to_camera, project_points
+from plugins.slidr.lidarseg import CAMERAS
+from plugins.testing.nuscenes import make_nuscenes_synthetic
 
 
 @pytest.fixture(scope='module')
@@ -30,8 +30,9 @@ def test_devkit_loads_the_tree_unmodified(nusc):
     labels = np.fromfile(f"{nusc.dataroot}/{nusc.get('lidarseg', lidar['token'])['filename']}",
                          np.uint8)
     assert labels.shape[0] == points.shape[0] > 1000
-    assert {nusc.lidarseg_idx2name_mapping[i] for i in np.unique(labels)} <= {
-        'flat.driveable_surface', 'vehicle.car', 'static.manmade', 'static.vegetation'}
+    assert {nusc.lidarseg_idx2name_mapping[i]
+            for i in np.unique(labels)
+            } <= {'flat.driveable_surface', 'vehicle.car', 'static.manmade', 'static.vegetation'}
 
 
 @pytest.mark.parametrize('camera', ['CAM_FRONT', 'CAM_BACK_LEFT'])
@@ -42,8 +43,8 @@ def test_projection_matches_the_devkit(nusc, camera):
     pts_dev, depth_dev, _ = nusc.explorer.map_pointcloud_to_image(lidar['token'], cam['token'])
     points = np.fromfile(f"{nusc.dataroot}/{lidar['filename']}", np.float32).reshape(-1, 5)
     records = (nusc.get('calibrated_sensor', lidar['calibrated_sensor_token']),
-               nusc.get('ego_pose', lidar['ego_pose_token']),
-               nusc.get('ego_pose', cam['ego_pose_token']),
+               nusc.get('ego_pose',
+                        lidar['ego_pose_token']), nusc.get('ego_pose', cam['ego_pose_token']),
                nusc.get('calibrated_sensor', cam['calibrated_sensor_token']))
     p = lidar_to_camera(points, *records)
     k = np.array(records[3]['camera_intrinsic'])
@@ -65,8 +66,8 @@ def test_full_resolution_projection_is_the_devkits_pixel_for_pixel(tmp_path):
     """1600x900 cameras: every point the devkit keeps lands on the pixel that
     rounding the devkit's own coordinates gives (float64 projection)."""
     from nuscenes.nuscenes import NuScenes
-    root = make_nuscenes_synthetic(str(tmp_path / 'full'), samples_per_scene=1, width=1600,
-                                   height=900, seed=3)
+    root = make_nuscenes_synthetic(
+        str(tmp_path / 'full'), samples_per_scene=1, width=1600, height=900, seed=3)
     nusc = NuScenes('v1.0-mini', root, verbose=False)
     checked = 0
     for sample in nusc.sample:
@@ -76,8 +77,9 @@ def test_full_resolution_projection_is_the_devkits_pixel_for_pixel(tmp_path):
             cam = nusc.get('sample_data', sample['data'][camera])
             pts_dev, _, _ = nusc.explorer.map_pointcloud_to_image(lidar['token'], cam['token'])
             records = (nusc.get('calibrated_sensor', lidar['calibrated_sensor_token']),
-                       nusc.get('ego_pose', lidar['ego_pose_token']),
-                       nusc.get('ego_pose', cam['ego_pose_token']),
+                       nusc.get('ego_pose',
+                                lidar['ego_pose_token']), nusc.get('ego_pose',
+                                                                   cam['ego_pose_token']),
                        nusc.get('calibrated_sensor', cam['calibrated_sensor_token']))
             index, row, col = project_points(points, *records, width=1600, height=900)
             got = dict(zip(index.tolist(), zip(row.tolist(), col.tolist())))
@@ -87,8 +89,10 @@ def test_full_resolution_projection_is_the_devkits_pixel_for_pixel(tmp_path):
             kept = np.nonzero((p[:, 2] > 1) & (uv[0] > 1) & (uv[0] < 1599) & (uv[1] > 1)
                               & (uv[1] < 899))[0]
             assert len(kept) == pts_dev.shape[1]
-            want = list(zip(np.round(pts_dev[1]).astype(int).tolist(),
-                            np.round(pts_dev[0]).astype(int).tolist()))
+            want = list(
+                zip(
+                    np.round(pts_dev[1]).astype(int).tolist(),
+                    np.round(pts_dev[0]).astype(int).tolist()))
             assert [got[i] for i in kept.tolist()] == want, camera
             checked += len(kept)
     assert checked > 1000

@@ -7,7 +7,7 @@ import torch
 pytest.importorskip('nuscenes')
 pytest.importorskip('mmengine')
 
-from plugins.testing.nuscenes import make_nuscenes_synthetic  # noqa: E402
+from plugins.testing.nuscenes import make_nuscenes_synthetic
 
 
 @pytest.fixture(scope='module')
@@ -49,8 +49,8 @@ def test_model_loss_and_frozen_teacher(root):
     from plugins.slidr.mmengine import SLidRPretrainer, slidr_collate
     ds = _dataset(root)
     torch.manual_seed(0)
-    model = SLidRPretrainer(student=dict(layers=(1,) * 8, planes=(8, 8, 16, 16, 16, 8, 8, 8),
-                                         init_dim=8), dim=8)
+    model = SLidRPretrainer(
+        student=dict(layers=(1, ) * 8, planes=(8, 8, 16, 16, 16, 8, 8, 8), init_dim=8), dim=8)
     model.train()
     out = model(**slidr_collate([ds[0]]))
     assert out['kept'] > 10 and math.isfinite(out['loss'].item())
@@ -59,7 +59,7 @@ def test_model_loss_and_frozen_teacher(root):
     assert model.teacher.head.proj.weight.grad.abs().sum() > 0
     assert not model.teacher.encoder.training
     assert all(p.grad is None for p in model.teacher.encoder.parameters())
-    assert model.training_only_modules == ('teacher',)
+    assert model.training_only_modules == ('teacher', )
 
 
 def test_a_nan_lidar_feature_is_skipped_and_named(root, monkeypatch):
@@ -71,8 +71,8 @@ def test_a_nan_lidar_feature_is_skipped_and_named(root, monkeypatch):
     monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))
     ds = _dataset(root)
     torch.manual_seed(0)
-    model = SLidRPretrainer(student=dict(layers=(1,) * 8, planes=(8, 8, 16, 16, 16, 8, 8, 8),
-                                         init_dim=8), dim=8)
+    model = SLidRPretrainer(
+        student=dict(layers=(1, ) * 8, planes=(8, 8, 16, 16, 16, 8, 8, 8), init_dim=8), dim=8)
     params = [p for p in model.parameters() if p.requires_grad]
     wrapper = NonFiniteSkipOptimWrapper(torch.optim.SGD(params, lr=0.1, momentum=0.9))
     clean = slidr_collate([ds[0]])

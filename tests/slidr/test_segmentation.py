@@ -5,11 +5,11 @@ import torch
 pytest.importorskip('nuscenes')
 pytest.importorskip('mmengine')
 
-from plugins.slidr.lidarseg import (FINE_CLASSES, NUSCENES_CLASSES, fine_to_coarse,  # noqa: E402
+from plugins.slidr.lidarseg import (FINE_CLASSES, NUSCENES_CLASSES, fine_to_coarse,
                                     keep_every_kth_scene)
-from plugins.testing.nuscenes import make_nuscenes_synthetic  # noqa: E402
+from plugins.testing.nuscenes import make_nuscenes_synthetic
 
-TINY = dict(layers=(1,) * 8, planes=(8, 8, 16, 16, 16, 8, 8, 8), init_dim=8)
+TINY = dict(layers=(1, ) * 8, planes=(8, 8, 16, 16, 16, 8, 8, 8), init_dim=8)
 
 
 @pytest.fixture(scope='module')
@@ -36,7 +36,7 @@ def test_items_collate_and_representative_labels(root):
     ds = NuScenesLidarSegDataset(root, split='mini_train', augment=False)
     item = ds[0]
     v = item['coords'].shape[0]
-    assert item['labels'].shape == (v,) and item['inverse'].max() == v - 1
+    assert item['labels'].shape == (v, ) and item['inverse'].max() == v - 1
     assert set(item['point_labels'].unique().tolist()) <= {4, 11, 15, 16}
     batch = lidarseg_collate([item, ds[1]])
     assert batch['inverse'][item['inverse'].numel():].min() >= v

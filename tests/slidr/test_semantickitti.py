@@ -10,15 +10,15 @@ from plugins.testing.semantickitti import make_semantickitti_synthetic
 
 @pytest.fixture(scope='module')
 def root(tmp_path_factory):
-    return make_semantickitti_synthetic(str(tmp_path_factory.mktemp('kitti_bin_velodyne')),
-                                        scans_per_sequence=2, points=1500)
+    return make_semantickitti_synthetic(
+        str(tmp_path_factory.mktemp('kitti_bin_velodyne')), scans_per_sequence=2, points=1500)
 
 
 def test_learning_map_values():
     lut = learning_map()
     assert [lut[i] for i in (0, 1, 52, 99, 10, 40, 60, 252, 253, 254, 255, 256, 258, 259)] == \
         [0, 0, 0, 0, 1, 9, 9, 1, 7, 6, 8, 5, 4, 5]
-    assert lut.max() == 19 and lut.shape == (260,)
+    assert lut.max() == 19 and lut.shape == (260, )
 
 
 def test_reading_the_real_format(root):

@@ -7,12 +7,14 @@ from plugins.slidr import slic as S
 from plugins.slidr.superpixels import blob_image, boundary_agreement, slic_fast, slic_reference
 
 
-@pytest.mark.parametrize('shape,segments,compactness,sigma', [
-    ((90, 160), 150, 6.0, 3.0),      # the SLidR setting
-    ((97, 131), 40, 10.0, 0.0),      # odd sizes, no blur
-    ((64, 64), 7, 0.5, 1.0),         # colour-dominated
-    ((120, 200), 300, 30.0, 2.0),    # space-dominated, many segments
-])
+@pytest.mark.parametrize(
+    'shape,segments,compactness,sigma',
+    [
+        ((90, 160), 150, 6.0, 3.0),  # the SLidR setting
+        ((97, 131), 40, 10.0, 0.0),  # odd sizes, no blur
+        ((64, 64), 7, 0.5, 1.0),  # colour-dominated
+        ((120, 200), 300, 30.0, 2.0),  # space-dominated, many segments
+    ])
 def test_equals_scikit_image_label_for_label(shape, segments, compactness, sigma):
     from skimage.segmentation import slic
     img = blob_image(*shape, blobs=12, seed=sum(shape))
@@ -26,8 +28,8 @@ def test_equals_scikit_image_label_for_label(shape, segments, compactness, sigma
 
 def test_fast_at_factor_one_with_skimage_preprocessing_is_the_reference():
     img = blob_image(90, 160, blobs=8, seed=3)
-    np.testing.assert_array_equal(slic_fast(img, factor=1, preprocess='skimage'),
-                                  slic_reference(img))
+    np.testing.assert_array_equal(
+        slic_fast(img, factor=1, preprocess='skimage'), slic_reference(img))
 
 
 def test_two_colour_image_splits_on_the_colour_edge():
@@ -44,8 +46,7 @@ def test_assign_row_hand_case_and_empty_cluster():
     # one row of 4 grey pixels, features 0, 0, 10, 10; centres at x=0 (colour 0)
     # and x=3 (colour 10), a NaN (empty) centre in between that must never win
     feats = np.array([[[0.0], [0.0], [10.0], [10.0]]])
-    centres = np.array([[0.0, 0.0, 0.0, 0.0],
-                        [np.nan, np.nan, np.nan, np.nan],
+    centres = np.array([[0.0, 0.0, 0.0, 0.0], [np.nan, np.nan, np.nan, np.nan],
                         [0.0, 0.0, 3.0, 10.0]])
     labels = np.full((1, 4), -1, np.int64)
     distance = np.empty((1, 4))
@@ -74,13 +75,13 @@ def test_update_means_in_raster_order():
     # cluster 0: pixels (0,0), (0,1), (1,0) → y 1/3, x 1/3, colour (0+1+3)/3
     np.testing.assert_allclose(centres[0], [0.0, 1 / 3, 1 / 3, 4 / 3])
     np.testing.assert_allclose(centres[1], [0.0, 2 / 3, 5 / 3, 11 / 3])
-    assert np.isnan(centres[2]).all()   # empty cluster → NaN, never assigned again
+    assert np.isnan(centres[2]).all()  # empty cluster → NaN, never assigned again
 
 
 def test_connectivity_merges_small_pieces_and_splits_large_ones():
     labels = np.zeros((4, 6), np.int64)
     labels[:, 3:] = 1
-    labels[1, 1] = 1                   # an island of label 1 inside label 0
+    labels[1, 1] = 1  # an island of label 1 inside label 0
     out = S._connect(labels, 2, 100)
     # the island (size 1 < 2) joins the component it touches (label 0's new id)
     expected = np.zeros((4, 6), np.int64)
@@ -96,10 +97,9 @@ def test_opencv_preprocessing_close_to_skimage():
     a = S._features_skimage(img, 1.5)
     b = S._features_opencv(img, 1.5)
     assert b.dtype == np.float32 and a.shape == b.shape == (90, 160, 3)
-    assert np.abs(a - b).max() < 0.5          # Lab units (L in 0..100)
-    recall, precision = boundary_agreement(S.slic_labels(img, 150, 6.0, 1.5),
-                                           S.slic_labels(img, 150, 6.0, 1.5,
-                                                         preprocess='opencv'))
+    assert np.abs(a - b).max() < 0.5  # Lab units (L in 0..100)
+    recall, precision = boundary_agreement(
+        S.slic_labels(img, 150, 6.0, 1.5), S.slic_labels(img, 150, 6.0, 1.5, preprocess='opencv'))
     assert recall > 0.9 and precision > 0.9
 
 

@@ -11,8 +11,9 @@ from plugins.slidr.sparse import (DownConv3d, SparseUNet, SparseVoxels, SubMConv
 
 def _sites(n=40, size=6, batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
-    coords = torch.cat([torch.randint(0, batch, (n, 1), generator=g),
-                        torch.randint(0, size, (n, 3), generator=g)], 1)
+    coords = torch.cat(
+        [torch.randint(0, batch, (n, 1), generator=g),
+         torch.randint(0, size, (n, 3), generator=g)], 1)
     return torch.unique(coords, dim=0)
 
 
@@ -53,14 +54,18 @@ def test_down_and_up_convs_equal_strided_dense_convs():
     fine = up(coarse, SparseVoxels(coords, feats), link)
     wt = up.weight.view(2, 2, 2, 4, 3).permute(3, 4, 0, 1, 2)  # (in, out, kx, ky, kz)
     dense_up = F.conv_transpose3d(_dense(c, coarse.feats, 4), wt, stride=2)
-    torch.testing.assert_close(fine.feats,
-                               dense_up[coords[:, 0], :, coords[:, 1], coords[:, 2], coords[:, 3]])
+    torch.testing.assert_close(fine.feats, dense_up[coords[:, 0], :, coords[:, 1], coords[:, 2],
+                                                    coords[:, 3]])
 
 
 def test_unet_shapes_norm_batch_independence_and_backward():
     torch.manual_seed(2)
-    net = SparseUNet(in_channels=1, out_channels=8, layers=(1,) * 8,
-                     planes=(8, 8, 16, 16, 16, 8, 8, 8), init_dim=8)
+    net = SparseUNet(
+        in_channels=1,
+        out_channels=8,
+        layers=(1, ) * 8,
+        planes=(8, 8, 16, 16, 16, 8, 8, 8),
+        init_dim=8)
     coords = _sites(n=300, size=20, batch=2, seed=3)
     feats = torch.rand(coords.shape[0], 1)
     out = net(coords, feats)
@@ -91,7 +96,8 @@ def test_submanifold_map_hand_case():
     plus_x, minus_x = 22, 4  # (dx, dy, dz) = (1, 0, 0) and (-1, 0, 0), lexicographic
     assert counts[plus_x] == counts[minus_x] == 1 and sum(counts) == 2
     s, _ = kmap.bounds[plus_x]
-    assert (kmap.in_rows[s].item(), kmap.out_rows[s].item()) == (1, 0)  # coords[in] = coords[out] + o
+    assert (kmap.in_rows[s].item(), kmap.out_rows[s].item()) == (1, 0
+                                                                 )  # coords[in] = coords[out] + o
     s, _ = kmap.bounds[minus_x]
     assert (kmap.in_rows[s].item(), kmap.out_rows[s].item()) == (0, 1)
     lone = submanifold_map(coords[2:], 3)  # one voxel: the centre alone
@@ -116,19 +122,23 @@ def test_stride2_maps_hand_case():
 def test_sparse_conv_gradcheck(kind):
     coords = _sites(n=50, size=5, seed=4)
     parents, down, up = stride2_maps(coords)
-    kmap = {'subm3': submanifold_map(coords, 3), 'subm1': submanifold_map(coords, 1),
-            'down': down, 'up': up}[kind]
+    kmap = {
+        'subm3': submanifold_map(coords, 3),
+        'subm1': submanifold_map(coords, 1),
+        'down': down,
+        'up': up
+    }[kind]
     rows = parents.shape[0] if kind == 'up' else coords.shape[0]
     g = torch.Generator().manual_seed(5)
     feats = torch.randn(rows, 3, dtype=torch.float64, generator=g, requires_grad=True)
-    weight = torch.randn(len(kmap.bounds), 3, 2, dtype=torch.float64, generator=g,
-                         requires_grad=True)
+    weight = torch.randn(
+        len(kmap.bounds), 3, 2, dtype=torch.float64, generator=g, requires_grad=True)
     assert torch.autograd.gradcheck(lambda f, w: sparse_conv(f, w, kmap), (feats, weight))
     out = sparse_conv(feats, weight, kmap)
     assert out.shape == (kmap.n_out, 2)
     # only one input needing a gradient: the other is not formed
     out = sparse_conv(feats.detach(), weight, kmap)
-    (gw,) = torch.autograd.grad(out.sum(), [weight])
+    (gw, ) = torch.autograd.grad(out.sum(), [weight])
     assert torch.isfinite(gw).all()
 
 
@@ -169,8 +179,10 @@ class _HostSyncs:
     """Counts what makes a GPU wait for the host: ops whose output size depends
     on the data, and values read back to Python."""
 
-    SIZED = {'nonzero', 'unique_dim', '_unique2', 'unique_consecutive', 'masked_select',
-             'bincount', 'repeat_interleave'}
+    SIZED = {
+        'nonzero', 'unique_dim', '_unique2', 'unique_consecutive', 'masked_select', 'bincount',
+        'repeat_interleave'
+    }
     READ = {'tolist', 'item', '__bool__', '__int__', '__float__', '__index__'}
 
     def __init__(self):
@@ -178,14 +190,16 @@ class _HostSyncs:
         counter = self
 
         class Ops(TorchDispatchMode):
+
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 name = func.overloadpacket.__name__
-                bool_index = name == 'index' and any(
-                    t is not None and t.dtype == torch.bool for t in args[1])
+                bool_index = name == 'index' and any(t is not None and t.dtype == torch.bool
+                                                     for t in args[1])
                 counter.count += name in _HostSyncs.SIZED or bool_index
                 return func(*args, **(kwargs or {}))
 
         class Reads(TorchFunctionMode):
+
             def __torch_function__(self, func, types, args=(), kwargs=None):
                 counter.count += getattr(func, '__name__', '') in _HostSyncs.READ
                 return func(*args, **(kwargs or {}))
@@ -211,7 +225,7 @@ def test_host_synchronisations_do_not_grow_with_depth():
     counts = []
     for depth in (1, 3):
         torch.manual_seed(0)
-        net = SparseUNet(1, 4, layers=(depth,) * 8, planes=(4,) * 8, init_dim=4)
+        net = SparseUNet(1, 4, layers=(depth, ) * 8, planes=(4, ) * 8, init_dim=4)
         with _HostSyncs() as forward:
             out = net(coords, feats)
         with _HostSyncs() as backward:
@@ -252,13 +266,13 @@ def test_translation_invariance_and_key_range():
     ones: shifting every site leaves the output unchanged; ranges that cannot
     pack into int64 keys are refused."""
     torch.manual_seed(11)
-    net = SparseUNet(1, 4, layers=(1,) * 8, planes=(4,) * 8, init_dim=4).eval()
+    net = SparseUNet(1, 4, layers=(1, ) * 8, planes=(4, ) * 8, init_dim=4).eval()
     coords = _sites(n=300, size=16, seed=12)
     feats = torch.rand(coords.shape[0], 1)
     shift = torch.tensor([0, -1008, 48, -16])  # multiples of 16 keep all four stride-2 grids
     with torch.no_grad():
         torch.testing.assert_close(net(coords + shift, feats), net(coords, feats))
     far = coords.clone()
-    far[0, 1:] = 2 ** 21
+    far[0, 1:] = 2**21
     with pytest.raises(ValueError, match='too many to pack into int64 keys'):
         net(far, feats)

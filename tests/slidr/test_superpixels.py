@@ -25,9 +25,9 @@ def test_reference_settings_and_fast_agreement():
 
 def test_boundary_agreement_hand_case():
     a = np.zeros((6, 6), np.uint8)
-    a[:, 3:] = 1                      # boundary at columns 3
+    a[:, 3:] = 1  # boundary at columns 3
     b = np.zeros((6, 6), np.uint8)
-    b[:, 5:] = 1                      # boundary at column 5, 2 px away
+    b[:, 5:] = 1  # boundary at column 5, 2 px away
     assert boundary_agreement(a, b, tolerance=2) == (1.0, 1.0)
     assert boundary_agreement(a, b, tolerance=1) == (0.0, 0.0)
 
@@ -54,8 +54,11 @@ def test_tool_writes_token_pngs_and_caches(tmp_path):
     for i in range(2):
         cv2.imwrite(str(images / f'token{i}.jpg'), blob_image(90, 160, 6, seed=i)[..., ::-1])
     out = tmp_path / 'sp'
-    cmd = [sys.executable, 'tools/data/make_superpixels.py', '--images', str(images), '--out',
-           str(out), '--workers', '1']
+    cmd = [
+        sys.executable, 'tools/data/make_superpixels.py', '--images',
+        str(images), '--out',
+        str(out), '--workers', '1'
+    ]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "'computed': 2" in first.stdout
     maps = sorted(os.listdir(out))

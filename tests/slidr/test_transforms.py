@@ -5,10 +5,9 @@ import torch
 
 pytest.importorskip('mmengine')
 
-from plugins.slidr.augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud  # noqa: E402
-from plugins.slidr.transforms import (DropCuboids, RandomCameraOrder,  # noqa: E402
-                                      RandomResizedCropFlipImages, RandomRotateFlipCloud,
-                                      ResizeImages)
+from plugins.slidr.augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
+from plugins.slidr.transforms import (DropCuboids, RandomCameraOrder, RandomResizedCropFlipImages,
+                                      RandomRotateFlipCloud, ResizeImages)
 
 
 def _results(seed=0, cams=3, n=400, h=60, w=100):
@@ -17,10 +16,20 @@ def _results(seed=0, cams=3, n=400, h=60, w=100):
     points = np.concatenate([xyz, rng.random((n, 1), np.float32)], 1)
     images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(cams)]
     sps = [rng.integers(0, 10, (h, w)).astype(np.uint8) for _ in range(cams)]
-    pairs = [np.stack([rng.choice(n, 300, replace=False), rng.integers(0, h, 300),
-                       rng.integers(0, w, 300)], 1) for _ in range(cams)]
-    return dict(xyz=xyz, points=points, images=images, superpixels=sps, pairs=pairs,
-                cameras=[f'CAM_{i}' for i in range(cams)], rng=np.random.default_rng(seed))
+    pairs = [
+        np.stack(
+            [rng.choice(n, 300, replace=False),
+             rng.integers(0, h, 300),
+             rng.integers(0, w, 300)], 1) for _ in range(cams)
+    ]
+    return dict(
+        xyz=xyz,
+        points=points,
+        images=images,
+        superpixels=sps,
+        pairs=pairs,
+        cameras=[f'CAM_{i}' for i in range(cams)],
+        rng=np.random.default_rng(seed))
 
 
 def test_the_default_pipeline_makes_the_functions_draws_in_order():
@@ -90,23 +99,33 @@ def root(tmp_path_factory):
 
 
 def test_a_config_pipeline_of_registered_types_equals_the_default(root):
-    import plugins  # noqa: F401
     from mmengine.registry import DATASETS
-    base = dict(type='NuScenesSLidRDataset', data_root=root, split='mini_train', crop=(48, 88),
-                min_pairs=32)
+
+    import plugins  # noqa: F401
+    base = dict(
+        type='NuScenesSLidRDataset',
+        data_root=root,
+        split='mini_train',
+        crop=(48, 88),
+        min_pairs=32)
     default = DATASETS.build(base)
-    listed = DATASETS.build(dict(base, pipeline=[
-        dict(type='RandomCameraOrder'), dict(type='RandomRotateFlipCloud'),
-        dict(type='DropCuboids', min_pairs=32),
-        dict(type='RandomResizedCropFlipImages', size=(48, 88), min_pairs=32)]))
+    listed = DATASETS.build(
+        dict(
+            base,
+            pipeline=[
+                dict(type='RandomCameraOrder'),
+                dict(type='RandomRotateFlipCloud'),
+                dict(type='DropCuboids', min_pairs=32),
+                dict(type='RandomResizedCropFlipImages', size=(48, 88), min_pairs=32)
+            ]))
     for i in range(2):
         a, b = default[i], listed[i]
         assert all(torch.equal(a[k], b[k]) for k in a)
     # without the camera shuffle the draws differ: the pipeline is what runs
     fewer = DATASETS.build(dict(base, pipeline=[dict(type='ResizeImages', size=(48, 88))]))
     assert not torch.equal(fewer[0]['images'], default[0]['images'])
-    seg = DATASETS.build(dict(type='NuScenesLidarSegDataset', data_root=root,
-                              split='mini_train', pipeline=[]))
-    plain = DATASETS.build(dict(type='NuScenesLidarSegDataset', data_root=root,
-                                split='mini_train', augment=False))
+    seg = DATASETS.build(
+        dict(type='NuScenesLidarSegDataset', data_root=root, split='mini_train', pipeline=[]))
+    plain = DATASETS.build(
+        dict(type='NuScenesLidarSegDataset', data_root=root, split='mini_train', augment=False))
     assert torch.equal(seg[0]['coords'], plain[0]['coords'])

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip('open3d')
 
-from plugins.slidr.views import (plot_pairings, read_cloud, slot_colours, voxel_preview,  # noqa
-                                 write_cloud)
+from plugins.slidr.views import voxel_preview  # noqa
+from plugins.slidr.views import plot_pairings, read_cloud, slot_colours, write_cloud
 
 
 def test_ply_round_trip_and_voxel_preview(tmp_path):

@@ -82,9 +82,12 @@ def evaluate(config: str, checkpoints: Sequence[str]) -> List[np.ndarray]:
                     p = s.pred_instances
                     for box, score, label in zip(p.bboxes.tolist(), p.scores.tolist(),
                                                  p.labels.tolist()):
-                        dets.append(dict(image_id=s.img_id, category_id=label_to_cat[label],
-                                         bbox=[box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                                         score=score))
+                        dets.append(
+                            dict(
+                                image_id=s.img_id,
+                                category_id=label_to_cat[label],
+                                bbox=[box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                                score=score))
         with contextlib.redirect_stdout(io.StringIO()):
             res = gt.loadRes(dets) if dets else COCO()
             ev = COCOeval(gt, res, 'bbox')
@@ -105,9 +108,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error(f'{len(args.labels)} labels for {len(args.checkpoints)} checkpoints')
     rows = evaluate(args.config, args.checkpoints)
     labels = args.labels or args.checkpoints
-    print(markdown_table(['checkpoint', *[f'AP@{t:.2f}' for t in IOU_THRESHOLDS], 'mAP'],
-                         [[n, *[round(float(v), 3) for v in r], round(float(np.nanmean(r)), 3)]
-                          for n, r in zip(labels, rows)]))
+    print(
+        markdown_table(
+            ['checkpoint', *[f'AP@{t:.2f}' for t in IOU_THRESHOLDS], 'mAP'],
+            [[n, *[round(float(v), 3)
+                   for v in r], round(float(np.nanmean(r)), 3)] for n, r in zip(labels, rows)]))
 
 
 if __name__ == '__main__':

@@ -31,8 +31,12 @@ COLUMNS = ('bbox mAP', 'mAP@50', 'mAP@75', 'TP', 'duplicates', 'wrong class', 'b
            'duplicates / GT')
 
 
-def prediction_types(boxes: Tensor, scores: Tensor, labels: Tensor, gt_boxes: Tensor,
-                     gt_labels: Tensor, iou_thr: float = 0.5,
+def prediction_types(boxes: Tensor,
+                     scores: Tensor,
+                     labels: Tensor,
+                     gt_boxes: Tensor,
+                     gt_labels: Tensor,
+                     iou_thr: float = 0.5,
                      top: int = None) -> Dict[str, int]:
     """Sort the ``top`` highest-scoring predictions of one image into types.
 
@@ -86,9 +90,11 @@ def _outputs(model, data) -> Dict[str, Tuple[Tensor, Tensor]]:
     feats = model.extract_feat(data['inputs'])
     hi = model.forward_transformer(feats, data['data_samples'])
     if 'all_layers_boxes' in hi:
-        cls, boxes = head(hi['hidden_states'], hi['references'],
-                          all_layers_boxes=hi['all_layers_boxes'],
-                          all_layers_corners=hi.get('all_layers_corners'))
+        cls, boxes = head(
+            hi['hidden_states'],
+            hi['references'],
+            all_layers_boxes=hi['all_layers_boxes'],
+            all_layers_corners=hi.get('all_layers_corners'))
         out = {'pre (layer-0 scores)': (cls[0], hi['pre_boxes'])}
     else:
         cls, boxes = head(hi['hidden_states'], hi['references'])
@@ -123,8 +129,8 @@ def evaluate(config: str, checkpoint: str, options: Dict) -> List[list]:
             samples = data['data_samples']
             metas = [s.metainfo for s in samples]
             for name, (cls, boxes) in _outputs(model, data).items():
-                preds = model.bbox_head.predict_by_feat(cls[None], boxes[None],
-                                                        batch_img_metas=metas, rescale=True)
+                preds = model.bbox_head.predict_by_feat(
+                    cls[None], boxes[None], batch_img_metas=metas, rescale=True)
                 results.setdefault(name, []).extend(zip(samples, preds))
     rows = []
     for name, pairs in results.items():
@@ -135,18 +141,24 @@ def evaluate(config: str, checkpoint: str, options: Dict) -> List[list]:
             gt = sample.gt_instances
             scale = gt.bboxes.new_tensor(sample.metainfo['scale_factor']).repeat(2)
             gt_boxes = gt.bboxes / scale  # back to the original image, as the predictions
-            for k, v in prediction_types(pred.bboxes, pred.scores, pred.labels, gt_boxes,
-                                         gt.labels, top=2 * len(gt_boxes)).items():
+            for k, v in prediction_types(
+                    pred.bboxes, pred.scores, pred.labels, gt_boxes, gt.labels,
+                    top=2 * len(gt_boxes)).items():
                 counts[k] += v
             n_gt += len(gt_boxes)
-            batch.append(dict(img_id=sample.img_id, ori_shape=sample.ori_shape,
-                              pred_instances=dict(bboxes=pred.bboxes, scores=pred.scores,
-                                                  labels=pred.labels)))
+            batch.append(
+                dict(
+                    img_id=sample.img_id,
+                    ori_shape=sample.ori_shape,
+                    pred_instances=dict(bboxes=pred.bboxes, scores=pred.scores,
+                                        labels=pred.labels)))
         metric.process({}, batch)
         with contextlib.redirect_stdout(io.StringIO()):
             m = metric.compute_metrics(metric.results)
-        rows.append([name, m['bbox_mAP'], m['bbox_mAP_50'], m['bbox_mAP_75'], *counts.values(),
-                     counts['duplicate'] / max(n_gt, 1)])
+        rows.append([
+            name, m['bbox_mAP'], m['bbox_mAP_50'], m['bbox_mAP_75'], *counts.values(),
+            counts['duplicate'] / max(n_gt, 1)
+        ])
     return rows
 
 

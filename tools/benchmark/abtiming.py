@@ -22,7 +22,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(candidates: Dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
+def interleaved(candidates: Dict[str, Callable[[], object]],
+                rounds: int,
+                warmup: int = 1,
                 device: str = 'cpu') -> Dict[str, List[float]]:
     """Seconds per call of each candidate, ``rounds`` rounds after ``warmup`` untimed ones.
 

@@ -26,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # abtiming
 
-import torch  # noqa: E402
-from abtiming import interleaved, medians, round_ratios  # noqa: E402
+import torch
+from abtiming import interleaved, medians, round_ratios
 
 MODES = ('plain', 'straightforward', 'lean')
 
@@ -39,9 +39,16 @@ def build_step(mode: str, classes: int, batch: int, size: int, device: str):
     from plugins.dsd import DSDLoss, DSDTaps
     from plugins.dsd.functional import dice_ce
     torch.manual_seed(0)
-    net = DynUNet(3, 1, classes, kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2],
-                  upsample_kernel_size=[2, 2, 2, 2], filters=[32, 64, 128, 256, 320],
-                  res_block=True, norm_name='instance').to(device)
+    net = DynUNet(
+        3,
+        1,
+        classes,
+        kernel_size=[3] * 5,
+        strides=[1, 2, 2, 2, 2],
+        upsample_kernel_size=[2, 2, 2, 2],
+        filters=[32, 64, 128, 256, 320],
+        res_block=True,
+        norm_name='instance').to(device)
     net.train()
     loss_fn = None
     if mode != 'plain':
@@ -94,9 +101,17 @@ def memory_worker(mode: str, classes: int, batch: int, size: int, device: str) -
 
 def measure_memory(mode: str, classes: int, batch: int, size: int, device: str) -> float:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0')
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), '--_worker', mode,
-                          str(classes), str(batch), str(size), device],
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run([
+        sys.executable,
+        os.path.abspath(__file__), '--_worker', mode,
+        str(classes),
+        str(batch),
+        str(size), device
+    ],
+                         capture_output=True,
+                         text=True,
+                         env=env,
+                         check=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1])['peak'])
 
 
@@ -111,14 +126,27 @@ def run_setting(classes: int, batch: int, size: int, steps: int, device: str) ->
     gc.collect()
     mem = {m: measure_memory(m, classes, batch, size, device) for m in MODES}
     summary = round_ratios(times, 'plain')
-    return dict(step=medians(times), mem=mem, ratio={m: v[0] for m, v in summary.items()},
-                spread={m: v[1:] for m, v in summary.items()}, loss=first)
+    return dict(
+        step=medians(times),
+        mem=mem,
+        ratio={
+            m: v[0]
+            for m, v in summary.items()
+        },
+        spread={
+            m: v[1:]
+            for m, v in summary.items()
+        },
+        loss=first)
 
 
 def main(argv=None) -> list:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--settings', nargs='+', default=['3:1:64', '8:2:96'],
-                        help='classes:batch:size, e.g. 8:2:96')
+    parser.add_argument(
+        '--settings',
+        nargs='+',
+        default=['3:1:64', '8:2:96'],
+        help='classes:batch:size, e.g. 8:2:96')
     parser.add_argument('--steps', type=int, default=4)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--_worker', nargs=5, help=argparse.SUPPRESS)

@@ -20,8 +20,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # abtiming
 
-import torch  # noqa: E402
-from abtiming import format_ratio, interleaved, medians, round_ratios, sync  # noqa: E402
+import torch
+from abtiming import format_ratio, interleaved, medians, round_ratios, sync
 
 PAIRS = {
     'demo': ('configs/golsd/dino-tiny_r18_1xb8-12e_demo-coco.py',
@@ -61,12 +61,16 @@ def make_batch(batch: int, size: int, num_gt: int, num_classes: int, device: str
     for _ in range(batch):
         xy = torch.rand(num_gt, 2, generator=gen) * size * 0.7
         wh = torch.rand(num_gt, 2, generator=gen) * size * 0.25 + 4
-        s = DetDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size),
-                                        batch_input_shape=(size, size),
-                                        ori_shape=(size, size), scale_factor=(1., 1.)))
+        s = DetDataSample(
+            metainfo=dict(
+                img_shape=(size, size),
+                pad_shape=(size, size),
+                batch_input_shape=(size, size),
+                ori_shape=(size, size),
+                scale_factor=(1., 1.)))
         s.gt_instances = InstanceData(
             bboxes=torch.cat([xy, xy + wh], 1).to(device),
-            labels=torch.randint(0, num_classes, (num_gt,), generator=gen).to(device))
+            labels=torch.randint(0, num_classes, (num_gt, ), generator=gen).to(device))
         samples.append(s)
     return imgs, samples
 
@@ -136,8 +140,15 @@ def loss_only(model, imgs, samples, reps: int, device: str) -> float:
 
 # --- FDR losses alone: the plugin's batched path against a per-layer loop ---------------
 
-def fdr_loss_case(batch: int, queries: int = 300, layers: int = 6, classes: int = 80,
-                  reg_max: int = 32, gt_per_img: int = 7, device: str = 'cpu', seed: int = 0):
+
+def fdr_loss_case(batch: int,
+                  queries: int = 300,
+                  layers: int = 6,
+                  classes: int = 80,
+                  reg_max: int = 32,
+                  gt_per_img: int = 7,
+                  device: str = 'cpu',
+                  seed: int = 0):
     """Decoder outputs and per-output Hungarian-like matches of DINO-R50 size."""
     from plugins.golsd.functional import weighting_function
     gen = torch.Generator().manual_seed(seed)
@@ -159,9 +170,15 @@ def fdr_loss_case(batch: int, queries: int = 300, layers: int = 6, classes: int 
     anchors = torch.cat([ctr[0], size[0]], -1)
     project = weighting_function(reg_max, 4.0, 0.5)
     to = dict(device=device)
-    return dict(corners=corners.to(**to), boxes=boxes.to(**to), cls_last=cls_last.to(**to),
-                gt_xyxy=gt_xyxy.to(**to), sets=[tuple(t.to(**to) for t in m) for m in sets],
-                anchors=anchors.to(**to), project=project.to(**to), gt_per_img=gt_per_img)
+    return dict(
+        corners=corners.to(**to),
+        boxes=boxes.to(**to),
+        cls_last=cls_last.to(**to),
+        gt_xyxy=gt_xyxy.to(**to),
+        sets=[tuple(t.to(**to) for t in m) for m in sets],
+        anchors=anchors.to(**to),
+        project=project.to(**to),
+        gt_per_img=gt_per_img)
 
 
 def _targets(case, b, q, g):
@@ -178,8 +195,8 @@ def fdr_batched(case, corners):
     b, q, g = go_union(case['sets'])
     targets, rows = _targets(case, b, q, g)
     conf = case['cls_last'].sigmoid().max(-1).values
-    fgl, ddf = fdr_layer_losses(corners, case['boxes'], conf, b, q, case['gt_xyxy'][rows],
-                                targets, max(b.numel(), 1), None, 5.0)
+    fgl, ddf = fdr_layer_losses(corners, case['boxes'], conf, b, q, case['gt_xyxy'][rows], targets,
+                                max(b.numel(), 1), None, 5.0)
     return fgl.sum() + ddf.sum()
 
 
@@ -230,19 +247,29 @@ def fdr_loss_rows(batches, rounds: int, warmup: int, device: str) -> list:
     for batch in batches:
         case = fdr_loss_case(batch, device=device)
         leaf = {k: case['corners'].clone().requires_grad_(True) for k in ('plugin', 'loop')}
-        values = {'plugin': fdr_batched(case, leaf['plugin']),
-                  'loop': fdr_per_layer(case, leaf['loop'])}
+        values = {
+            'plugin': fdr_batched(case, leaf['plugin']),
+            'loop': fdr_per_layer(case, leaf['loop'])
+        }
         grads = {k: torch.autograd.grad(v, leaf[k])[0] for k, v in values.items()}
         torch.testing.assert_close(values['plugin'], values['loop'], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(grads['plugin'], grads['loop'], rtol=1e-4, atol=1e-7)
 
         def step(fn, x):  # gradient returned, not accumulated (decoder outputs are no leaves)
             return lambda: torch.autograd.grad(fn(case, x), x)
-        times = interleaved({'loop': step(fdr_per_layer, leaf['loop']),
-                             'plugin': step(fdr_batched, leaf['plugin'])}, rounds, warmup, device)
+
+        times = interleaved(
+            {
+                'loop': step(fdr_per_layer, leaf['loop']),
+                'plugin': step(fdr_batched, leaf['plugin'])
+            }, rounds, warmup, device)
         med = medians(times)
-        rows.append(dict(batch=batch, loop_ms=med['loop'] * 1e3, plugin_ms=med['plugin'] * 1e3,
-                         ratio=round_ratios(times, 'loop')['plugin']))
+        rows.append(
+            dict(
+                batch=batch,
+                loop_ms=med['loop'] * 1e3,
+                plugin_ms=med['plugin'] * 1e3,
+                ratio=round_ratios(times, 'loop')['plugin']))
     return rows
 
 
@@ -250,15 +277,20 @@ def model_step_ratios(args) -> dict:
     """Train-step time, memory and loss-computation ratios, GO-LSD DINO ÷ DINO."""
     plain_cfg, golsd_cfg = PAIRS[args.config_pair]
     num_classes = 2 if args.config_pair == 'demo' else 80
-    models = {'DINO': build(plain_cfg, args.device, num_classes),
-              'GO-LSD DINO': build(golsd_cfg, args.device, num_classes)}
+    models = {
+        'DINO': build(plain_cfg, args.device, num_classes),
+        'GO-LSD DINO': build(golsd_cfg, args.device, num_classes)
+    }
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-5) for k, m in models.items()}
     imgs, samples = make_batch(args.batch, args.size, args.num_gt, num_classes, args.device)
-    times = interleaved({k: (lambda k=k: train_step(models[k], opts[k], imgs, samples))
-                         for k in models}, args.steps, args.warmup, args.device)
+    times = interleaved(
+        {k: (lambda k=k: train_step(models[k], opts[k], imgs, samples))
+         for k in models}, args.steps, args.warmup, args.device)
     mem = {k: peak_memory(m, opts[k], imgs, samples, args.device) for k, m in models.items()}
-    loss_t = {k: loss_only(m, imgs, samples, max(3, args.steps), args.device)
-              for k, m in models.items()}
+    loss_t = {
+        k: loss_only(m, imgs, samples, max(3, args.steps), args.device)
+        for k, m in models.items()
+    }
     step_t = medians(times)
     step_ratio = round_ratios(times, 'DINO')['GO-LSD DINO']
     print(f'train step: device={args.device} batch={args.batch} size={args.size} '
@@ -268,8 +300,10 @@ def model_step_ratios(args) -> dict:
     print(f'{"":14s} {"step (s)":>10s} {mem_label:>15s} {"loss only (ms)":>15s}')
     for k in models:
         print(f'{k:14s} {step_t[k]:10.4f} {mem[k] / 2**20:15.1f} {loss_t[k] * 1e3:15.1f}')
-    ratios = dict(step=step_ratio[0], memory=mem['GO-LSD DINO'] / max(mem['DINO'], 1.0),
-                  loss=loss_t['GO-LSD DINO'] / loss_t['DINO'])
+    ratios = dict(
+        step=step_ratio[0],
+        memory=mem['GO-LSD DINO'] / max(mem['DINO'], 1.0),
+        loss=loss_t['GO-LSD DINO'] / loss_t['DINO'])
     print(f'ratios GO-LSD / plain: step {format_ratio(step_ratio)} (median, range of per-round '
           f'ratios)  memory {ratios["memory"]:.3f}  loss computation {ratios["loss"]:.3f}')
     return ratios
@@ -277,9 +311,12 @@ def model_step_ratios(args) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--part', choices=('step', 'loss', 'all'), default='all',
-                        help='whole train steps of the two detectors, the FDR losses alone '
-                        '(plugin vs a per-layer loop), or both')
+    parser.add_argument(
+        '--part',
+        choices=('step', 'loss', 'all'),
+        default='all',
+        help='whole train steps of the two detectors, the FDR losses alone '
+        '(plugin vs a per-layer loop), or both')
     parser.add_argument('--config-pair', choices=sorted(PAIRS), default='demo')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--batch', type=int, default=4)

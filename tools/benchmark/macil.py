@@ -29,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # abtiming
 
-import torch  # noqa: E402
-from abtiming import format_ratio, interleaved, round_ratios, sync  # noqa: E402
+import torch
+from abtiming import format_ratio, interleaved, round_ratios, sync
 
 
 def build(full: bool, device: str):
@@ -50,11 +50,13 @@ def build(full: bool, device: str):
 def batch(b: int, t: int, device: str) -> dict:
     g = torch.Generator().manual_seed(1)
     visual = torch.rand(b, t, 1024, generator=g)
-    lengths = torch.randint(t // 4, t + 1, (b,), generator=g)
+    lengths = torch.randint(t // 4, t + 1, (b, ), generator=g)
     visual[torch.arange(t)[None] >= lengths[:, None]] = 0.0  # zero padding
     labels = (torch.arange(b) % 2).float()
-    return dict(visual=visual.to(device), audio=torch.randn(b, t, 128, generator=g).to(device),
-                labels=labels.to(device)), int(lengths.sum())
+    return dict(
+        visual=visual.to(device),
+        audio=torch.randn(b, t, 128, generator=g).to(device),
+        labels=labels.to(device)), int(lengths.sum())
 
 
 def split_at_median(model, data: dict) -> None:
@@ -72,23 +74,25 @@ def loss_ratio(b: int, t: int, dim: int, rounds: int, device: str):
     """Batched ÷ sample-loop semi-bags + contrastive terms, fwd+bwd, per-round ratios."""
     from plugins.macil.functional import contrastive_terms, semi_bags, semi_bags_loop
     g = torch.Generator().manual_seed(2)
-    lengths = torch.randint(t // 4, t + 1, (b,), generator=g).to(device)
+    lengths = torch.randint(t // 4, t + 1, (b, ), generator=g).to(device)
     ranks = [torch.rand(b, t, generator=g).to(device) for _ in range(2)]
     reps = [torch.randn(b, t, dim, generator=g).to(device).requires_grad_() for _ in range(2)]
     bag = torch.rand(b, generator=g).to(device)
 
     def run(build):
+
         def go():
             banks = build(ranks[0], ranks[1], reps[0], reps[1], bag, lengths, float(bag.median()))
             terms, _ = contrastive_terms(banks)
             sum(terms.values()).backward()
             return terms
+
         return go
+
     fast, slow = run(semi_bags)(), run(semi_bags_loop)()
     for k in fast:  # the same maths before timing
         torch.testing.assert_close(fast[k], slow[k], rtol=1e-5, atol=1e-6)
-    times = interleaved({'loop': run(semi_bags_loop), 'batched': run(semi_bags)}, rounds, 1,
-                        device)
+    times = interleaved({'loop': run(semi_bags_loop), 'batched': run(semi_bags)}, rounds, 1, device)
     return round_ratios(times, 'loop')['batched']
 
 
@@ -115,7 +119,9 @@ def main(argv=None) -> dict:
             if model.loss_contrastive is not None:
                 split_at_median(model, data)  # untimed set-up folded in: cheap, no grad
             model.train_step(data, wrappers)
+
         return run
+
     times = interleaved({k: step(k) for k in models}, args.steps, 1, args.device)
     ratio = round_ratios(times, 'MIL only')['MACIL-SD']
     train = {k: snippets / statistics.median(v) for k, v in times.items()}

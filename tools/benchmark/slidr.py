@@ -33,10 +33,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # abtiming
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from abtiming import format_ratio, interleaved, medians, round_ratios, sync  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from abtiming import format_ratio, interleaved, medians, round_ratios, sync
 
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field', 'retina',
           'immunohistochemistry')
@@ -47,8 +47,8 @@ def photo(index: int) -> np.ndarray:
     import cv2
     import skimage.data
     img = getattr(skimage.data, PHOTOS[index % len(PHOTOS)])()
-    return cv2.resize(np.ascontiguousarray(img[..., :3]), (1600, 900),
-                      interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(
+        np.ascontiguousarray(img[..., :3]), (1600, 900), interpolation=cv2.INTER_CUBIC)
 
 
 def superpixel_rows(images: int, rounds: int = 3) -> list:
@@ -63,19 +63,28 @@ def superpixel_rows(images: int, rounds: int = 3) -> list:
         t0 = time.perf_counter()
         ref = slic_reference(img)
         t_ref = time.perf_counter() - t0
-        times = medians(interleaved({'serial': lambda: slic_fast(img),
-                                     'parallel': lambda: slic_fast(img, parallel=True)},
-                                    rounds, 1))
+        times = medians(
+            interleaved(
+                {
+                    'serial': lambda: slic_fast(img),
+                    'parallel': lambda: slic_fast(img, parallel=True)
+                }, rounds, 1))
         fast = slic_fast(img)
         t0 = time.perf_counter()
         same = slic_fast(img, factor=1, preprocess='skimage')
         t_same = time.perf_counter() - t0
         recall, precision = boundary_agreement(ref, fast)
-        rows.append(dict(name=PHOTOS[i % len(PHOTOS)], reference=t_ref, serial=times['serial'],
-                         parallel=times['parallel'], full=t_same,
-                         identical=bool(np.array_equal(same, ref)),
-                         labels=(len(np.unique(ref)), len(np.unique(fast))),
-                         recall=recall, precision=precision))
+        rows.append(
+            dict(
+                name=PHOTOS[i % len(PHOTOS)],
+                reference=t_ref,
+                serial=times['serial'],
+                parallel=times['parallel'],
+                full=t_same,
+                identical=bool(np.array_equal(same, ref)),
+                labels=(len(np.unique(ref)), len(np.unique(fast))),
+                recall=recall,
+                precision=precision))
     return rows
 
 
@@ -89,8 +98,8 @@ def pooling_case(scenes: int, device: str, seed: int = 0):
     rows3d, p = 34000 * scenes, 25000 * scenes
     feats3d = F.normalize(torch.randn(rows3d, d, generator=g), dim=1)
     pix = F.normalize(torch.randn(n, d, h, w, generator=g), dim=1)
-    pairs = (torch.randint(0, rows3d, (p,), generator=g), torch.randint(0, n, (p,), generator=g),
-             torch.randint(0, h, (p,), generator=g), torch.randint(0, w, (p,), generator=g))
+    pairs = (torch.randint(0, rows3d, (p, ), generator=g), torch.randint(0, n, (p, ), generator=g),
+             torch.randint(0, h, (p, ), generator=g), torch.randint(0, w, (p, ), generator=g))
     return [t.to(device) for t in (sp, feats3d, pix, *pairs)], s
 
 
@@ -122,8 +131,10 @@ def time_pooling(scenes: int, device: str, rounds: int) -> dict:
     """Check both give the same loss and gradients, then time them interleaved."""
     tensors, s = pooling_case(scenes, device)
     sp, f3, pix, rows, img, r, c = tensors
-    leaves = {k: (f3.clone().requires_grad_(), pix.clone().requires_grad_())
-              for k in ('channels-last', 'plugin')}
+    leaves = {
+        k: (f3.clone().requires_grad_(), pix.clone().requires_grad_())
+        for k in ('channels-last', 'plugin')
+    }
     fns = {'channels-last': channels_last_step, 'plugin': plugin_step}
     values = {}
     for k, fn in fns.items():
@@ -134,10 +145,17 @@ def time_pooling(scenes: int, device: str, rounds: int) -> dict:
 
     def step(k):  # gradients returned, not accumulated into .grad (as for non-leaf features)
         return lambda: torch.autograd.grad(fns[k](sp, *leaves[k], rows, img, r, c, s), leaves[k])
+
     times = interleaved({k: step(k) for k in fns}, rounds, 1, device)
-    return dict(scenes=scenes, ms={k: v * 1e3 for k, v in medians(times).items()},
-                ratio=round_ratios(times, 'channels-last')['plugin'],
-                loss=float(values['plugin'][0]), pairings=rows.numel())
+    return dict(
+        scenes=scenes,
+        ms={
+            k: v * 1e3
+            for k, v in medians(times).items()
+        },
+        ratio=round_ratios(times, 'channels-last')['plugin'],
+        loss=float(values['plugin'][0]),
+        pairings=rows.numel())
 
 
 def lidar_scan_voxels(scans: int, steps: int = 1084, seed: int = 0) -> torch.Tensor:
@@ -150,8 +168,8 @@ def lidar_scan_voxels(scans: int, steps: int = 1084, seed: int = 0) -> torch.Ten
     rng = np.random.default_rng(seed)
     rows = []
     for b in range(scans):
-        cloud, _ = ray_cast_scan(np.array([rng.uniform(0, 80), 0.2]), road_scene(rng), rng,
-                                 steps=steps)
+        cloud, _ = ray_cast_scan(
+            np.array([rng.uniform(0, 80), 0.2]), road_scene(rng), rng, steps=steps)
         coords = cylindrical_voxelize(torch.from_numpy(cloud[:, :3]))[0]
         rows.append(torch.cat([torch.full((len(coords), 1), b, dtype=torch.long), coords], 1))
     return torch.cat(rows)
@@ -215,14 +233,13 @@ def time_backbone(voxel_sets, repeats: int = 2, autocast: bool = False) -> dict:
                 torch.cuda.reset_peak_memory_stats()
             sync(device)
             t0 = time.perf_counter()
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                                enabled=autocast):
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
                 loss = (net(coords, feats).float() * target).sum()
             loss.backward()
             sync(device)
             if i:
                 times.append(time.perf_counter() - t0)
-        memory = torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith('cuda') else None
+        memory = torch.cuda.max_memory_allocated() / 2**20 if device.startswith('cuda') else None
         out[len(coords)] = (statistics.median(times), memory)
     return out
 
@@ -292,16 +309,27 @@ def main(argv=None) -> dict:
     parser.add_argument('--images', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--scans', type=int, nargs='*', default=None,
-                        help='batch sizes (ray-cast scans, ~16.5k voxels each) for the 3D '
-                             'backbone timing (default 1 2 on CPU, 1 2 4 8 16 on CUDA; '
-                             'none given: skip it)')
-    parser.add_argument('--pool-scenes', type=int, nargs='+', default=[1, 4, 8],
-                        help='scenes per batch for the pooling timing')
-    parser.add_argument('--autocast', action='store_true',
-                        help='run the 3D backbone under bfloat16 autocast')
-    parser.add_argument('--parts', nargs='+', default=['superpixels', 'pooling', 'backbone'],
-                        choices=['superpixels', 'pooling', 'backbone'])
+    parser.add_argument(
+        '--scans',
+        type=int,
+        nargs='*',
+        default=None,
+        help='batch sizes (ray-cast scans, ~16.5k voxels each) for the 3D '
+        'backbone timing (default 1 2 on CPU, 1 2 4 8 16 on CUDA; '
+        'none given: skip it)')
+    parser.add_argument(
+        '--pool-scenes',
+        type=int,
+        nargs='+',
+        default=[1, 4, 8],
+        help='scenes per batch for the pooling timing')
+    parser.add_argument(
+        '--autocast', action='store_true', help='run the 3D backbone under bfloat16 autocast')
+    parser.add_argument(
+        '--parts',
+        nargs='+',
+        default=['superpixels', 'pooling', 'backbone'],
+        choices=['superpixels', 'pooling', 'backbone'])
     args = parser.parse_args(argv)
     if args.scans is None:
         args.scans = [1, 2, 4, 8, 16] if args.device.startswith('cuda') else [1, 2]

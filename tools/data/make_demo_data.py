@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from plugins.testing import demo_makers  # noqa: E402
+from plugins.testing import demo_makers
 
 #: format -> ``make_demo(out, seed, small)``, one module each in ``plugins/testing/``
 MAKERS = demo_makers()

@@ -23,7 +23,7 @@ from typing import List, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
 
 def _jobs(args) -> List[Tuple[str, str]]:
@@ -74,8 +74,11 @@ def main(argv=None) -> dict:
     parser.add_argument('--method', choices=['fast', 'reference'], default='fast')
     parser.add_argument('--segments', type=int, default=150)
     parser.add_argument('--factor', type=int, default=2, help='down-scaling of --method fast')
-    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
-                        help='processes, one image each at a time (1: in this process)')
+    parser.add_argument(
+        '--workers',
+        type=int,
+        default=os.cpu_count() or 1,
+        help='processes, one image each at a time (1: in this process)')
     parser.add_argument('--overwrite', action='store_true')
     args = parser.parse_args(argv)
     jobs = _jobs(args)
@@ -88,8 +91,8 @@ def main(argv=None) -> dict:
     pool = Pool(args.workers) if args.workers > 1 else None
     try:
         results = pool.imap_unordered(_work, todo) if pool else map(_work, todo)
-        for token, count, error in tqdm(results, total=len(todo),
-                                        desc=f'superpixels ({args.method})', unit='img'):
+        for token, count, error in tqdm(
+                results, total=len(todo), desc=f'superpixels ({args.method})', unit='img'):
             if error:
                 errors.append(error)
             else:
@@ -98,9 +101,12 @@ def main(argv=None) -> dict:
         if pool:
             pool.close()
             pool.join()
-    summary = dict(images=len(jobs), computed=len(counts), cached=len(jobs) - len(todo),
-                   seconds=round(time.time() - t0, 1),
-                   labels=(min(counts), max(counts)) if counts else None)
+    summary = dict(
+        images=len(jobs),
+        computed=len(counts),
+        cached=len(jobs) - len(todo),
+        seconds=round(time.time() - t0, 1),
+        labels=(min(counts), max(counts)) if counts else None)
     print(f'[superpixels] {summary}')
     if counts and max(counts) > args.segments:
         print(f'[superpixels] note: up to {max(counts)} labels for n_segments='

@@ -15,18 +15,20 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from plugins.core.report import (find_scalars, last_value, markdown_table,  # noqa: E402,F401
-                                 plot_curves, read_scalars)
+from plugins.core.report import markdown_table  # noqa: F401
+from plugins.core.report import find_scalars, last_value, plot_curves, read_scalars
 
-__all__ = ['ROOT', 'DemoContext', 'parse_metrics', 'coco_options', 'train_and_eval',
-           'coco_row', 'coco_header', 'coco_data', 'cfg_options', 'merged_config', 'markdown_table',
-           'plot_curves', 'read_scalars', 'find_scalars', 'last_value']
-
+__all__ = [
+    'ROOT', 'DemoContext', 'parse_metrics', 'coco_options', 'train_and_eval', 'coco_row',
+    'coco_header', 'coco_data', 'cfg_options', 'merged_config', 'markdown_table', 'plot_curves',
+    'read_scalars', 'find_scalars', 'last_value'
+]
 
 _ITER = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\]')
 _ITER_BASED = re.compile(r'Iter\(train\)\s+\[\s*(\d+)/(\d+)\]')
 _TEST_ITER = re.compile(r'Epoch\((?:test|val)\)\s+\[\s*(\d+)/(\d+)\]')
-_METRIC = re.compile(r'([\w/]*(?:mAP|IoU|mDice|AP|Dice|HD95|dice|hd95|pr_auc|/ap)[\w/]*):\s+(-?[\d.]+)')
+_METRIC = re.compile(
+    r'([\w/]*(?:mAP|IoU|mDice|AP|Dice|HD95|dice|hd95|pr_auc|/ap)[\w/]*):\s+(-?[\d.]+)')
 
 
 class DemoContext:
@@ -38,7 +40,10 @@ class DemoContext:
         self.quick = quick
         self.reuse = reuse
 
-    def run_tool(self, args: Sequence[str], log_name: str, desc: str,
+    def run_tool(self,
+                 args: Sequence[str],
+                 log_name: str,
+                 desc: str,
                  total_iters: Optional[int] = None) -> str:
         """Run a tool as a subprocess with a progress bar; return its log.
 
@@ -49,12 +54,23 @@ class DemoContext:
         os.makedirs(osp.dirname(log_path), exist_ok=True)
         cmd = [sys.executable, *args]
         lines: List[str] = []
-        bar = tqdm(total=total_iters, desc=desc, unit='it', leave=True,
-                   dynamic_ncols=True, file=sys.stdout)
+        bar = tqdm(
+            total=total_iters,
+            desc=desc,
+            unit='it',
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout)
         with open(log_path, 'w') as log:
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True,
-                                    env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={
+                    **os.environ, 'PYTHONUNBUFFERED': '1'
+                })
             for line in proc.stdout:
                 log.write(line)
                 lines.append(line)
@@ -95,16 +111,22 @@ def parse_metrics(log: str) -> Dict[str, float]:
 def coco_options(data_root: str, epochs: int) -> List[str]:
     """--cfg-options pointing a demo detection config at ``data_root``."""
     ann = f'{data_root}/annotations/instances_val.json'
-    return [f'train_dataloader.dataset.data_root={data_root}/',
-            f'val_dataloader.dataset.data_root={data_root}/',
-            f'test_dataloader.dataset.data_root={data_root}/',
-            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-            f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-            f'default_hooks.checkpoint.interval={epochs}']
+    return [
+        f'train_dataloader.dataset.data_root={data_root}/',
+        f'val_dataloader.dataset.data_root={data_root}/',
+        f'test_dataloader.dataset.data_root={data_root}/', f'val_evaluator.ann_file={ann}',
+        f'test_evaluator.ann_file={ann}', f'train_cfg.max_epochs={epochs}',
+        f'train_cfg.val_interval={epochs}', f'default_hooks.checkpoint.interval={epochs}'
+    ]
 
 
-def train_and_eval(ctx: DemoContext, name: str, config: str, options: List[str],
-                   epochs: int, iters_per_epoch: int, by_epoch: bool = True) -> Dict:
+def train_and_eval(ctx: DemoContext,
+                   name: str,
+                   config: str,
+                   options: List[str],
+                   epochs: int,
+                   iters_per_epoch: int,
+                   by_epoch: bool = True) -> Dict:
     """Train with tools/train.py, evaluate with tools/test.py (``by_epoch=False``:
     ``epochs`` counts iterations and ``iters_per_epoch`` is 1)."""
     work_dir = osp.join(ctx.out, name)
@@ -114,31 +136,41 @@ def train_and_eval(ctx: DemoContext, name: str, config: str, options: List[str],
         with open(test_log) as f:  # a finished run of an earlier, interrupted demo
             metrics = parse_metrics(f.read())
         if metrics:
-            return dict(metrics=metrics, rows=read_scalars(find_scalars(work_dir)),
-                        train_s=float('nan'), ckpt=ckpt, work_dir=work_dir)
+            return dict(
+                metrics=metrics,
+                rows=read_scalars(find_scalars(work_dir)),
+                train_s=float('nan'),
+                ckpt=ckpt,
+                work_dir=work_dir)
     t0 = time.time()
-    ctx.run_tool(['tools/train.py', config, '--work-dir', work_dir,
-                  '--cfg-options', *options], f'{name}_train.log',
-                 f'{name}: train', epochs * iters_per_epoch)
+    ctx.run_tool(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *options],
+                 f'{name}_train.log', f'{name}: train', epochs * iters_per_epoch)
     train_s = time.time() - t0
-    log = ctx.run_tool(['tools/test.py', config, ckpt, '--work-dir',
-                        osp.join(work_dir, 'test'), '--cfg-options', *options],
-                       f'{name}_test.log', f'{name}: evaluate')
-    return dict(metrics=parse_metrics(log), rows=read_scalars(find_scalars(work_dir)),
-                train_s=train_s, ckpt=ckpt, work_dir=work_dir)
+    log = ctx.run_tool([
+        'tools/test.py', config, ckpt, '--work-dir',
+        osp.join(work_dir, 'test'), '--cfg-options', *options
+    ], f'{name}_test.log', f'{name}: evaluate')
+    return dict(
+        metrics=parse_metrics(log),
+        rows=read_scalars(find_scalars(work_dir)),
+        train_s=train_s,
+        ckpt=ckpt,
+        work_dir=work_dir)
 
 
-def coco_row(label: str, epochs: int, run: Dict, loss_keys=('loss',)) -> list:
+def coco_row(label: str, epochs: int, run: Dict, loss_keys=('loss', )) -> list:
     nan = float('nan')
     m = run['metrics']
     losses = [last_value(run['rows'], k) for k in loss_keys]
-    return [label, epochs, f"{run['train_s']:.0f}",
-            *[nan if v is None else v for v in losses],
-            m.get('coco/bbox_mAP', nan), m.get('coco/bbox_mAP_50', nan),
-            m.get('coco/bbox_mAP_75', nan)]
+    return [
+        label, epochs, f"{run['train_s']:.0f}", *[nan if v is None else v for v in losses],
+        m.get('coco/bbox_mAP', nan),
+        m.get('coco/bbox_mAP_50', nan),
+        m.get('coco/bbox_mAP_75', nan)
+    ]
 
 
-def coco_header(loss_keys=('loss',)) -> list:
+def coco_header(loss_keys=('loss', )) -> list:
     return (['model', 'epochs', 'train time (s)'] + [f'final {k}' for k in loss_keys] +
             ['bbox mAP', 'mAP@50', 'mAP@75'])
 

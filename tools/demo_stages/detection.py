@@ -20,26 +20,31 @@ def run(ctx: DemoContext) -> str:
     options = coco_options(data_root, epochs)
     run = train_and_eval(ctx, 'detection', config, options, epochs, 12)
     curves = plot_curves({'RetinaNet-R18': run['rows']}, ['loss', 'loss_cls', 'loss_bbox'],
-                         osp.join(ctx.out, 'detection_loss.png'),
-                         'Detection: training losses')
+                         osp.join(ctx.out, 'detection_loss.png'), 'Detection: training losses')
     pictures = draw_detections(config, run['ckpt'], data_root, options,
                                osp.join(ctx.out, 'detection_predictions.png'))
-    table = markdown_table(coco_header(), [coco_row(
-        'RetinaNet R-18 FPN (mmdet config, scratch)', epochs, run)])
+    table = markdown_table(coco_header(),
+                           [coco_row('RetinaNet R-18 FPN (mmdet config, scratch)', epochs, run)])
     return '\n'.join([
         '## Detection (COCO format, stock mmdet model)', '',
         f'`{config}` inherits `mmdet::retinanet/retinanet_r18_fpn_1x_coco.py`, '
         f'trained by `tools/train.py` on {data_root} (96 train / 24 val images, '
         '128x128, classes square and disc) and evaluated by `tools/test.py` with '
-        "mmdet's `CocoMetric` (pycocotools).", '', table, '',
-        f'![losses]({osp.basename(curves)})', '',
-        f'![predictions]({osp.basename(pictures)})',
-        '', "Drawn by mmdet's `DetLocalVisualizer` (images enlarged 3x): ground truth on the "
-        'left of each pair, predictions with score > 0.3 on the right.', ''])
+        "mmdet's `CocoMetric` (pycocotools).", '', table, '', f'![losses]({osp.basename(curves)})',
+        '', f'![predictions]({osp.basename(pictures)})', '',
+        "Drawn by mmdet's `DetLocalVisualizer` (images enlarged 3x): ground truth on the "
+        'left of each pair, predictions with score > 0.3 on the right.', ''
+    ])
 
 
-def draw_detections(config: str, ckpt: str, data_root: str, options: List[str],
-                    out_png: str, n: int = 6, scale: int = 3, score_thr: float = 0.3) -> str:
+def draw_detections(config: str,
+                    ckpt: str,
+                    data_root: str,
+                    options: List[str],
+                    out_png: str,
+                    n: int = 6,
+                    scale: int = 3,
+                    score_thr: float = 0.3) -> str:
     """Ground truth (left) and predictions (right) of the first ``n`` val images,
     drawn by mmdet's ``DetLocalVisualizer`` on ``scale``× enlarged images (so the
     labels are legible), stacked in one picture."""
@@ -56,8 +61,10 @@ def draw_detections(config: str, ckpt: str, data_root: str, options: List[str],
 
     model = init_detector(merged_config(config, options), ckpt, device='cpu')
     ann = json.load(open(osp.join(data_root, 'annotations', 'instances_val.json')))
-    cat_to_label = {c['id']: i for i, c in enumerate(sorted(ann['categories'],
-                                                            key=lambda c: c['id']))}
+    cat_to_label = {
+        c['id']: i
+        for i, c in enumerate(sorted(ann['categories'], key=lambda c: c['id']))
+    }
     vis = DetLocalVisualizer(name=f'demo_detections_{time.time_ns()}', line_width=2)
     vis.dataset_meta = model.dataset_meta
     rows = []
@@ -73,10 +80,19 @@ def draw_detections(config: str, ckpt: str, data_root: str, options: List[str],
         result.pred_instances.bboxes = result.pred_instances.bboxes * scale
         img = mmcv.imread(path, channel_order='rgb')
         img = mmcv.imrescale(img, scale, interpolation='nearest')
-        vis.add_datasample('val', img, data_sample=result, draw_gt=True, draw_pred=True,
-                           show=False, pred_score_thr=score_thr)
+        vis.add_datasample(
+            'val',
+            img,
+            data_sample=result,
+            draw_gt=True,
+            draw_pred=True,
+            show=False,
+            pred_score_thr=score_thr)
         rows.append(vis.get_image())
-    grid = np.concatenate([np.concatenate(rows[i:i + 2], axis=1) for i in range(0, len(rows), 2)
-                           if len(rows[i:i + 2]) == 2], axis=0) if len(rows) > 1 else rows[0]
+    grid = np.concatenate([
+        np.concatenate(rows[i:i + 2], axis=1)
+        for i in range(0, len(rows), 2) if len(rows[i:i + 2]) == 2
+    ],
+                          axis=0) if len(rows) > 1 else rows[0]
     mmcv.imwrite(grid[..., ::-1], out_png)
     return out_png

@@ -22,13 +22,22 @@ def run(ctx: DemoContext) -> str:
 
     task = osp.join(ctx.data, 'msd', 'Task90_Synthetic')
     if not osp.isfile(osp.join(task, 'dataset.json')):
-        make_msd_synthetic(osp.dirname(task), osp.basename(task), num_train=10, num_test=2,
-                           size=48, num_classes=3, seed=0)
+        make_msd_synthetic(
+            osp.dirname(task),
+            osp.basename(task),
+            num_train=10,
+            num_test=2,
+            size=48,
+            num_classes=3,
+            seed=0)
     epochs = 2 if ctx.quick else DSD_EPOCHS
     opts = [f'{k}_dataloader.dataset.task_dir={task}' for k in ('train', 'val', 'test')]
-    opts += [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-             f'default_hooks.checkpoint.interval={epochs}']
-    runs3d = [('DynUNet, Dice-CE (plain)', 'dsd3d_plain', 'configs/dsd/dynunet_1xb1-16e_demo-msd.py', []),
+    opts += [
+        f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+        f'default_hooks.checkpoint.interval={epochs}'
+    ]
+    runs3d = [('DynUNet, Dice-CE (plain)', 'dsd3d_plain',
+               'configs/dsd/dynunet_1xb1-16e_demo-msd.py', []),
               ('DynUNet + DSD', 'dsd3d_dsd', 'configs/dsd/dynunet_dsd_1xb1-16e_demo-msd.py', []),
               ('DynUNet + DSD (lean)', 'dsd3d_lean', 'configs/dsd/dynunet_dsd_1xb1-16e_demo-msd.py',
                ['model.loss_dsd.strategy=lean'])]
@@ -39,20 +48,28 @@ def run(ctx: DemoContext) -> str:
         run = train_and_eval(ctx, name, config, opts + extra, epochs, 8)
         slices.append((label, config, run['ckpt'], opts + extra))
         m = run['metrics']
-        rows.append([label, 'mmengine Runner (tools/train.py)', f"{run['train_s']:.0f}",
-                     m.get('msd/dice', float('nan')), m.get('msd/dice_c1', float('nan')),
-                     m.get('msd/dice_c2', float('nan')), m.get('msd/hd95', float('nan'))])
+        rows.append([
+            label, 'mmengine Runner (tools/train.py)', f"{run['train_s']:.0f}",
+            m.get('msd/dice', float('nan')),
+            m.get('msd/dice_c1', float('nan')),
+            m.get('msd/dice_c2', float('nan')),
+            m.get('msd/hd95', float('nan'))
+        ])
     out_json = osp.join(ctx.out, 'dsd_supervised_trainer.json')
-    ctx.run_tool(['tools/examples/dsd_supervised_trainer.py', '--task', task,
-                  '--dsd', 'straightforward', '--epochs', str(2 if ctx.quick else 2 * epochs),
-                  '--num-val', '2', '--json', out_json], 'dsd_supervised_trainer.log',
-                 'dsd: MONAI SupervisedTrainer + DSD')
+    ctx.run_tool([
+        'tools/examples/dsd_supervised_trainer.py', '--task', task, '--dsd', 'straightforward',
+        '--epochs',
+        str(2 if ctx.quick else 2 * epochs), '--num-val', '2', '--json', out_json
+    ], 'dsd_supervised_trainer.log', 'dsd: MONAI SupervisedTrainer + DSD')
     with open(out_json) as f:
         v = json.load(f)
-    rows.append(['DynUNet + DSD', 'MONAI SupervisedTrainer (example)', f"{v['train_s']:.0f}",
-                 v['dice'], v['dice_c1'], v['dice_c2'], v['hd95']])
-    table3d = markdown_table(['model', 'trained by', 'train time (s)', 'mean Dice', 'Dice c1',
-                              'Dice c2', 'HD95 (voxels)'], rows)
+    rows.append([
+        'DynUNet + DSD', 'MONAI SupervisedTrainer (example)', f"{v['train_s']:.0f}", v['dice'],
+        v['dice_c1'], v['dice_c2'], v['hd95']
+    ])
+    table3d = markdown_table([
+        'model', 'trained by', 'train time (s)', 'mean Dice', 'Dice c1', 'Dice c2', 'HD95 (voxels)'
+    ], rows)
     picture = draw_segmentation_slices(slices, osp.join(ctx.out, 'dsd_slices.png'))
 
     root2d = osp.join(ctx.data, 'shapes2d')
@@ -60,18 +77,23 @@ def run(ctx: DemoContext) -> str:
         make_shapes2d(root2d, seed=0)
     iters = 20 if ctx.quick else DSD_2D_ITERS
     opts2d = [f'{k}_dataloader.dataset.data_root={root2d}' for k in ('train', 'val', 'test')]
-    opts2d += [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-               f'default_hooks.checkpoint.interval={iters}', f'param_scheduler.0.end={iters}']
+    opts2d += [
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+        f'default_hooks.checkpoint.interval={iters}', f'param_scheduler.0.end={iters}'
+    ]
     rows2d = []
     for label, name, config in (
-            ('UNet-FCN + aux head (upstream recipe)', 'dsd2d_plain',
-             'configs/dsd/unet-s5-d16_fcn_1xb4-600it_demo-shapes2d-64x64.py'),
-            ('UNet-FCN + DSD', 'dsd2d_dsd',
-             'configs/dsd/unet-s5-d16_fcn_dsd_1xb4-600it_demo-shapes2d-64x64.py')):
+        ('UNet-FCN + aux head (upstream recipe)', 'dsd2d_plain',
+         'configs/dsd/unet-s5-d16_fcn_1xb4-600it_demo-shapes2d-64x64.py'),
+        ('UNet-FCN + DSD', 'dsd2d_dsd',
+         'configs/dsd/unet-s5-d16_fcn_dsd_1xb4-600it_demo-shapes2d-64x64.py')):
         run = train_and_eval(ctx, name, config, opts2d, iters, 1, by_epoch=False)
         m = run['metrics']
-        rows2d.append([label, iters, f"{run['train_s']:.0f}", m.get('mDice', float('nan')),
-                       m.get('mIoU', float('nan'))])
+        rows2d.append([
+            label, iters, f"{run['train_s']:.0f}",
+            m.get('mDice', float('nan')),
+            m.get('mIoU', float('nan'))
+        ])
     table2d = markdown_table(['model', 'iterations', 'train time (s)', 'mDice (%)', 'mIoU (%)'],
                              rows2d)
     return '\n'.join([
@@ -90,8 +112,9 @@ def run(ctx: DemoContext) -> str:
         f'**2D, mmseg UNet (FCN head).** Generated 64×64 images in mmseg\'s layout '
         f'({root2d}: `img_dir/`, `ann_dir/` PNGs; 48 train, 12 val, 3 classes, a 255 frame '
         'that is not annotated), base 16 channels, AdamW, batch 4. The DSD config is the '
-        'plain one plus the three-line change (segmentor type, no auxiliary head, options).',
-        '', table2d, ''])
+        'plain one plus the three-line change (segmentor type, no auxiliary head, options).', '',
+        table2d, ''
+    ])
 
 
 def draw_segmentation_slices(runs: List[tuple], out_png: str) -> str:

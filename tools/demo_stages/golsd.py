@@ -24,10 +24,14 @@ def run(ctx: DemoContext) -> str:
 
     epochs = 1 if ctx.quick else GOLSD_EPOCHS
     seeds = GOLSD_SEEDS[:1] if ctx.quick else GOLSD_SEEDS
-    results = gx.run_rows(ctx, ['plain', 'golsd', 'fdr-only'], seeds, epochs,
-                          lr_step=epochs if ctx.quick else GOLSD_LR_STEP,
-                          val_every=1 if ctx.quick else GOLSD_VAL_EVERY,
-                          backbone=GOLSD_BACKBONE, jobs=os.cpu_count() or 1)
+    results = gx.run_rows(
+        ctx, ['plain', 'golsd', 'fdr-only'],
+        seeds,
+        epochs,
+        lr_step=epochs if ctx.quick else GOLSD_LR_STEP,
+        val_every=1 if ctx.quick else GOLSD_VAL_EVERY,
+        backbone=GOLSD_BACKBONE,
+        jobs=os.cpu_count() or 1)
     table = gx.summary_table(results, epochs)
     curve = gx.plot_map_curves(results, osp.join(ctx.out, 'golsd_map.png'),
                                'GO-LSD demo: bbox mAP against steps')
@@ -36,8 +40,9 @@ def run(ctx: DemoContext) -> str:
                          osp.join(ctx.out, 'golsd_loss.png'),
                          f'GO-LSD: last-layer box losses, FGL and DDF (seed {seeds[0]})')
     kinds = gx.prediction_type_table({gx.ROWS[row][0]: runs[0] for row, runs in results.items()})
-    spread = max(max(m) - min(m) for m in (
-        [r['metrics'].get('coco/bbox_mAP', 0.0) for r in runs] for runs in results.values()))
+    spread = max(
+        max(m) - min(m) for m in ([r['metrics'].get('coco/bbox_mAP', 0.0) for r in runs]
+                                  for runs in results.values()))
     return '\n'.join([
         '## GO-LSD + FDR on DINO (COCO format)', '',
         'The same small DINO (`configs/golsd/dino-tiny_r18_1xb8-12e_demo-coco.py`) without '
@@ -51,12 +56,12 @@ def run(ctx: DemoContext) -> str:
         'Evaluated with `CocoMetric`. Every run has one thread (the runs go in parallel, one '
         'per core), so each seed\'s numbers equal a one-thread run of '
         '`python tools/golsd_experiments.py`, which reruns it with other rows, seeds and '
-        'schedules.', '', table, '',
-        f'![mAP against steps]({osp.basename(curve)})', '',
+        'schedules.', '', table, '', f'![mAP against steps]({osp.basename(curve)})', '',
         f'![losses]({osp.basename(losses)})', '',
         f'Where the top-ranked predictions go (seed {seeds[0]}, last layer, each image\'s top '
         '2 x #GT predictions matched at IoU 0.5 in score order, '
         '`tools/analysis/golsd_outputs.py`):', '', kinds, '',
         'FGL rises while its IoU weights grow, then falls; DDF is 0 at the start (all layers '
         'equal) and grows as the layers diverge. docs/golsd.md has the ablations over more '
-        'seeds, what each part does at this length, and a longer schedule.', ''])
+        'seeds, what each part does at this length, and a longer schedule.', ''
+    ])

@@ -28,21 +28,23 @@ def run(ctx: DemoContext) -> str:
     epochs = 2 if ctx.quick else SLIDR_PRETRAIN_EPOCHS
     pre_dir = osp.join(ctx.out, 'slidr_pretrain')
     t0 = time.time()
-    ctx.run_tool(['tools/train.py', 'configs/slidr/slidr_tiny-unet_1xb2-8e_demo-nuscenes.py',
-                  '--work-dir', pre_dir, '--cfg-options',
-                  f'train_dataloader.dataset.data_root={root}', f'train_cfg.max_epochs={epochs}',
-                  f'param_scheduler.0.T_max={epochs}',
-                  f'default_hooks.checkpoint.interval={epochs}'],
-                 'slidr_pretrain.log', 'slidr: pre-train', epochs * 2)
+    ctx.run_tool([
+        'tools/train.py', 'configs/slidr/slidr_tiny-unet_1xb2-8e_demo-nuscenes.py', '--work-dir',
+        pre_dir, '--cfg-options', f'train_dataloader.dataset.data_root={root}',
+        f'train_cfg.max_epochs={epochs}', f'param_scheduler.0.T_max={epochs}',
+        f'default_hooks.checkpoint.interval={epochs}'
+    ], 'slidr_pretrain.log', 'slidr: pre-train', epochs * 2)
     pre_s = time.time() - t0
     rows = [r for r in read_scalars(find_scalars(pre_dir)) if 'kept' in r]
     excess = [r['loss'] - math.log(r['kept']) for r in rows]
     half = max(1, len(excess) // 4)
     probe_epochs = 2 if ctx.quick else SLIDR_PROBE_EPOCHS
     opts = [f'{k}_dataloader.dataset.data_root={root}' for k in ('train', 'val', 'test')]
-    opts += [f'train_cfg.max_epochs={probe_epochs}', f'train_cfg.val_interval={probe_epochs}',
-             f'default_hooks.checkpoint.interval={probe_epochs}',
-             f'param_scheduler.0.T_max={probe_epochs}']
+    opts += [
+        f'train_cfg.max_epochs={probe_epochs}', f'train_cfg.val_interval={probe_epochs}',
+        f'default_hooks.checkpoint.interval={probe_epochs}',
+        f'param_scheduler.0.T_max={probe_epochs}'
+    ]
     table_rows = []
     for label, name, pretrained in (('random init', 'slidr_probe_random', 'None'),
                                     ('SLidR pre-trained', 'slidr_probe_slidr',
@@ -51,10 +53,15 @@ def run(ctx: DemoContext) -> str:
                              'configs/slidr/tiny-unet_linear-probe_1xb2-8e_demo-nuscenes.py',
                              opts + [f'model.pretrained={pretrained}'], probe_epochs, 2)
         m = run['metrics']
-        table_rows.append([label, probe_epochs] + [m.get(f'lidarseg/{k}', float('nan')) for k in (
-            'mIoU_present', 'IoU_driveable_surface', 'IoU_car', 'IoU_manmade', 'IoU_vegetation')])
-    table = markdown_table(['linear probe from', 'epochs', 'mIoU (present classes)',
-                            'driveable surface', 'car', 'manmade', 'vegetation'], table_rows)
+        table_rows.append([label, probe_epochs] + [
+            m.get(f'lidarseg/{k}', float('nan'))
+            for k in ('mIoU_present', 'IoU_driveable_surface', 'IoU_car', 'IoU_manmade',
+                      'IoU_vegetation')
+        ])
+    table = markdown_table([
+        'linear probe from', 'epochs', 'mIoU (present classes)', 'driveable surface', 'car',
+        'manmade', 'vegetation'
+    ], table_rows)
     kitti_table = _slidr_kitti(ctx, osp.join(pre_dir, f'epoch_{epochs}.pth'))
     picture = _slidr_picture(ctx, root)
     return '\n'.join([
@@ -74,8 +81,8 @@ def run(ctx: DemoContext) -> str:
         'scratch and from the same pre-trained student:', '', kitti_table, '',
         f'![pairings]({osp.basename(picture)})', '',
         'The coloured points of the right panel are the "superpoints": the lidar points '
-        'that project into each superpixel (`slidr_pairings.ply` holds them for a 3D viewer).',
-        ''])
+        'that project into each superpixel (`slidr_pairings.ply` holds them for a 3D viewer).', ''
+    ])
 
 
 def _slidr_kitti(ctx: DemoContext, pretrained: str) -> str:
@@ -87,19 +94,26 @@ def _slidr_kitti(ctx: DemoContext, pretrained: str) -> str:
         make_semantickitti_synthetic(root, scans_per_sequence=3, seed=0)
     epochs = 1 if ctx.quick else SLIDR_KITTI_EPOCHS
     opts = [f'{k}_dataloader.dataset.data_root={root}' for k in ('train', 'val', 'test')]
-    opts += [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
-             f'default_hooks.checkpoint.interval={epochs}', f'param_scheduler.0.T_max={epochs}']
+    opts += [
+        f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+        f'default_hooks.checkpoint.interval={epochs}', f'param_scheduler.0.T_max={epochs}'
+    ]
     rows = []
     for label, name, ckpt in (('from scratch', 'slidr_kitti_scratch', 'None'),
                               ('from the SLidR student', 'slidr_kitti_slidr', pretrained)):
-        run = train_and_eval(ctx, name, 'configs/slidr/tiny-unet_finetune_1xb2-4e_demo-semantickitti.py',
+        run = train_and_eval(ctx, name,
+                             'configs/slidr/tiny-unet_finetune_1xb2-4e_demo-semantickitti.py',
                              opts + [f'model.pretrained={ckpt}'], epochs, 15)
         m = run['metrics']
-        rows.append([label, epochs] + [m.get(f'lidarseg/{k}', float('nan')) for k in (
-            'mIoU_present', 'IoU_road', 'IoU_sidewalk', 'IoU_car', 'IoU_building',
-            'IoU_vegetation')])
-    return markdown_table(['fine-tune from', 'epochs', 'mIoU (present classes)', 'road',
-                           'sidewalk', 'car', 'building', 'vegetation'], rows)
+        rows.append([label, epochs] + [
+            m.get(f'lidarseg/{k}', float('nan'))
+            for k in ('mIoU_present', 'IoU_road', 'IoU_sidewalk', 'IoU_car', 'IoU_building',
+                      'IoU_vegetation')
+        ])
+    return markdown_table([
+        'fine-tune from', 'epochs', 'mIoU (present classes)', 'road', 'sidewalk', 'car', 'building',
+        'vegetation'
+    ], rows)
 
 
 def _slidr_picture(ctx: DemoContext, root: str) -> str:
@@ -111,8 +125,8 @@ def _slidr_picture(ctx: DemoContext, root: str) -> str:
     from plugins.slidr.mmengine import NuScenesSLidRDataset
     from plugins.slidr.views import plot_pairings, slot_colours, write_cloud
 
-    ds = NuScenesSLidRDataset(root, split='mini_val', crop=(225, 400), augment=False,
-                              superpixel_size=256)
+    ds = NuScenesSLidRDataset(
+        root, split='mini_val', crop=(225, 400), augment=False, superpixel_size=256)
     sample = ds.nusc.get('sample', ds.samples[0])
     lidar = ds.nusc.get('sample_data', sample['data']['LIDAR_TOP'])
     points = np.fromfile(osp.join(root, lidar['filename']), np.float32).reshape(-1, 5)

@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--task', default='data/demo/msd/Task90_Synthetic')
-    parser.add_argument('--dsd', choices=['straightforward', 'lean', 'none'],
-                        default='straightforward')
+    parser.add_argument(
+        '--dsd', choices=['straightforward', 'lean', 'none'], default='straightforward')
     parser.add_argument('--epochs', type=int, default=12)
     parser.add_argument('--crop', type=int, default=32)
     parser.add_argument('--num-val', type=int, default=2)
@@ -55,30 +55,46 @@ def main(argv=None) -> dict:
     set_determinism(args.seed)
     keys = ['image', 'label']
     load = [LoadImaged(keys), EnsureChannelFirstd(keys), ScaleIntensityd('image')]
-    train_tf = Compose(load + [RandSpatialCropd(keys, (args.crop,) * 3, random_size=False),
-                               RandFlipd(keys, prob=0.5, spatial_axis=0)])
+    train_tf = Compose(load + [
+        RandSpatialCropd(keys, (args.crop, ) * 3, random_size=False),
+        RandFlipd(keys, prob=0.5, spatial_axis=0)
+    ])
     train_loader = DataLoader(Dataset(train_items, train_tf), batch_size=2, shuffle=True)
     val_loader = DataLoader(Dataset(val_items, Compose(load)), batch_size=1)
 
-    net = DynUNet(3, 1, num_classes, kernel_size=[3] * 5, strides=[1, 2, 2, 2, 2],
-                  upsample_kernel_size=[2, 2, 2, 2], filters=[8, 16, 32, 64, 80],
-                  res_block=True, norm_name='instance')
+    net = DynUNet(
+        3,
+        1,
+        num_classes,
+        kernel_size=[3] * 5,
+        strides=[1, 2, 2, 2, 2],
+        upsample_kernel_size=[2, 2, 2, 2],
+        filters=[8, 16, 32, 64, 80],
+        res_block=True,
+        norm_name='instance')
     if args.dsd == 'none':
         loss = DiceCELoss(include_background=True, to_onehot_y=True, softmax=True)
     else:
-        taps = DSDTaps(net, 'dynunet', num_classes, mode=args.dsd)   # DSD line 1
-        loss = DSDLoss(taps, temperature=3.0)                        # DSD line 2
+        taps = DSDTaps(net, 'dynunet', num_classes, mode=args.dsd)  # DSD line 1
+        loss = DSDLoss(taps, temperature=3.0)  # DSD line 2
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
-    trainer = SupervisedTrainer(device=torch.device('cpu'), max_epochs=args.epochs,
-                                train_data_loader=train_loader, network=net,
-                                optimizer=optimizer, loss_function=loss,
-                                inferer=SimpleInferer())
+    trainer = SupervisedTrainer(
+        device=torch.device('cpu'),
+        max_epochs=args.epochs,
+        train_data_loader=train_loader,
+        network=net,
+        optimizer=optimizer,
+        loss_function=loss,
+        inferer=SimpleInferer())
     t0 = time.time()
     trainer.run()
     train_s = time.time() - t0
-    metrics = evaluate_dice_hd95(net, val_loader, (args.crop,) * 3, num_classes)
-    metrics.update(train_s=train_s, epochs=args.epochs, dsd=args.dsd,
-                   final_loss=float(trainer.state.output[0]['loss']))
+    metrics = evaluate_dice_hd95(net, val_loader, (args.crop, ) * 3, num_classes)
+    metrics.update(
+        train_s=train_s,
+        epochs=args.epochs,
+        dsd=args.dsd,
+        final_loss=float(trainer.state.output[0]['loss']))
     print(json.dumps(metrics))
     if args.json:
         with open(args.json, 'w') as f:

@@ -16,5 +16,7 @@ from .model import MonaiSegmentor, build_monai_network
 
 _MODELS.register_module(module=DSDLoss)
 
-__all__ = ['DSDLoss', 'MonaiSegmentor', 'build_monai_network', 'MSDDataset', 'msd_collate',
-           'DiceHD95Metric']
+__all__ = [
+    'DSDLoss', 'MonaiSegmentor', 'build_monai_network', 'MSDDataset', 'msd_collate',
+    'DiceHD95Metric'
+]

@@ -29,8 +29,11 @@ def split_cases(num: int, num_val: int, num_test: int = 0, seed: int = 0) -> Dic
                          f'num_test={num_test}')
     rest = list(range(num - num_test))
     random.Random(seed).shuffle(rest)
-    return {'train': rest[:len(rest) - num_val], 'val': rest[len(rest) - num_val:],
-            'test': list(range(num - num_test, num))}
+    return {
+        'train': rest[:len(rest) - num_val],
+        'val': rest[len(rest) - num_val:],
+        'test': list(range(num - num_test, num))
+    }
 
 
 @DATASETS.register_module()
@@ -63,13 +66,25 @@ class MSDDataset(LazyIndex, Dataset):
             (at ``full_init()`` with ``lazy_init``).
     """
 
-    def __init__(self, task_dir: str, split: str = 'train', num_val: int = 2,
-                 num_test: int = 0, seed: int = 0, roi_size: Sequence[int] = (32, 32, 32),
-                 num_samples: int = 2, pos: float = 1.0, neg: float = 1.0,
-                 flip_prob: float = 0.5, rot90_prob: float = 0.1, shift_offset: float = 0.1,
-                 shift_prob: float = 0.5, scale_intensity: bool = True,
-                 cache: bool = True, serialize_data: bool = False,
-                 lazy_init: bool = False, test_mode: bool = False) -> None:
+    def __init__(self,
+                 task_dir: str,
+                 split: str = 'train',
+                 num_val: int = 2,
+                 num_test: int = 0,
+                 seed: int = 0,
+                 roi_size: Sequence[int] = (32, 32, 32),
+                 num_samples: int = 2,
+                 pos: float = 1.0,
+                 neg: float = 1.0,
+                 flip_prob: float = 0.5,
+                 rot90_prob: float = 0.1,
+                 shift_offset: float = 0.1,
+                 shift_prob: float = 0.5,
+                 scale_intensity: bool = True,
+                 cache: bool = True,
+                 serialize_data: bool = False,
+                 lazy_init: bool = False,
+                 test_mode: bool = False) -> None:
         if split not in ('train', 'val', 'test'):
             raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
         self.task_dir = task_dir
@@ -91,27 +106,35 @@ class MSDDataset(LazyIndex, Dataset):
         index = split_cases(len(items), *self._split_args)[self.split]
         self.items = [items[i] for i in sorted(index)]
 
-    def _build(self, num_samples, pos, neg, flip_prob, rot90_prob, shift_offset,
-               shift_prob, scale_intensity):
+    def _build(self, num_samples, pos, neg, flip_prob, rot90_prob, shift_offset, shift_prob,
+               scale_intensity):
         from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, Orientationd,
                                       RandCropByPosNegLabeld, RandFlipd, RandRotate90d,
                                       RandShiftIntensityd, ScaleIntensityd, SpatialPadd)
         keys = ['image', 'label']
-        load = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys),
-                # RAS with the classic axis labels, stated (MONAI now reads
-                # them from the image's space when left out, and warns)
-                Orientationd(keys, axcodes='RAS', labels=(('L', 'R'), ('P', 'A'), ('I', 'S')))]
+        load = [
+            LoadImaged(keys, image_only=True),
+            EnsureChannelFirstd(keys),
+            # RAS with the classic axis labels, stated (MONAI now reads
+            # them from the image's space when left out, and warns)
+            Orientationd(keys, axcodes='RAS', labels=(('L', 'R'), ('P', 'A'), ('I', 'S')))
+        ]
         if scale_intensity:
             load.append(ScaleIntensityd('image'))
         if self.split != 'train':
             return Compose(load), None
-        augment = [SpatialPadd(keys, self.roi_size, mode='edge'),
-                   RandCropByPosNegLabeld(keys, 'label', self.roi_size, pos=pos, neg=neg,
-                                          num_samples=num_samples)]
-        augment += [RandFlipd(keys, prob=flip_prob, spatial_axis=a)
-                    for a in range(len(self.roi_size))]
-        augment += [RandRotate90d(keys, prob=rot90_prob, max_k=3),
-                    RandShiftIntensityd('image', offsets=shift_offset, prob=shift_prob)]
+        augment = [
+            SpatialPadd(keys, self.roi_size, mode='edge'),
+            RandCropByPosNegLabeld(
+                keys, 'label', self.roi_size, pos=pos, neg=neg, num_samples=num_samples)
+        ]
+        augment += [
+            RandFlipd(keys, prob=flip_prob, spatial_axis=a) for a in range(len(self.roi_size))
+        ]
+        augment += [
+            RandRotate90d(keys, prob=rot90_prob, max_k=3),
+            RandShiftIntensityd('image', offsets=shift_offset, prob=shift_prob)
+        ]
         return Compose(load), Compose(augment)
 
     def __len__(self) -> int:
@@ -170,8 +193,10 @@ class MSDDataset(LazyIndex, Dataset):
         image, label = data['image'], data['label']
         if hasattr(image, 'as_tensor'):  # MONAI MetaTensor -> plain tensor
             image, label = image.as_tensor(), label.as_tensor()
-        return {'inputs': torch.as_tensor(image).float(),
-                'data_samples': torch.as_tensor(label).round().long()}
+        return {
+            'inputs': torch.as_tensor(image).float(),
+            'data_samples': torch.as_tensor(label).round().long()
+        }
 
 
 @FUNCTIONS.register_module()
@@ -188,5 +213,7 @@ def msd_collate(batch: List) -> dict:
     if len(shapes) > 1:
         raise ValueError(f'cannot batch volumes of different shapes {sorted(shapes)}; use '
                          f'batch_size=1 for whole-volume validation')
-    return {'inputs': torch.stack([d['inputs'] for d in flat]),
-            'data_samples': torch.stack([d['data_samples'] for d in flat])}
+    return {
+        'inputs': torch.stack([d['inputs'] for d in flat]),
+        'data_samples': torch.stack([d['data_samples'] for d in flat])
+    }

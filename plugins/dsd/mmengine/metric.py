@@ -27,7 +27,9 @@ class DiceHD95Metric(BaseMetric):
 
     default_prefix: Optional[str] = 'msd'
 
-    def __init__(self, num_classes: int, collect_device: str = 'cpu',
+    def __init__(self,
+                 num_classes: int,
+                 collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.num_classes = int(num_classes)
@@ -46,8 +48,8 @@ class DiceHD95Metric(BaseMetric):
             p = one_hot(pred[None].long().cpu(), self.num_classes)
             y = one_hot(label[None].long().cpu(), self.num_classes)
             dice = compute_dice(p, y, include_background=False)[0].numpy()
-            hd = compute_hausdorff_distance(p, y, include_background=False,
-                                            percentile=95)[0].numpy()
+            hd = compute_hausdorff_distance(
+                p, y, include_background=False, percentile=95)[0].numpy()
             self.results.append({'dice': dice, 'hd95': hd})
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:

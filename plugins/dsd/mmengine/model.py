@@ -77,10 +77,15 @@ class MonaiSegmentor(BaseModel):
             preset.
     """
 
-    def __init__(self, network: Union[dict, nn.Module], num_classes: int,
-                 roi_size: Sequence[int], dsd_taps: Optional[dict] = None,
-                 loss_dsd: Optional[dict] = None, dsd: Optional[dict] = None,
-                 sw_batch_size: int = 1, overlap: float = 0.25,
+    def __init__(self,
+                 network: Union[dict, nn.Module],
+                 num_classes: int,
+                 roi_size: Sequence[int],
+                 dsd_taps: Optional[dict] = None,
+                 loss_dsd: Optional[dict] = None,
+                 dsd: Optional[dict] = None,
+                 sw_batch_size: int = 1,
+                 overlap: float = 0.25,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -102,11 +107,16 @@ class MonaiSegmentor(BaseModel):
                                  f'heads attach; got dsd_taps={dsd_taps}')
             if taps_kw.get('probe_size') is None and 'unetr' == taps_kw['preset']:
                 taps_kw['probe_size'] = self.roi_size[0]
-            self.dsd_taps = DSDTaps(self.network, num_classes=self.num_classes,
-                                    spatial_dims=len(self.roi_size), **taps_kw)
+            self.dsd_taps = DSDTaps(
+                self.network,
+                num_classes=self.num_classes,
+                spatial_dims=len(self.roi_size),
+                **taps_kw)
             self.dsd_loss = build_dsd_loss(loss_dsd, self.dsd_taps, MODELS, 'model.loss_dsd')
 
-    def forward(self, inputs: Tensor, data_samples: Optional[Tensor] = None,
+    def forward(self,
+                inputs: Tensor,
+                data_samples: Optional[Tensor] = None,
                 mode: str = 'tensor') -> Union[Dict[str, Tensor], List[dict], Tensor]:
         """``inputs (B, C_in, *S)``; ``data_samples (B, 1, *S)`` labels.
 
@@ -135,9 +145,13 @@ class MonaiSegmentor(BaseModel):
             return out
         if mode == 'predict':
             from monai.inferers import sliding_window_inference
-            logits = sliding_window_inference(inputs, self.roi_size, self.sw_batch_size,
-                                              self.network, overlap=self.overlap,
-                                              mode='constant')
+            logits = sliding_window_inference(
+                inputs,
+                self.roi_size,
+                self.sw_batch_size,
+                self.network,
+                overlap=self.overlap,
+                mode='constant')
             preds = logits.argmax(1, keepdim=True)
             labels = data_samples if data_samples is not None else [None] * len(preds)
             return [dict(pred=p, label=l) for p, l in zip(preds, labels)]

@@ -56,8 +56,12 @@ class DSDEncoderDecoder(EncoderDecoder):
     _TAPS_DEFAULTS = dict(preset='mmseg_unet', probe_size=None)
     _LOSS_DEFAULTS = dict(ignore_index=255)
 
-    def __init__(self, *args, dsd_taps: Optional[dict] = None, loss_dsd: Optional[dict] = None,
-                 dsd: Optional[dict] = None, **kwargs) -> None:
+    def __init__(self,
+                 *args,
+                 dsd_taps: Optional[dict] = None,
+                 loss_dsd: Optional[dict] = None,
+                 dsd: Optional[dict] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if dsd is not None:
             if dsd_taps is not None or loss_dsd is not None:
@@ -70,11 +74,15 @@ class DSDEncoderDecoder(EncoderDecoder):
                              'auxiliary_head=None in the config (the base FCN-UNet '
                              'auxiliary head would supervise dec1 twice)')
         in_channels = self._input_channels()
-        self.dsd_taps = DSDTaps(self.backbone, taps_cfg['preset'],
-                                num_classes=self.decode_head.out_channels, spatial_dims=2,
-                                probe_size=taps_cfg['probe_size'], in_channels=in_channels)
-        self.dsd_loss = build_dsd_loss(loss_dsd, self.dsd_taps, MODELS, 'model.loss_dsd',
-                                       defaults=self._LOSS_DEFAULTS)
+        self.dsd_taps = DSDTaps(
+            self.backbone,
+            taps_cfg['preset'],
+            num_classes=self.decode_head.out_channels,
+            spatial_dims=2,
+            probe_size=taps_cfg['probe_size'],
+            in_channels=in_channels)
+        self.dsd_loss = build_dsd_loss(
+            loss_dsd, self.dsd_taps, MODELS, 'model.loss_dsd', defaults=self._LOSS_DEFAULTS)
 
     def _input_channels(self) -> int:
         return int(getattr(self.backbone, 'in_channels', 0) or 0)

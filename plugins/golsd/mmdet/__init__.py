@@ -11,6 +11,7 @@ from .dino_head import GOLSDDINOHead
 for _loss in (FGLLoss, DDFLoss):
     MODELS.register_module(module=_loss, force=True)
 
-__all__ = ['GOLSDDinoTransformerDecoder', 'GOLSDDeformableDetrTransformerDecoder',
-           'GOLSDDINOHead', 'GOLSDDeformableDETRHead', 'GOLSDDINO', 'GOLSDDeformableDETR',
-           'FGLLoss', 'DDFLoss']
+__all__ = [
+    'GOLSDDinoTransformerDecoder', 'GOLSDDeformableDetrTransformerDecoder', 'GOLSDDINOHead',
+    'GOLSDDeformableDETRHead', 'GOLSDDINO', 'GOLSDDeformableDETR', 'FGLLoss', 'DDFLoss'
+]

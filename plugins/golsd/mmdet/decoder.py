@@ -17,8 +17,7 @@ from torch import Tensor, nn
 
 from .fdr import FDRRefiner, fdr_config
 
-__all__ = ['GOLSDDinoTransformerDecoder', 'GOLSDDeformableDetrTransformerDecoder',
-           'fdr_config']
+__all__ = ['GOLSDDinoTransformerDecoder', 'GOLSDDeformableDetrTransformerDecoder', 'fdr_config']
 
 
 def _check(reg_branches, pre_head) -> None:
@@ -56,10 +55,13 @@ class _FDRRun:
         return self.ref
 
     def outputs(self) -> Dict[str, Tensor]:
-        return dict(hidden_states=torch.stack(self.hidden), references=self.refs,
-                    all_layers_corners=torch.stack(self.corners),
-                    all_layers_boxes=torch.stack(self.boxes), anchors=self.anchors,
-                    pre_boxes=self.pre_boxes)
+        return dict(
+            hidden_states=torch.stack(self.hidden),
+            references=self.refs,
+            all_layers_corners=torch.stack(self.corners),
+            all_layers_boxes=torch.stack(self.boxes),
+            anchors=self.anchors,
+            pre_boxes=self.pre_boxes)
 
 
 def _ref_input(ref: Tensor, valid_ratios: Tensor) -> Tensor:
@@ -86,11 +88,18 @@ class GOLSDDinoTransformerDecoder(_FDRDecoderMixin, DinoTransformerDecoder):
         *args, **kwargs: As :class:`DinoTransformerDecoder`.
     """
 
-    def forward(self, query: Tensor, value: Tensor, key_padding_mask: Tensor,
-                self_attn_mask: Tensor, reference_points: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor,
-                valid_ratios: Tensor, reg_branches: nn.ModuleList,
-                pre_head: Optional[nn.Module] = None, **kwargs) -> Dict[str, Tensor]:
+    def forward(self,
+                query: Tensor,
+                value: Tensor,
+                key_padding_mask: Tensor,
+                self_attn_mask: Tensor,
+                reference_points: Tensor,
+                spatial_shapes: Tensor,
+                level_start_index: Tensor,
+                valid_ratios: Tensor,
+                reg_branches: nn.ModuleList,
+                pre_head: Optional[nn.Module] = None,
+                **kwargs) -> Dict[str, Tensor]:
         """Run the layers with FDR refinement.
 
         Args:
@@ -118,14 +127,19 @@ class GOLSDDinoTransformerDecoder(_FDRDecoderMixin, DinoTransformerDecoder):
         ref = run.ref
         for lid, layer in enumerate(self.layers):
             ref_input = _ref_input(ref, valid_ratios)
-            query_pos = self.ref_point_head(coordinate_to_encoding(
-                ref_input[:, :, 0, :], num_feats=self.embed_dims // 2))
-            query = layer(query, query_pos=query_pos, value=value,
-                          key_padding_mask=key_padding_mask,
-                          self_attn_mask=self_attn_mask, spatial_shapes=spatial_shapes,
-                          level_start_index=level_start_index,
-                          valid_ratios=valid_ratios, reference_points=ref_input,
-                          **kwargs)
+            query_pos = self.ref_point_head(
+                coordinate_to_encoding(ref_input[:, :, 0, :], num_feats=self.embed_dims // 2))
+            query = layer(
+                query,
+                query_pos=query_pos,
+                value=value,
+                key_padding_mask=key_padding_mask,
+                self_attn_mask=self_attn_mask,
+                spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index,
+                valid_ratios=valid_ratios,
+                reference_points=ref_input,
+                **kwargs)
             ref = run.after_layer(lid, query, self.norm(query))
         return run.outputs()
 
@@ -143,11 +157,18 @@ class GOLSDDeformableDetrTransformerDecoder(_FDRDecoderMixin, DeformableDetrTran
         *args, **kwargs: As :class:`DeformableDetrTransformerDecoder`.
     """
 
-    def forward(self, query: Tensor, query_pos: Tensor, value: Tensor,
-                key_padding_mask: Tensor, reference_points: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor,
-                valid_ratios: Tensor, reg_branches: Optional[nn.Module] = None,
-                pre_head: Optional[nn.Module] = None, **kwargs) -> Dict[str, Tensor]:
+    def forward(self,
+                query: Tensor,
+                query_pos: Tensor,
+                value: Tensor,
+                key_padding_mask: Tensor,
+                reference_points: Tensor,
+                spatial_shapes: Tensor,
+                level_start_index: Tensor,
+                valid_ratios: Tensor,
+                reg_branches: Optional[nn.Module] = None,
+                pre_head: Optional[nn.Module] = None,
+                **kwargs) -> Dict[str, Tensor]:
         """As :meth:`GOLSDDinoTransformerDecoder.forward`; ``references[0]``
         may be 2-D here.
 
@@ -161,11 +182,15 @@ class GOLSDDeformableDetrTransformerDecoder(_FDRDecoderMixin, DeformableDetrTran
         output = query
         for lid, layer in enumerate(self.layers):
             ref_input = _ref_input(ref, valid_ratios)
-            output = layer(output, query_pos=query_pos, value=value,
-                           key_padding_mask=key_padding_mask,
-                           spatial_shapes=spatial_shapes,
-                           level_start_index=level_start_index,
-                           valid_ratios=valid_ratios, reference_points=ref_input,
-                           **kwargs)
+            output = layer(
+                output,
+                query_pos=query_pos,
+                value=value,
+                key_padding_mask=key_padding_mask,
+                spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index,
+                valid_ratios=valid_ratios,
+                reference_points=ref_input,
+                **kwargs)
             ref = run.after_layer(lid, output, output)  # no final norm in this host
         return run.outputs()

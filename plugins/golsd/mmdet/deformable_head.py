@@ -31,28 +31,37 @@ class GOLSDDeformableDETRHead(GOLSDHeadMixin, DeformableDETRHead):
         *args, **kwargs: As :class:`DeformableDETRHead`.
     """
 
-    def loss(self, hidden_states: Tensor, references: List[Tensor],
-             enc_outputs_class: Optional[Tensor], enc_outputs_coord: Optional[Tensor],
-             batch_data_samples: SampleList, all_layers_corners: Optional[Tensor] = None,
-             all_layers_boxes: Optional[Tensor] = None, anchors: Optional[Tensor] = None,
-             pre_boxes: Optional[Tensor] = None, enc_topk_class: Optional[Tensor] = None,
-             enc_topk_coord: Optional[Tensor] = None, **kwargs) -> Dict[str, Tensor]:
+    def loss(self,
+             hidden_states: Tensor,
+             references: List[Tensor],
+             enc_outputs_class: Optional[Tensor],
+             enc_outputs_coord: Optional[Tensor],
+             batch_data_samples: SampleList,
+             all_layers_corners: Optional[Tensor] = None,
+             all_layers_boxes: Optional[Tensor] = None,
+             anchors: Optional[Tensor] = None,
+             pre_boxes: Optional[Tensor] = None,
+             enc_topk_class: Optional[Tensor] = None,
+             enc_topk_coord: Optional[Tensor] = None,
+             **kwargs) -> Dict[str, Tensor]:
         gts = [s.gt_instances for s in batch_data_samples]
         metas = [s.metainfo for s in batch_data_samples]
-        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes,
-                          all_layers_corners=all_layers_corners)
+        cls, boxes = self(
+            hidden_states,
+            references,
+            all_layers_boxes=all_layers_boxes,
+            all_layers_corners=all_layers_corners)
         self._check_fdr_inputs(all_layers_corners, anchors, pre_boxes)
         gt = GroundTruth(gts, metas, cls.device)
         agnostic = copy.deepcopy(gts)
         for g in agnostic:
             g.labels = torch.zeros_like(g.labels)
-        vote = ((enc_topk_class, enc_topk_coord, agnostic)
-                if enc_topk_class is not None else None)
-        losses, _, _ = self._matching_losses(cls, boxes, all_layers_corners, anchors,
-                                             pre_boxes, gt, gts, metas, enc_vote=vote)
+        vote = ((enc_topk_class, enc_topk_coord, agnostic) if enc_topk_class is not None else None)
+        losses, _, _ = self._matching_losses(
+            cls, boxes, all_layers_corners, anchors, pre_boxes, gt, gts, metas, enc_vote=vote)
         if enc_outputs_class is not None:
-            losses.update(self._encoder_losses(enc_outputs_class, enc_outputs_coord,
-                                               agnostic, metas))
+            losses.update(
+                self._encoder_losses(enc_outputs_class, enc_outputs_coord, agnostic, metas))
         return self._finite(losses)
 
     def _encoder_losses(self, enc_cls: Tensor, enc_boxes: Tensor, agnostic: InstanceList,
@@ -64,5 +73,7 @@ class GOLSDDeformableDETRHead(GOLSDHeadMixin, DeformableDETRHead):
         gt = GroundTruth(agnostic, metas, enc_cls.device)
         avg = rank_mean(enc_cls, match[0].numel())
         bbox, iou = box_losses(self, enc_boxes, match, gt, avg)
-        return dict(enc_loss_cls=classification_loss(self, enc_cls, match, gt, enc_boxes),
-                    enc_loss_bbox=bbox, enc_loss_iou=iou)
+        return dict(
+            enc_loss_cls=classification_loss(self, enc_cls, match, gt, enc_boxes),
+            enc_loss_bbox=bbox,
+            enc_loss_iou=iou)

@@ -27,27 +27,49 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
         *args, **kwargs: As :class:`DINOHead`.
     """
 
-    def loss(self, hidden_states: Tensor, references: List[Tensor],
-             enc_outputs_class: Tensor, enc_outputs_coord: Tensor,
-             batch_data_samples: SampleList, dn_meta: Optional[Dict[str, int]],
+    def loss(self,
+             hidden_states: Tensor,
+             references: List[Tensor],
+             enc_outputs_class: Tensor,
+             enc_outputs_coord: Tensor,
+             batch_data_samples: SampleList,
+             dn_meta: Optional[Dict[str, int]],
              all_layers_corners: Optional[Tensor] = None,
              all_layers_boxes: Optional[Tensor] = None,
-             anchors: Optional[Tensor] = None, pre_boxes: Optional[Tensor] = None,
+             anchors: Optional[Tensor] = None,
+             pre_boxes: Optional[Tensor] = None,
              **kwargs) -> Dict[str, Tensor]:
         gts = [s.gt_instances for s in batch_data_samples]
         metas = [s.metainfo for s in batch_data_samples]
-        cls, boxes = self(hidden_states, references, all_layers_boxes=all_layers_boxes,
-                          all_layers_corners=all_layers_corners)
-        return self.loss_by_feat(cls, boxes, enc_outputs_class, enc_outputs_coord,
-                                 gts, metas, dn_meta, all_layers_corners=all_layers_corners,
-                                 anchors=anchors, pre_boxes=pre_boxes)
+        cls, boxes = self(
+            hidden_states,
+            references,
+            all_layers_boxes=all_layers_boxes,
+            all_layers_corners=all_layers_corners)
+        return self.loss_by_feat(
+            cls,
+            boxes,
+            enc_outputs_class,
+            enc_outputs_coord,
+            gts,
+            metas,
+            dn_meta,
+            all_layers_corners=all_layers_corners,
+            anchors=anchors,
+            pre_boxes=pre_boxes)
 
-    def loss_by_feat(self, all_layers_cls_scores: Tensor, all_layers_bbox_preds: Tensor,
-                     enc_cls_scores: Tensor, enc_bbox_preds: Tensor,
-                     batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+    def loss_by_feat(self,
+                     all_layers_cls_scores: Tensor,
+                     all_layers_bbox_preds: Tensor,
+                     enc_cls_scores: Tensor,
+                     enc_bbox_preds: Tensor,
+                     batch_gt_instances: InstanceList,
+                     batch_img_metas: List[dict],
                      dn_meta: Optional[Dict[str, int]],
-                     batch_gt_instances_ignore=None, all_layers_corners: Tensor = None,
-                     anchors: Tensor = None, pre_boxes: Tensor = None) -> Dict[str, Tensor]:
+                     batch_gt_instances_ignore=None,
+                     all_layers_corners: Tensor = None,
+                     anchors: Tensor = None,
+                     pre_boxes: Tensor = None) -> Dict[str, Tensor]:
         """All losses; every key is present on every step (DDP-safe).
 
         Raises:
@@ -61,20 +83,26 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
         gt = GroundTruth(batch_gt_instances, batch_img_metas, cls_all.device)
         enc = (enc_cls_scores, enc_bbox_preds) if enc_cls_scores is not None else None
         losses, _, counts = self._matching_losses(
-            cls_all[:, :, num_dn:], box_all[:, :, num_dn:], cor_all[:, :, num_dn:],
-            anchors[:, num_dn:], pre_boxes[:, num_dn:], gt, batch_gt_instances,
-            batch_img_metas, enc=enc)
-        losses.update(self._dn_losses(cls_all, box_all, cor_all, anchors, pre_boxes,
-                                      num_dn, dn_meta, gt, counts, batch_gt_instances,
-                                      batch_img_metas))
+            cls_all[:, :, num_dn:],
+            box_all[:, :, num_dn:],
+            cor_all[:, :, num_dn:],
+            anchors[:, num_dn:],
+            pre_boxes[:, num_dn:],
+            gt,
+            batch_gt_instances,
+            batch_img_metas,
+            enc=enc)
+        losses.update(
+            self._dn_losses(cls_all, box_all, cor_all, anchors, pre_boxes, num_dn, dn_meta, gt,
+                            counts, batch_gt_instances, batch_img_metas))
         return self._finite(losses)
 
     def _dn_match(self, batch_gt_instances: InstanceList, batch_img_metas: List[dict],
                   dn_meta: Dict[str, int], gt: GroundTruth) -> Triple:
         """The fixed denoising matches ``(b, q, g)``: the host's positive
         queries of each image, paired with its ground truths once per group."""
-        pos = multi_apply(self._get_dn_targets_single, batch_gt_instances, batch_img_metas,
-                          dn_meta=dn_meta)[4]
+        pos = multi_apply(
+            self._get_dn_targets_single, batch_gt_instances, batch_img_metas, dn_meta=dn_meta)[4]
         groups = int(dn_meta['num_denoising_groups'])
         bs, qs, gs = [], [], []
         for b, (p, g_count) in enumerate(zip(pos, gt.counts)):
@@ -84,12 +112,13 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
         return torch.cat(bs), torch.cat(qs), torch.cat(gs)
 
     def _dn_losses(self, cls_all, box_all, cor_all, anchors, pre_boxes, num_dn, dn_meta,
-                   gt: GroundTruth, counts, batch_gt_instances, batch_img_metas) -> Dict[str, Tensor]:
+                   gt: GroundTruth, counts, batch_gt_instances,
+                   batch_img_metas) -> Dict[str, Tensor]:
         num_layers = cls_all.shape[0]
-        keys = (['dn_loss_cls', 'dn_loss_bbox', 'dn_loss_iou', 'dn_loss_fgl'] +
-                [f'd{i}.dn_loss_{k}' for i in range(num_layers - 1)
-                 for k in ('cls', 'bbox', 'iou', 'fgl', 'ddf')] +
-                ['dn_pre_loss_cls', 'dn_pre_loss_bbox', 'dn_pre_loss_iou'])
+        keys = (['dn_loss_cls', 'dn_loss_bbox', 'dn_loss_iou', 'dn_loss_fgl'] + [
+            f'd{i}.dn_loss_{k}' for i in range(num_layers - 1)
+            for k in ('cls', 'bbox', 'iou', 'fgl', 'ddf')
+        ] + ['dn_pre_loss_cls', 'dn_pre_loss_bbox', 'dn_pre_loss_iou'])
         zero = cls_all.sum() * 0 + box_all.sum() * 0 + cor_all.sum() * 0
         if dn_meta is None:  # no denoising at all (same on every rank)
             return {k: zero for k in keys}
@@ -111,8 +140,9 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
         groups = int(dn_meta['num_denoising_groups'])
         n_gt = rank_mean(cls_all, sum(gt.counts))
         targets = self._fgl_targets(anchors[:, :num_dn], match, gt)
-        out.update(self._fdr_losses(cor_d, box_d, cls_d[-1], match, gt, targets, n_gt * groups,
-                                    counts, 'dn_'))
+        out.update(
+            self._fdr_losses(cor_d, box_d, cls_d[-1], match, gt, targets, n_gt * groups, counts,
+                             'dn_'))
         missing = [k for k in keys if k not in out]
         assert not missing, missing
         # the host returns a detached torch.zeros(1) for an empty DN part

@@ -55,8 +55,8 @@ class FDRRefiner(nn.Module):
         super().__init__()
         self.golsd = fdr_config(golsd)
         self.reg_scale = float(self.golsd['reg_scale'])
-        project = weighting_function(self.golsd['reg_max'], self.reg_scale,
-                                     self.golsd['up'], dtype=torch.float64)
+        project = weighting_function(
+            self.golsd['reg_max'], self.reg_scale, self.golsd['up'], dtype=torch.float64)
         self.register_buffer('project', project.float(), persistent=False)
 
     @staticmethod

@@ -54,9 +54,14 @@ class GOLSDHeadMixin:
             ``golsd.T`` and ``loss_ddf.temperature`` disagree.
     """
 
-    def __init__(self, *args, golsd: Optional[Dict] = None,
-                 loss_fgl: Optional[Dict] = None, loss_ddf: Optional[Dict] = None,
-                 nan_to_num: bool = False, lqe: Optional[Dict] = None, **kwargs) -> None:
+    def __init__(self,
+                 *args,
+                 golsd: Optional[Dict] = None,
+                 loss_fgl: Optional[Dict] = None,
+                 loss_ddf: Optional[Dict] = None,
+                 nan_to_num: bool = False,
+                 lqe: Optional[Dict] = None,
+                 **kwargs) -> None:
         self.golsd = fdr_config(golsd)
         self.lqe_cfg = dict(lqe) if lqe is not None else None
         check_keys(lqe, ('k', 'hidden'), 'bbox_head.lqe')
@@ -66,14 +71,19 @@ class GOLSDHeadMixin:
         self.loss_fgl = build_registered(loss_fgl, 'FGLLoss', MODELS, 'bbox_head.loss_fgl')
         self.loss_ddf = build_registered(ddf_cfg, 'DDFLoss', MODELS, 'bbox_head.loss_ddf')
         if isinstance(self.loss_cls, FocalLoss):
-            print_log(f'{type(self).__name__}: classification with FocalLoss. The box losses '
-                      'use the one-to-many GO matches, and Focal scores then rank the extra '
-                      'well-placed queries (duplicates) above true positives; D-FINE '
-                      "trains with VarifocalLoss (loss_cls=dict(type='VarifocalLoss', "
-                      "use_sigmoid=True, alpha=0.75, gamma=2.0, iou_weighted=True)), see "
-                      'docs/golsd.md', logger='current', level=logging.WARNING)
-        self.register_buffer('project', weighting_function(
-            self.golsd['reg_max'], self.golsd['reg_scale'], self.golsd['up']).float(),
+            print_log(
+                f'{type(self).__name__}: classification with FocalLoss. The box losses '
+                'use the one-to-many GO matches, and Focal scores then rank the extra '
+                'well-placed queries (duplicates) above true positives; D-FINE '
+                "trains with VarifocalLoss (loss_cls=dict(type='VarifocalLoss', "
+                "use_sigmoid=True, alpha=0.75, gamma=2.0, iou_weighted=True)), see "
+                'docs/golsd.md',
+                logger='current',
+                level=logging.WARNING)
+        self.register_buffer(
+            'project',
+            weighting_function(self.golsd['reg_max'], self.golsd['reg_scale'],
+                               self.golsd['up']).float(),
             persistent=False)
 
     # ------------------------------------------------------------------ layers
@@ -85,8 +95,9 @@ class GOLSDHeadMixin:
     def _init_layers(self) -> None:
         super()._init_layers()
         n_out = 4 * (self.golsd['reg_max'] + 1)
-        branches = [mlp(self.embed_dims, n_out, self.num_reg_fcs)
-                    for _ in range(self.num_fdr_layers)]
+        branches = [
+            mlp(self.embed_dims, n_out, self.num_reg_fcs) for _ in range(self.num_fdr_layers)
+        ]
         branches += list(self.reg_branches[self.num_fdr_layers:])  # encoder: 4 outputs
         self.reg_branches = nn.ModuleList(branches)
         self.pre_head = mlp(self.embed_dims, 4, self.num_reg_fcs)
@@ -105,7 +116,9 @@ class GOLSDHeadMixin:
             layer.zero_last()
 
     # ----------------------------------------------------------------- forward
-    def forward(self, hidden_states: Tensor, references: List[Tensor],
+    def forward(self,
+                hidden_states: Tensor,
+                references: List[Tensor],
                 all_layers_boxes: Optional[Tensor] = None,
                 all_layers_corners: Optional[Tensor] = None,
                 **kwargs) -> Tuple[Tensor, Tensor]:
@@ -133,13 +146,20 @@ class GOLSDHeadMixin:
             cls.append(scores)
         return torch.stack(cls), all_layers_boxes
 
-    def predict(self, hidden_states: Tensor, references: List[Tensor],
-                batch_data_samples: SampleList, rescale: bool = True,
+    def predict(self,
+                hidden_states: Tensor,
+                references: List[Tensor],
+                batch_data_samples: SampleList,
+                rescale: bool = True,
                 all_layers_boxes: Optional[Tensor] = None,
-                all_layers_corners: Optional[Tensor] = None, **kwargs) -> InstanceList:
+                all_layers_corners: Optional[Tensor] = None,
+                **kwargs) -> InstanceList:
         metas = [s.metainfo for s in batch_data_samples]
-        outs = self(hidden_states, references, all_layers_boxes=all_layers_boxes,
-                    all_layers_corners=all_layers_corners)
+        outs = self(
+            hidden_states,
+            references,
+            all_layers_boxes=all_layers_boxes,
+            all_layers_corners=all_layers_corners)
         return self.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
 
     # ------------------------------------------------------------------- losses
@@ -151,8 +171,15 @@ class GOLSDHeadMixin:
                                   self.golsd['reg_scale'])
             return two_bin_targets(phi, self.project.float())
 
-    def _fdr_losses(self, corners: Tensor, boxes: Tensor, cls_last: Tensor, match: Triple,
-                    gt: GroundTruth, targets, avg: float, counts: Optional[Tuple[int, int]],
+    def _fdr_losses(self,
+                    corners: Tensor,
+                    boxes: Tensor,
+                    cls_last: Tensor,
+                    match: Triple,
+                    gt: GroundTruth,
+                    targets,
+                    avg: float,
+                    counts: Optional[Tuple[int, int]],
                     dn: str = '') -> Dict[str, Tensor]:
         """FGL for every layer and DDF for layers ``0..L−2`` of one part.
 
@@ -166,15 +193,17 @@ class GOLSDHeadMixin:
             conf = cls_last.detach().float().sigmoid().max(-1).values  # (B, Q)
             gt_xyxy = gt.xyxy[gt.rows(b, g)]
             if stock_pair(self.loss_fgl, self.loss_ddf):
-                fgl, ddf = fdr_layer_losses(corners.float(), boxes, conf, b, q, gt_xyxy,
-                                            targets, avg, counts, self.loss_ddf.temperature)
+                fgl, ddf = fdr_layer_losses(corners.float(), boxes, conf, b, q, gt_xyxy, targets,
+                                            avg, counts, self.loss_ddf.temperature)
                 fgl, ddf = self.loss_fgl.loss_weight * fgl, self.loss_ddf.loss_weight * ddf
             else:
                 iou, matched, weights = fdr_weights(boxes, conf, b, q, gt_xyxy)
                 z = corners.float()
                 fgl = [self.loss_fgl(z[i, b, q], targets, iou[i], avg) for i in range(num_layers)]
-                ddf = [self.loss_ddf(z[i], z[-1], matched, weights[i], counts)
-                       for i in range(num_layers - 1)]
+                ddf = [
+                    self.loss_ddf(z[i], z[-1], matched, weights[i], counts)
+                    for i in range(num_layers - 1)
+                ]
         out: Dict[str, Tensor] = {}
         for i in range(num_layers):
             key = ('loss' if i == num_layers - 1 else f'd{i}.loss').replace('loss', dn + 'loss')
@@ -183,9 +212,16 @@ class GOLSDHeadMixin:
                 out[f'{key}_ddf'] = ddf[i]
         return out
 
-    def _matching_losses(self, cls_m: Tensor, box_m: Tensor, cor_m: Tensor, anc_m: Tensor,
-                         pre_m: Tensor, gt: GroundTruth, batch_gt_instances: InstanceList,
-                         batch_img_metas: List[dict], enc: Optional[Tuple[Tensor, Tensor]] = None,
+    def _matching_losses(self,
+                         cls_m: Tensor,
+                         box_m: Tensor,
+                         cor_m: Tensor,
+                         anc_m: Tensor,
+                         pre_m: Tensor,
+                         gt: GroundTruth,
+                         batch_gt_instances: InstanceList,
+                         batch_img_metas: List[dict],
+                         enc: Optional[Tuple[Tensor, Tensor]] = None,
                          enc_vote: Optional[Tuple[Tensor, Tensor, InstanceList]] = None):
         """Losses of the matching queries (every layer, pre boxes, encoder).
 
@@ -202,13 +238,20 @@ class GOLSDHeadMixin:
         Returns:
             tuple: ``(losses, go, counts)``; ``counts = (N_m, N_u)`` for DDF.
         """
-        m = go_matches(self.assigner, cls_m, box_m, pre_m, batch_gt_instances, batch_img_metas,
-                       enc=enc, votes=[enc_vote] if enc_vote is not None else [])
+        m = go_matches(
+            self.assigner,
+            cls_m,
+            box_m,
+            pre_m,
+            batch_gt_instances,
+            batch_img_metas,
+            enc=enc,
+            votes=[enc_vote] if enc_vote is not None else [])
         go = m.union  # order: last, aux 0..L-2, pre, encoder
         n_go = rank_mean(cls_m, go[0].numel())
         # logged, not a loss: how one-to-many the box supervision is (1 = one-to-one)
-        losses: Dict[str, Tensor] = dict(go_queries_per_gt=cls_m.new_tensor(
-            go[0].numel() / max(sum(gt.counts), 1)).detach())
+        losses: Dict[str, Tensor] = dict(
+            go_queries_per_gt=cls_m.new_tensor(go[0].numel() / max(sum(gt.counts), 1)).detach())
         outputs = [('loss' if i == cls_m.shape[0] - 1 else f'd{i}.loss', cls_m[i], box_m[i],
                     m.layers[i]) for i in range(cls_m.shape[0])]
         outputs.append(('pre_loss', cls_m[0], pre_m, m.pre))
@@ -237,8 +280,12 @@ class GOLSDHeadMixin:
         bad = ~torch.isfinite(values)
         if bool(bad.any()):
             names = [k for k, flag in zip(losses, bad.tolist()) if flag]
-            print_log(f'GO-LSD: non-finite losses replaced by 0: {names}',
-                      logger='current', level=logging.WARNING)
-            losses = {k: (v.nan_to_num(0.0, 0.0, 0.0) if k in names else v)
-                      for k, v in losses.items()}
+            print_log(
+                f'GO-LSD: non-finite losses replaced by 0: {names}',
+                logger='current',
+                level=logging.WARNING)
+            losses = {
+                k: (v.nan_to_num(0.0, 0.0, 0.0) if k in names else v)
+                for k, v in losses.items()
+            }
         return losses

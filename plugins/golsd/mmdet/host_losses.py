@@ -21,8 +21,7 @@ from .matching import GroundTruth, Triple
 __all__ = ['classification_loss', 'box_losses']
 
 
-def classification_loss(head, cls: Tensor, match: Triple, gt: GroundTruth,
-                        boxes: Tensor) -> Tensor:
+def classification_loss(head, cls: Tensor, match: Triple, gt: GroundTruth, boxes: Tensor) -> Tensor:
     """``head.loss_cls`` of one output with the given one-to-one match.
 
     The target follows the loss type: VarifocalLoss gets D-FINE's IoU-aware
@@ -67,10 +66,10 @@ def classification_loss(head, cls: Tensor, match: Triple, gt: GroundTruth,
     if isinstance(head.loss_cls, QualityFocalLoss):
         scores = torch.zeros(bsz, nq, device=cls.device, dtype=cls.dtype)
         if num_pos:
-            scores[b, q] = bbox_overlaps(cxcywh_to_xyxy(boxes[b, q].detach()), gt.xyxy[rows],
-                                         is_aligned=True).to(cls.dtype)
-        return head.loss_cls(flat, (labels.reshape(-1), scores.reshape(-1)),
-                             weight=weights, avg_factor=avg)
+            scores[b, q] = bbox_overlaps(
+                cxcywh_to_xyxy(boxes[b, q].detach()), gt.xyxy[rows], is_aligned=True).to(cls.dtype)
+        return head.loss_cls(
+            flat, (labels.reshape(-1), scores.reshape(-1)), weight=weights, avg_factor=avg)
     return head.loss_cls(flat, labels.reshape(-1), weights, avg_factor=avg)
 
 
@@ -90,6 +89,7 @@ def box_losses(head, boxes: Tensor, match: Triple, gt: GroundTruth,
     pred = boxes[b, q]
     loss_bbox = head.loss_bbox(pred, gt.cxcywh[rows].to(pred.dtype), avg_factor=avg)
     factor = gt.factors[b].to(pred.dtype)
-    loss_iou = head.loss_iou(cxcywh_to_xyxy(pred) * factor,
-                             (gt.xyxy[rows] * gt.factors[b]).to(pred.dtype), avg_factor=avg)
+    loss_iou = head.loss_iou(
+        cxcywh_to_xyxy(pred) * factor, (gt.xyxy[rows] * gt.factors[b]).to(pred.dtype),
+        avg_factor=avg)
     return loss_bbox, loss_iou

@@ -32,8 +32,7 @@ class LocationQuality(nn.Module):
     def __init__(self, k: int = 4, hidden: int = 64) -> None:
         super().__init__()
         self.k = k
-        self.mlp = nn.Sequential(nn.Linear(4 * (k + 1), hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(4 * (k + 1), hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.zero_last()
 
     def zero_last(self) -> None:

@@ -52,8 +52,8 @@ class GroundTruth:
         self.factors = torch.stack(factors) if factors else torch.ones(0, 4, device=device)
         self.xyxy = torch.cat(boxes) if boxes else torch.zeros(0, 4, device=device)
         self.cxcywh = bbox_xyxy_to_cxcywh(self.xyxy)
-        self.labels = (torch.cat(labels) if labels
-                       else torch.zeros(0, dtype=torch.long, device=device))
+        self.labels = (
+            torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device))
 
     def rows(self, b: Tensor, g: Tensor) -> Tensor:
         """Rows of the flattened ground truth for matches ``(b, ·, g)``."""
@@ -82,8 +82,8 @@ def hungarian(assigner, cls: Tensor, boxes: Tensor, batch_gt: InstanceList,
             per_image.append((empty, empty))
             continue
         h, w = meta['img_shape'][:2]
-        xyxy = cxcywh_to_xyxy(box.detach().float().nan_to_num(0.5)) * box.new_tensor(
-            [w, h, w, h]).float()
+        xyxy = cxcywh_to_xyxy(box.detach().float().nan_to_num(0.5)) * box.new_tensor([w, h, w, h
+                                                                                      ]).float()
         pred = InstanceData(scores=score.detach().float().nan_to_num(0.0), bboxes=xyxy)
         result = assigner.assign(pred_instances=pred, gt_instances=gt, img_meta=meta)
         q = torch.nonzero(result.gt_inds > 0, as_tuple=False).squeeze(-1).unique()
@@ -104,10 +104,16 @@ class GOMatches(NamedTuple):
     union: Triple
 
 
-def go_matches(assigner, cls: Tensor, boxes: Tensor, pre_boxes: Tensor,
-               batch_gt: InstanceList, metas: List[dict],
-               enc: Optional[Tuple[Tensor, Tensor]] = None,
-               votes: Sequence[Tuple[Tensor, Tensor, InstanceList]] = ()) -> GOMatches:
+def go_matches(
+    assigner,
+    cls: Tensor,
+    boxes: Tensor,
+    pre_boxes: Tensor,
+    batch_gt: InstanceList,
+    metas: List[dict],
+    enc: Optional[Tuple[Tensor, Tensor]] = None,
+    votes: Sequence[Tuple[Tensor, Tensor, InstanceList]] = ()
+) -> GOMatches:
     """Match every output one-to-one and take the GO union.
 
     Args:

@@ -12,5 +12,7 @@ from .model import MACILSD
 for _cls in (MACILAudioVisual, MACILVisualTeacher, TopKMILLoss, SemiBagContrastiveLoss):
     _MODELS.register_module(module=_cls)
 
-__all__ = ['XDViolenceDataset', 'xdv_test_collate', 'MACILLambdaHook', 'SelfDistillEMAHook',
-           'FrameAPMetric', 'MACILSD']
+__all__ = [
+    'XDViolenceDataset', 'xdv_test_collate', 'MACILLambdaHook', 'SelfDistillEMAHook',
+    'FrameAPMetric', 'MACILSD'
+]

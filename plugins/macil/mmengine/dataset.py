@@ -42,9 +42,14 @@ class XDViolenceDataset(LazyIndex, Dataset):
             ``full_init()`` with ``lazy_init``).
     """
 
-    def __init__(self, data_root: str = '', split: str = 'train',
-                 rgb_list: Optional[str] = None, audio_list: Optional[str] = None,
-                 max_len: int = 200, lazy_init: bool = False, serialize_data: bool = False,
+    def __init__(self,
+                 data_root: str = '',
+                 split: str = 'train',
+                 rgb_list: Optional[str] = None,
+                 audio_list: Optional[str] = None,
+                 max_len: int = 200,
+                 lazy_init: bool = False,
+                 serialize_data: bool = False,
                  test_mode: bool = False) -> None:
         if split not in ('train', 'test'):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -75,18 +80,21 @@ class XDViolenceDataset(LazyIndex, Dataset):
         if self.split == 'train':
             crop, audio = self.pairs[idx]
             v, a = load_pair(crop, audio)
-            return dict(visual=torch.from_numpy(fit_length(v, self.max_len)),
-                        audio=torch.from_numpy(fit_length(a, self.max_len)),
-                        labels=torch.tensor(float(self.labels[idx])))
+            return dict(
+                visual=torch.from_numpy(fit_length(v, self.max_len)),
+                audio=torch.from_numpy(fit_length(a, self.max_len)),
+                labels=torch.tensor(float(self.labels[idx])))
         crops = [load_pair(*self.pairs[idx * CROPS + c]) for c in range(CROPS)]
         lengths = {v.shape[0] for v, _ in crops}
         if len(lengths) > 1:
             raise ValueError(f'test video {idx} has crops of different lengths {sorted(lengths)}')
         visual = np.stack([v for v, _ in crops])
         audio = np.stack([a for _, a in crops])
-        return dict(visual=torch.from_numpy(visual), audio=torch.from_numpy(audio),
-                    labels=torch.tensor(float(self.labels[idx * CROPS])),
-                    index=torch.tensor(idx))
+        return dict(
+            visual=torch.from_numpy(visual),
+            audio=torch.from_numpy(audio),
+            labels=torch.tensor(float(self.labels[idx * CROPS])),
+            index=torch.tensor(idx))
 
 
 @FUNCTIONS.register_module()

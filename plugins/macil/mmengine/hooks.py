@@ -52,8 +52,13 @@ class SelfDistillEMAHook(Hook):
     # after ParamSchedulerHook (LOW = 70), before CheckpointHook (VERY_LOW = 90)
     priority = 75
 
-    def __init__(self, student: str = 'av', teacher: str = 'teacher', base_m: float = 0.91,
-                 final_m: float = 1.0, period: int = 50, skip: Sequence[str] = ('fc_a',),
+    def __init__(self,
+                 student: str = 'av',
+                 teacher: str = 'teacher',
+                 base_m: float = 0.91,
+                 final_m: float = 1.0,
+                 period: int = 50,
+                 skip: Sequence[str] = ('fc_a', ),
                  key_map: Optional[Mapping[str, str]] = None) -> None:
         self.student = student
         self.teacher = teacher
@@ -67,8 +72,9 @@ class SelfDistillEMAHook(Hook):
         if teacher is None:
             return
         m = ema_momentum(runner.epoch, self.base_m, self.final_m, self.period)
-        n = ema_update_(_unwrap(getattr(model, self.student)).named_parameters(),
-                        dict(_unwrap(teacher).named_parameters()), m, self.skip,
-                        self.key_map)
+        n = ema_update_(
+            _unwrap(getattr(model, self.student)).named_parameters(),
+            dict(_unwrap(teacher).named_parameters()), m, self.skip, self.key_map)
         print_log(f'self-distillation EMA after epoch {runner.epoch}: m={m:.6f}, '
-                  f'{n} tensors', logger='current')
+                  f'{n} tensors',
+                  logger='current')

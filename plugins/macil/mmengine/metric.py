@@ -30,8 +30,11 @@ class FrameAPMetric(BaseMetric):
 
     default_prefix: Optional[str] = 'xdv'
 
-    def __init__(self, gt_file: str, dump_scores: Optional[str] = None,
-                 collect_device: str = 'cpu', prefix: Optional[str] = None) -> None:
+    def __init__(self,
+                 gt_file: str,
+                 dump_scores: Optional[str] = None,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.gt_file = gt_file
         self.dump_scores = dump_scores

@@ -18,8 +18,8 @@ from ..modules import MACILAudioVisual, MACILVisualTeacher
 
 __all__ = ['MACILSD']
 
-_DEFAULT_CONTRASTIVE = dict(type='SemiBagContrastiveLoss', temperature=0.1, bag_threshold=0.5,
-                            upstream_rep_swap=True)
+_DEFAULT_CONTRASTIVE = dict(
+    type='SemiBagContrastiveLoss', temperature=0.1, bag_threshold=0.5, upstream_rep_swap=True)
 
 
 def _plain_keys(module, state_dict, prefix, local_metadata):
@@ -66,9 +66,12 @@ class MACILSD(BaseModel):
     on its own MIL loss (kept out of the summed ``loss``).
     """
 
-    def __init__(self, teacher: bool = True, loss_mil: Optional[dict] = None,
+    def __init__(self,
+                 teacher: bool = True,
+                 loss_mil: Optional[dict] = None,
                  loss_contrastive: Optional[dict] = _DEFAULT_CONTRASTIVE,
-                 network: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
+                 network: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         check_kwargs(network, MACILAudioVisual, 'model.network')
@@ -77,12 +80,12 @@ class MACILSD(BaseModel):
         net.pop('audio_dim', None)
         self.teacher = MACILVisualTeacher(**net) if teacher else None
         self.loss_mil = build_registered(loss_mil, 'TopKMILLoss', MODELS, 'model.loss_mil')
-        self.loss_contrastive = (build_registered(loss_contrastive, 'SemiBagContrastiveLoss',
-                                                  MODELS, 'model.loss_contrastive')
-                                 if loss_contrastive is not None else None)
+        self.loss_contrastive = (
+            build_registered(loss_contrastive, 'SemiBagContrastiveLoss', MODELS,
+                             'model.loss_contrastive') if loss_contrastive is not None else None)
         self.lambda_b = 0.0
         self.lambda_n = 0.0
-        self.training_only_modules = ('teacher',)
+        self.training_only_modules = ('teacher', )
         self._degenerate_batches = 0
         self._register_state_dict_hook(_plain_keys)
 
@@ -112,17 +115,18 @@ class MACILSD(BaseModel):
         if degenerate:
             self._degenerate_batches += 1
             if self._degenerate_batches in (1, 10, 100, 1000):
-                print_log(f'MACIL-SD: {self._degenerate_batches} batch(es) so far with all '
-                          f'predictions on one side of {self.loss_contrastive.bag_threshold}; '
-                          f'their contrastive terms are 0', logger='current',
-                          level=logging.INFO)
+                print_log(
+                    f'MACIL-SD: {self._degenerate_batches} batch(es) so far with all '
+                    f'predictions on one side of {self.loss_contrastive.bag_threshold}; '
+                    f'their contrastive terms are 0',
+                    logger='current',
+                    level=logging.INFO)
         logs['loss'] = weighted_total(mil, terms, self.lambda_b, self.lambda_n)
         logs.update({f'cma_{k}': v.detach() for k, v in terms.items()})
         return logs
 
     def _teacher_loss(self, visual: Tensor, labels: Tensor, lengths: Tensor) -> Tensor:
-        return self.loss_mil(self.teacher(visual, lengths=lengths)['logits'], labels,
-                             lengths)[0]
+        return self.loss_mil(self.teacher(visual, lengths=lengths)['logits'], labels, lengths)[0]
 
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapperDict) -> Dict[str, Tensor]:
@@ -155,7 +159,11 @@ class MACILSD(BaseModel):
         return {k: v.detach() for k, v in logs.items()}
 
     # ----------------------------------------------------------------- forward
-    def forward(self, visual, audio, labels=None, index=None,
+    def forward(self,
+                visual,
+                audio,
+                labels=None,
+                index=None,
                 mode: str = 'tensor') -> Union[Dict[str, Tensor], List[dict]]:
         """``mode='loss'``: ``loss`` (= ``L_AV``) and logged terms (the
         teacher's MIL as ``teacher_mil``, never summed); ``'predict'``: per test

@@ -1,8 +1,7 @@
 """mmengine adapter of SLidR: pre-training (dataset, collate, model) and lidar
 segmentation for its evaluation (dataset, collate, segmentor, point mIoU); the
 loss in ``MODELS`` and the augmentations in ``TRANSFORMS``."""
-from mmengine.registry import MODELS as _MODELS
-from mmengine.registry import TRANSFORMS as _TRANSFORMS
+from mmengine.registry import MODELS as _MODELS, TRANSFORMS as _TRANSFORMS
 
 from ..losses import SuperpixelNCELoss
 from ..transforms import (DropCuboids, RandomCameraOrder, RandomResizedCropFlipImages,
@@ -17,6 +16,8 @@ for _cls in (RandomRotateFlipCloud, RandomCameraOrder, DropCuboids, RandomResize
              ResizeImages):
     _TRANSFORMS.register_module(module=_cls)
 
-__all__ = ['SuperpixelNCELoss', 'NuScenesSLidRDataset', 'slidr_collate',
-           'default_pretraining_pipeline', 'SLidRPretrainer', 'NuScenesLidarSegDataset',
-           'SemanticKITTIDataset', 'lidarseg_collate', 'SLidRSegmentor', 'PointMIoUMetric']
+__all__ = [
+    'SuperpixelNCELoss', 'NuScenesSLidRDataset', 'slidr_collate', 'default_pretraining_pipeline',
+    'SLidRPretrainer', 'NuScenesLidarSegDataset', 'SemanticKITTIDataset', 'lidarseg_collate',
+    'SLidRSegmentor', 'PointMIoUMetric'
+]

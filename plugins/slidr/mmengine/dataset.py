@@ -21,9 +21,12 @@ __all__ = ['NuScenesSLidRDataset', 'slidr_collate', 'default_pretraining_pipelin
 def default_pretraining_pipeline(crop: Sequence[int] = (224, 416),
                                  min_pairs: int = 1024) -> List[dict]:
     """The paper's pre-training augmentations, in the order of their draws."""
-    return [dict(type='RandomCameraOrder'), dict(type='RandomRotateFlipCloud'),
-            dict(type='DropCuboids', min_pairs=min_pairs),
-            dict(type='RandomResizedCropFlipImages', size=tuple(crop), min_pairs=min_pairs)]
+    return [
+        dict(type='RandomCameraOrder'),
+        dict(type='RandomRotateFlipCloud'),
+        dict(type='DropCuboids', min_pairs=min_pairs),
+        dict(type='RandomResizedCropFlipImages', size=tuple(crop), min_pairs=min_pairs)
+    ]
 
 
 @DATASETS.register_module()
@@ -67,11 +70,20 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
             (at ``full_init()`` with ``lazy_init``).
     """
 
-    def __init__(self, data_root: str, version: str = 'v1.0-mini', split: str = 'mini_train',
-                 superpixel_root: Optional[str] = None, superpixel_size: int = 150,
-                 crop: Sequence[int] = (224, 416), min_pairs: int = 1024, augment: bool = True,
-                 pipeline: Optional[Sequence] = None, seed: int = 0, lazy_init: bool = False,
-                 serialize_data: bool = False, test_mode: bool = False) -> None:
+    def __init__(self,
+                 data_root: str,
+                 version: str = 'v1.0-mini',
+                 split: str = 'mini_train',
+                 superpixel_root: Optional[str] = None,
+                 superpixel_size: int = 150,
+                 crop: Sequence[int] = (224, 416),
+                 min_pairs: int = 1024,
+                 augment: bool = True,
+                 pipeline: Optional[Sequence] = None,
+                 seed: int = 0,
+                 lazy_init: bool = False,
+                 serialize_data: bool = False,
+                 test_mode: bool = False) -> None:
         from nuscenes.utils.splits import create_splits_scenes
         splits = create_splits_scenes()
         if split not in splits:
@@ -90,8 +102,9 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
         if self.test_mode:
             self.augment = False
         if pipeline is None:
-            pipeline = (default_pretraining_pipeline(self.crop, min_pairs) if self.augment
-                        else [dict(type='ResizeImages', size=self.crop)])
+            pipeline = (
+                default_pretraining_pipeline(self.crop, min_pairs)
+                if self.augment else [dict(type='ResizeImages', size=self.crop)])
         self.pipeline = Compose(pipeline)
 
     def _load_index(self) -> None:
@@ -111,8 +124,8 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
     def _superpixels(self, token: str, image: np.ndarray) -> np.ndarray:
         from ..superpixels import load_labels, slic_fast
         if self.superpixel_root is not None:
-            return load_labels(os.path.join(self.superpixel_root, f'{token}.png'),
-                               self.superpixel_size)
+            return load_labels(
+                os.path.join(self.superpixel_root, f'{token}.png'), self.superpixel_size)
         if token not in self._sp_cache:
             labels = slic_fast(image)  # serial (the default): repeatable under load
             if int(labels.max()) >= self.superpixel_size:
@@ -155,25 +168,34 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
             raw_sps.append(self._superpixels(cam['token'], image))
             index, row, col = project_points(
                 points, lidar_calib, lidar_pose, self._record('ego_pose', cam['ego_pose_token']),
-                self._record('calibrated_sensor', cam['calibrated_sensor_token']),
-                cam['width'], cam['height'])
+                self._record('calibrated_sensor', cam['calibrated_sensor_token']), cam['width'],
+                cam['height'])
             raw_pairs.append(np.stack([index, row, col], 1))
-        results = self.pipeline(dict(points=points, xyz=points[:, :3], images=raw_images,
-                                     superpixels=raw_sps, pairs=raw_pairs,
-                                     cameras=list(CAMERAS), rng=rng))
+        results = self.pipeline(
+            dict(
+                points=points,
+                xyz=points[:, :3],
+                images=raw_images,
+                superpixels=raw_sps,
+                pairs=raw_pairs,
+                cameras=list(CAMERAS),
+                rng=rng))
         xyz, points = results['xyz'], results['points']
         images, sps, pairs = [], [], []
-        for n, (image, sp, p) in enumerate(zip(results['images'], results['superpixels'],
-                                               results['pairs'])):
+        for n, (image, sp,
+                p) in enumerate(zip(results['images'], results['superpixels'], results['pairs'])):
             images.append(np.ascontiguousarray(image).transpose(2, 0, 1))
             sps.append(np.ascontiguousarray(sp))
             pairs.append(np.concatenate([p[:, :1], np.full((len(p), 1), n), p[:, 1:]], 1))
         coords, inverse, first = cylindrical_voxelize(torch.from_numpy(np.ascontiguousarray(xyz)))
         pairs = torch.from_numpy(np.concatenate(pairs, 0).astype(np.int64))
         pairs[:, 0] = inverse[pairs[:, 0]]  # point -> voxel
-        return dict(coords=coords, feats=torch.from_numpy(points[first.numpy(), 3:4].copy()),
-                    images=torch.from_numpy(np.stack(images)),
-                    superpixels=torch.from_numpy(np.stack(sps).astype(np.int64)), pairs=pairs)
+        return dict(
+            coords=coords,
+            feats=torch.from_numpy(points[first.numpy(), 3:4].copy()),
+            images=torch.from_numpy(np.stack(images)),
+            superpixels=torch.from_numpy(np.stack(sps).astype(np.int64)),
+            pairs=pairs)
 
 
 @FUNCTIONS.register_module()
@@ -194,5 +216,9 @@ def slidr_collate(batch: List[dict]) -> dict:
         pairs.append(p)
         voxels += v
         cams += item['images'].shape[0]
-    return dict(coords=torch.cat(coords), feats=torch.cat(feats), images=torch.cat(images),
-                superpixels=torch.cat(sps), pairs=torch.cat(pairs))
+    return dict(
+        coords=torch.cat(coords),
+        feats=torch.cat(feats),
+        images=torch.cat(images),
+        superpixels=torch.cat(sps),
+        pairs=torch.cat(pairs))

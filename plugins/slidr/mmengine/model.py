@@ -37,9 +37,14 @@ class SLidRPretrainer(BaseModel):
     downstream tasks).
     """
 
-    def __init__(self, student: Optional[dict] = None, dim: int = 64, superpixel_size: int = 150,
-                 loss_nce: Optional[dict] = None, teacher_weights: Optional[str] = None,
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+    def __init__(self,
+                 student: Optional[dict] = None,
+                 dim: int = 64,
+                 superpixel_size: int = 150,
+                 loss_nce: Optional[dict] = None,
+                 teacher_weights: Optional[str] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         check_kwargs(student, SparseUNet, 'model.student')
         cfg = dict(student or {})
@@ -53,10 +58,15 @@ class SLidRPretrainer(BaseModel):
             self.teacher.load_encoder(load_checkpoint(teacher_weights))
         self.superpixel_size = superpixel_size
         self.loss_nce = build_registered(loss_nce, 'SuperpixelNCELoss', MODELS, 'model.loss_nce')
-        self.training_only_modules = ('teacher',)
+        self.training_only_modules = ('teacher', )
 
-    def forward(self, coords: Tensor, feats: Tensor, images: Tensor, superpixels: Tensor,
-                pairs: Tensor, mode: str = 'loss') -> Dict[str, Tensor]:
+    def forward(self,
+                coords: Tensor,
+                feats: Tensor,
+                images: Tensor,
+                superpixels: Tensor,
+                pairs: Tensor,
+                mode: str = 'loss') -> Dict[str, Tensor]:
         """Raises:
             ValueError: On an unknown mode or pairings outside the batch.
         """

@@ -22,8 +22,10 @@ from ..lidarseg import NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene, s
 from ..metrics import confusion_matrix, iou_from_confusion, lovasz_softmax
 from ..sparse import SparseUNet
 
-__all__ = ['NuScenesLidarSegDataset', 'SemanticKITTIDataset', 'lidarseg_collate',
-           'SLidRSegmentor', 'PointMIoUMetric']
+__all__ = [
+    'NuScenesLidarSegDataset', 'SemanticKITTIDataset', 'lidarseg_collate', 'SLidRSegmentor',
+    'PointMIoUMetric'
+]
 
 
 class _SeededAugment:
@@ -50,9 +52,12 @@ class _SeededAugment:
         results = self.pipeline(dict(xyz=xyz, points=np.concatenate([xyz, feats], 1), rng=rng))
         coords, inverse, first = cylindrical_voxelize(
             torch.from_numpy(np.ascontiguousarray(results['xyz'])))
-        return dict(coords=coords,
-                    feats=torch.from_numpy(np.ascontiguousarray(feats[first.numpy()])),
-                    labels=labels[first], inverse=inverse, point_labels=labels)
+        return dict(
+            coords=coords,
+            feats=torch.from_numpy(np.ascontiguousarray(feats[first.numpy()])),
+            labels=labels[first],
+            inverse=inverse,
+            point_labels=labels)
 
     def _rng(self, idx: int):
         if not self.augment:
@@ -89,9 +94,16 @@ class NuScenesLidarSegDataset(LazyIndex, _SeededAugment, Dataset):
             ``full_init()`` with ``lazy_init``).
     """
 
-    def __init__(self, data_root: str, version: str = 'v1.0-mini', split: str = 'mini_train',
-                 label_every: int = 1, augment: bool = True, pipeline: Optional[Sequence] = None,
-                 seed: int = 0, lazy_init: bool = False, serialize_data: bool = False,
+    def __init__(self,
+                 data_root: str,
+                 version: str = 'v1.0-mini',
+                 split: str = 'mini_train',
+                 label_every: int = 1,
+                 augment: bool = True,
+                 pipeline: Optional[Sequence] = None,
+                 seed: int = 0,
+                 lazy_init: bool = False,
+                 serialize_data: bool = False,
                  test_mode: bool = False) -> None:
         from nuscenes.utils.splits import create_splits_scenes
         splits = create_splits_scenes()
@@ -137,7 +149,8 @@ class NuScenesLidarSegDataset(LazyIndex, _SeededAugment, Dataset):
                                   self.nusc.get('lidarseg', lidar['token'])['filename'])
         fine = torch.from_numpy(np.fromfile(label_file, np.uint8).astype(np.int64))
         if fine.shape[0] != points.shape[0]:
-            raise ValueError(f'{label_file} has {fine.shape[0]} labels for {points.shape[0]} points')
+            raise ValueError(
+                f'{label_file} has {fine.shape[0]} labels for {points.shape[0]} points')
         return self._item(idx, points[:, :3], points[:, 3:4], self.lut[fine])
 
 
@@ -162,9 +175,15 @@ class SemanticKITTIDataset(LazyIndex, _SeededAugment, Dataset):
         ValueError: On an unknown split.
     """
 
-    def __init__(self, data_root: str, split: str = 'train', label_every: int = 1,
-                 augment: bool = True, pipeline: Optional[Sequence] = None, seed: int = 0,
-                 lazy_init: bool = False, serialize_data: bool = False,
+    def __init__(self,
+                 data_root: str,
+                 split: str = 'train',
+                 label_every: int = 1,
+                 augment: bool = True,
+                 pipeline: Optional[Sequence] = None,
+                 seed: int = 0,
+                 lazy_init: bool = False,
+                 serialize_data: bool = False,
                  test_mode: bool = False) -> None:
         from ..semantickitti import learning_map
         if split not in ('train', 'val'):
@@ -211,8 +230,8 @@ def lidarseg_collate(batch: List[dict]) -> dict:
     voxels = 0
     for b, item in enumerate(batch):
         v = item['coords'].shape[0]
-        out['coords'].append(torch.cat([torch.full((v, 1), b, dtype=torch.long),
-                                        item['coords']], 1))
+        out['coords'].append(
+            torch.cat([torch.full((v, 1), b, dtype=torch.long), item['coords']], 1))
         out['feats'].append(item['feats'])
         out['labels'].append(item['labels'])
         out['inverse'].append(item['inverse'] + voxels)
@@ -238,9 +257,15 @@ class SLidRSegmentor(BaseModel):
         ignore_index (int): 0.
     """
 
-    def __init__(self, backbone: dict, num_classes: int = 17, pretrained: Optional[str] = None,
-                 linear_probe: bool = False, lovasz: bool = True, ignore_index: int = 0,
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+    def __init__(self,
+                 backbone: dict,
+                 num_classes: int = 17,
+                 pretrained: Optional[str] = None,
+                 linear_probe: bool = False,
+                 lovasz: bool = True,
+                 ignore_index: int = 0,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         check_kwargs(backbone, SparseUNet, 'model.backbone', exclude=('out_channels', 'normalize'))
         self.backbone = SparseUNet(**dict(backbone, out_channels=num_classes, normalize=False))
@@ -279,8 +304,13 @@ class SLidRSegmentor(BaseModel):
             self.backbone.eval()
         return self
 
-    def forward(self, coords: Tensor, feats: Tensor, labels: Tensor = None,
-                inverse: Tensor = None, point_labels: Tensor = None, mode: str = 'tensor'):
+    def forward(self,
+                coords: Tensor,
+                feats: Tensor,
+                labels: Tensor = None,
+                inverse: Tensor = None,
+                point_labels: Tensor = None,
+                mode: str = 'tensor'):
         logits = self.backbone(coords, feats)
         if mode == 'tensor':
             return logits
@@ -308,8 +338,11 @@ class PointMIoUMetric(BaseMetric):
 
     default_prefix: Optional[str] = 'lidarseg'
 
-    def __init__(self, num_classes: int = 17, ignore_index: int = 0,
-                 class_names: Sequence[str] = NUSCENES_CLASSES, collect_device: str = 'cpu',
+    def __init__(self,
+                 num_classes: int = 17,
+                 ignore_index: int = 0,
+                 class_names: Sequence[str] = NUSCENES_CLASSES,
+                 collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.num_classes = num_classes
@@ -318,16 +351,19 @@ class PointMIoUMetric(BaseMetric):
 
     def process(self, data_batch, data_samples) -> None:
         for s in data_samples:
-            self.results.append(confusion_matrix(s['pred'].cpu(), s['target'].cpu(),
-                                                 self.num_classes))
+            self.results.append(
+                confusion_matrix(s['pred'].cpu(), s['target'].cpu(), self.num_classes))
 
     def compute_metrics(self, results: List[Tensor]) -> Dict[str, float]:
         confusion = torch.stack(results).sum(0)
         iou, miou = iou_from_confusion(confusion, self.ignore_index)
-        present = [c for c in range(self.num_classes)
-                   if c != self.ignore_index and confusion[c].sum() > 0]
-        out = {'mIoU': miou,
-               'mIoU_present': float(iou[present].mean()) if present else float('nan')}
+        present = [
+            c for c in range(self.num_classes) if c != self.ignore_index and confusion[c].sum() > 0
+        ]
+        out = {
+            'mIoU': miou,
+            'mIoU_present': float(iou[present].mean()) if present else float('nan')
+        }
         for c in range(self.num_classes):
             if c != self.ignore_index:
                 out[f'IoU_{self.class_names[c]}'] = float(iou[c])
