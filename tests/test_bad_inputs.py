@@ -176,7 +176,7 @@ def _slots_of(sp, **kw):
 
 
 def _unet():
-    from plugins.slidr.sparse import SparseUNet
+    from plugins.slidr.models.sparse import SparseUNet
     torch.manual_seed(0)
     return SparseUNet(1, 4, layers=(1, ) * 8, planes=(4, ) * 8, init_dim=4)
 
@@ -188,7 +188,7 @@ def _unet_train(coords):
 
 
 def _calib(tmp, text):
-    from plugins.slidr.semantickitti import read_calib
+    from plugins.slidr.datasets.semantickitti import read_calib
     path = os.path.join(tmp, f'calib_{abs(hash(text))}.txt')
     with open(path, 'w') as f:
         f.write(text)
@@ -408,9 +408,9 @@ CASES = [
     ('macil/video labels', lambda c: __import__('plugins.macil.functional', fromlist=['x']).
      mil_loss(torch.full((2, ), 0.5), torch.tensor([0.0, 2.0])),
      (ValueError, r'video labels must be 0 or 1, got \[0.0, 2.0\]')),
-    ('macil/NaN scores', lambda c: __import__('plugins.macil.functional', fromlist=['x']).pr_auc(
+    ('macil/NaN scores', lambda c: __import__('plugins.macil.metrics', fromlist=['x']).pr_auc(
         np.array([0.1, NAN]), np.array([0, 1])), (ValueError, r'NaN or inf')),
-    ('macil/no positive frame', lambda c: __import__('plugins.macil.functional', fromlist=['x']).
+    ('macil/no positive frame', lambda c: __import__('plugins.macil.metrics', fromlist=['x']).
      pr_auc(np.array([0.1, 0.2]), np.array([0, 0])), (ValueError, r'at least one positive')),
     ('macil/negative epoch',
      lambda c: __import__('plugins.macil.functional', fromlist=['x']).lambda_ramp(-1),

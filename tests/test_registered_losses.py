@@ -39,11 +39,31 @@ def test_the_four_methods_register_their_losses():
 
 @pytest.mark.parametrize('name', LOSSES)
 def test_built_by_type_with_a_loss_weight_and_typos_name_the_nearest_key(name):
+    from mmengine.registry import DefaultScope
+
     from plugins.core.options import build_registered
     cls, registry = _plugin_losses()[name]
+    with DefaultScope.overwrite_default_scope(registry.scope):
+        _check_built(name, cls, registry, build_registered)
+    # a config may name the registry's scope itself
+    loss = build_registered(
+        dict(type=name, _scope_=registry.scope),
+        name,
+        registry,
+        'cfg.loss',
+        default_args=_host_args(cls))
+    assert type(loss) is cls
+
+
+def _host_args(cls):
+    """What a host passes itself (DSD: its taps)."""
+    return {'taps': None} if 'taps' in inspect.signature(cls).parameters else None
+
+
+def _check_built(name, cls, registry, build_registered):
     params = inspect.signature(cls).parameters
     assert 'loss_weight' in params, f'{name} has no loss_weight'
-    fixed = {'taps': None} if 'taps' in params else None  # DSD: the host passes its taps
+    fixed = _host_args(cls)
     loss = build_registered(
         dict(type=name, loss_weight=0.25), name, registry, 'cfg.loss', default_args=fixed)
     assert type(loss) is cls and loss.loss_weight == 0.25

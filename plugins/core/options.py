@@ -112,7 +112,14 @@ def build_registered(options: Optional[Mapping[str, Any]],
     if taken:
         raise ValueError(f'{what} may not set {taken}: the host passes '
                          f'{"it" if len(taken) == 1 else "them"} itself')
-    check_kwargs({k: v for k, v in cfg.items() if k != 'type'}, cls, what, exclude=fixed)
+    # ``type`` and mmengine's ``_scope_`` are the registry's keys, not the class's
+    check_kwargs({
+        k: v
+        for k, v in cfg.items() if k not in ('type', '_scope_')
+    },
+                 cls,
+                 what,
+                 exclude=fixed)
     return registry.build(cfg, default_args=fixed) if fixed else registry.build(cfg)
 
 

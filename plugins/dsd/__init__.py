@@ -1,9 +1,10 @@
 """DSD: dual self-distillation for U-shaped segmentation networks.
 
-``plugins.dsd.functional`` holds the loss on plain tensors, ``heads`` the
-projection heads, ``presets`` where the taps sit in each network, ``attach`` the hooks
-(:class:`DSDTaps`) and ``losses`` the one public loss (:class:`DSDLoss`, its
-memory-lean strategy in ``lean``); none imports a host library.
+``functional`` holds the loss on plain tensors; ``losses`` the one public loss
+(:class:`DSDLoss`, its memory-lean strategy in ``lean`` and ``grads``);
+``models`` the projection heads (``heads``), where the taps sit in each network
+(``presets``) and the hooks (``attach``: :class:`DSDTaps`); ``datasets`` the
+MSD reader. None imports a host library.
 
 Papers: Banerjee, Dong, Glide-Hurst, "Dual self-distillation of U-shaped
 networks for 3D medical image segmentation", IEEE ISBI 2024; Banerjee,
@@ -11,10 +12,10 @@ Summerfield, Dong, Glide-Hurst, "Volumetric medical image segmentation through
 dual self-distillation in U-shaped networks", IEEE TBME 2025. "The reference"
 means the authors' implementation.
 """
-from .attach import DSDTaps
 from .functional import dsd_loss
-from .heads import DSDHead
 from .losses import DSDLoss
+from .models.attach import DSDTaps
+from .models.heads import DSDHead
 
 #: host module -> this package's adapter modules, imported once the host is imported
 HOST_ADAPTERS = {'mmengine': ['plugins.dsd.mmengine'], 'mmseg.models': ['plugins.dsd.mmseg']}

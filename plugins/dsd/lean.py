@@ -31,7 +31,7 @@ from plugins.core.functional import check_temperature
 from .functional import (DECODER_STUDENTS, DECODER_TEACHER, ENCODER_STUDENTS, ENCODER_TEACHER,
                          SLOTS, as_float32, check_labels, dice_ce, valid_mask)
 from .grads import TeacherKL, class_counts, dice_ce_grad_, softmax_pair
-from .heads import DSDHead
+from .models.heads import DSDHead
 
 __all__ = ['dsd_loss_lean', 'lean_term_names', 'to_offset_order', 'from_offset_order']
 

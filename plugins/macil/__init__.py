@@ -10,8 +10,9 @@ Learning with Self-Distillation for Weakly-Supervised Audio-Visual Violence
 Detection", ACM MM 2022, arXiv:2207.05500. "The reference" means the authors'
 implementation, github.com/JustinYuu/MACIL_SD.
 """
-from .functional import macil_loss, pr_auc, step_ap
-from .modules import MACILAudioVisual, MACILVisualTeacher
+from .functional import macil_loss
+from .metrics import pr_auc, step_ap
+from .models.networks import MACILAudioVisual, MACILVisualTeacher
 
 #: host module -> this package's adapter modules, imported once the host is imported
 HOST_ADAPTERS = {'mmengine': ['plugins.macil.mmengine']}

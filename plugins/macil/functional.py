@@ -1,8 +1,8 @@
 """MACIL-SD maths on plain tensors.
 
 Top-k MIL bag scores, semi-bag banks, the four modality-aware contrastive
-terms, the λ ramp and the per-epoch parameter EMA of self-distillation, and
-the two frame-level metrics. Shapes: ``B`` samples, ``T`` padded snippets,
+terms, the λ ramp and the per-epoch parameter EMA of self-distillation (the
+frame-level metrics are in :mod:`plugins.macil.metrics`). Shapes: ``B`` samples, ``T`` padded snippets,
 ``D`` features.
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,7 +19,7 @@ from plugins.core.functional import info_nce
 __all__ = [
     'sequence_lengths', 'topk_sizes', 'topk_mean', 'mil_bag_scores', 'mil_loss', 'semi_bags',
     'semi_bags_loop', 'contrastive_terms', 'lambda_ramp', 'ema_momentum', 'ema_update_',
-    'semi_bag_contrastive', 'weighted_total', 'macil_loss', 'pr_curve', 'pr_auc', 'step_ap'
+    'semi_bag_contrastive', 'weighted_total', 'macil_loss'
 ]
 
 BANKS = ('G_A', 'G_V', 'V_A', 'V_V', 'N_A', 'N_V')
@@ -272,65 +271,6 @@ def ema_update_(student: Iterable[Tuple[str, Tensor]],
             param.mul_(momentum).add_(scaled)
             count += 1
     return count
-
-
-def _curve(scores: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Precision and recall at each distinct threshold, highest first."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel()
-    if scores.shape != labels.shape:
-        raise ValueError(f'{scores.size} scores but {labels.size} labels')
-    if scores.size == 0:
-        raise ValueError('no scores to evaluate')
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError('frame labels must be 0 or 1')
-    if not np.isfinite(scores).all():
-        raise ValueError('scores contain NaN or inf')
-    positives = labels.sum()
-    if positives == 0:
-        raise ValueError('precision-recall needs at least one positive frame')
-    order = np.argsort(-scores, kind='mergesort')
-    s, y = scores[order], labels[order].astype(np.float64)
-    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # end of each tie group
-    tp = np.cumsum(y)[last]
-    fp = (last + 1) - tp
-    return tp / (tp + fp), tp / positives
-
-
-def pr_curve(scores, labels) -> Tuple[np.ndarray, np.ndarray]:
-    """``(recall, precision)`` of the PR-AUC: from ``(0, 1)`` through one point
-    per distinct threshold up to full recall.
-
-    Raises:
-        ValueError: As :func:`pr_auc`.
-    """
-    precision, recall = _curve(scores, labels)
-    stop = int(np.searchsorted(recall, recall[-1])) + 1  # scikit-learn stops at full recall
-    return np.r_[0.0, recall[:stop]], np.r_[1.0, precision[:stop]]
-
-
-def pr_auc(scores, labels) -> float:
-    """The upstream "AP": trapezoidal area under the precision–recall curve
-    (one point per distinct threshold plus ``(recall 0, precision 1)``), as
-    scikit-learn's ``auc(recall, precision)`` after ``precision_recall_curve``.
-
-    Raises:
-        ValueError: On mismatched sizes, no positive, non-binary labels or
-            non-finite scores.
-    """
-    r, p = pr_curve(scores, labels)
-    return float(np.trapz(p, r)) if hasattr(np, 'trapz') else float(np.trapezoid(p, r))
-
-
-def step_ap(scores, labels) -> float:
-    """Average precision ``Σ_n (R_n − R_{n−1})·P_n`` (scikit-learn's
-    ``average_precision_score``), no interpolation.
-
-    Raises:
-        ValueError: As :func:`pr_auc`.
-    """
-    precision, recall = _curve(scores, labels)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def weighted_total(mil: Tensor, contrast: Mapping[str, Tensor], lambda_b: float,

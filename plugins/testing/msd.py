@@ -1,6 +1,6 @@
 """A small Medical Segmentation Decathlon task, written in the real layout
 (``dataset.json``, ``imagesTr`` / ``labelsTr`` / ``imagesTs`` NIfTI files) for
-tests and the demo; :mod:`plugins.dsd.msd` reads it like a downloaded task."""
+tests and the demo; :mod:`plugins.dsd.datasets.msd` reads it like a downloaded task."""
 from __future__ import annotations
 
 import json

@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..slidr.lidarseg import CAMERAS, FINE_CLASSES
+from ..slidr.datasets.lidarseg import CAMERAS, FINE_CLASSES
 
 __all__ = ['make_nuscenes_synthetic', 'road_scene', 'ray_cast_scan', 'make_demo', 'FORMAT']
 

@@ -1,13 +1,13 @@
 """A small SemanticKITTI tree in the real layout (``velodyne/*.bin``,
 ``labels/*.label``, ``calib.txt`` per sequence), read by
-:mod:`plugins.slidr.semantickitti` like the real dataset."""
+:mod:`plugins.slidr.datasets.semantickitti` like the real dataset."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from ..slidr.semantickitti import TRAIN_SEQUENCES, VAL_SEQUENCES
+from ..slidr.datasets.semantickitti import TRAIN_SEQUENCES, VAL_SEQUENCES
 
 __all__ = ['make_semantickitti_synthetic', 'make_demo', 'FORMAT']
 

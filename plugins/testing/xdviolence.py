@@ -1,6 +1,6 @@
 """A small XD-Violence feature set in the real layout (I3D crops, VGGish,
 list files, ``gt.npy``) with a planted audio-visual signal, read by
-:mod:`plugins.macil.data` like the released features."""
+:mod:`plugins.macil.datasets.xdviolence` like the released features."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..macil.data import CROPS, FRAMES_PER_SNIPPET
+from ..macil.datasets.xdviolence import CROPS, FRAMES_PER_SNIPPET
 
 __all__ = ['make_xdviolence_synthetic', 'make_demo', 'FORMAT']
 

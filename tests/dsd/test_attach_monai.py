@@ -276,8 +276,8 @@ def test_autocast_loss_is_float32_and_close_to_full_precision():
 
 def _lean_pair(options, seed=0):
     from plugins.dsd.functional import dsd_loss
-    from plugins.dsd.heads import DSDHead
     from plugins.dsd.lean import dsd_loss_lean
+    from plugins.dsd.models.heads import DSDHead
     torch.manual_seed(seed)
     scales = dict(enc1=1, enc2=2, enc3=4, enc4=8, dec4=16, dec3=8, dec2=4, dec1=2)
     heads = {s: DSDHead(3, C, k, spatial_dims=2).double() for s, k in scales.items()}
@@ -342,8 +342,8 @@ def test_a_second_backward_through_a_retained_graph_is_refused_not_silent():
 
 
 def test_lean_refuses_a_reweighted_backward():
-    from plugins.dsd.heads import DSDHead
     from plugins.dsd.lean import dsd_loss_lean
+    from plugins.dsd.models.heads import DSDHead
     scales = dict(enc1=1, enc2=2, enc3=4, enc4=8, dec4=16, dec3=8, dec2=4, dec1=2)
     heads = {s: DSDHead(3, C, k, spatial_dims=2) for s, k in scales.items()}
     feats = {s: torch.randn(1, 3, 32 // k, 32 // k, requires_grad=True) for s, k in scales.items()}
@@ -390,8 +390,8 @@ def test_lean_under_autocast_matches_straightforward_closely():
 
 def test_lean_with_every_voxel_ignored_is_zero_not_nan():
     from plugins.dsd.functional import dsd_loss
-    from plugins.dsd.heads import DSDHead
     from plugins.dsd.lean import dsd_loss_lean
+    from plugins.dsd.models.heads import DSDHead
     scales = dict(enc1=1, enc2=2, enc3=4, enc4=8, dec4=16, dec3=8, dec2=4, dec1=2)
     heads = {s: DSDHead(3, C, k, spatial_dims=2) for s, k in scales.items()}
     feats = {s: torch.randn(1, 3, 32 // k, 32 // k, requires_grad=True) for s, k in scales.items()}

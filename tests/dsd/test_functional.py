@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from plugins.dsd.functional import SLOTS, dice_ce, dsd_loss, kl_pix
-from plugins.dsd.heads import DSDHead
+from plugins.dsd.models.heads import DSDHead
 
 
 def _zeros(shape=(1, 2, 1, 2), dtype=torch.float64):

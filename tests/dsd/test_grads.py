@@ -160,8 +160,8 @@ def test_transposed_conv_is_a_matrix_product_in_offset_order():
 
 def test_lean_loss_under_no_grad_forms_no_gradients(monkeypatch):
     from plugins.dsd import grads
-    from plugins.dsd.heads import DSDHead
     from plugins.dsd.lean import dsd_loss_lean
+    from plugins.dsd.models.heads import DSDHead
     scales = dict(enc1=1, enc2=2, enc3=4, enc4=8, dec4=16, dec3=8, dec2=4, dec1=2)
     heads = {s: DSDHead(3, 2, k, spatial_dims=2) for s, k in scales.items()}
     feats = {s: torch.randn(1, 3, 32 // k, 32 // k) for s, k in scales.items()}

@@ -147,7 +147,7 @@ def test_monai_bundle_run_trains_the_heads_or_says_why_not(tmp_path, params):
 
     from monai.bundle import ConfigWorkflow
 
-    from plugins.dsd.attach import HeadsNotTrainedError
+    from plugins.dsd.models.attach import HeadsNotTrainedError
     path = tmp_path / 'train.json'
     path.write_text(json.dumps(_bundle(params)))
     workflow = ConfigWorkflow(config_file=str(path), workflow_type='train')
@@ -175,7 +175,7 @@ def test_an_optimizer_built_before_dsd_fails_at_the_second_step():
     from monai.networks.nets import DynUNet
 
     from plugins.dsd import DSDLoss, DSDTaps
-    from plugins.dsd.attach import HeadsNotTrainedError
+    from plugins.dsd.models.attach import HeadsNotTrainedError
     torch.manual_seed(0)
     args = {k: v for k, v in NET.items() if k != '_target_'}
     net = DynUNet(**args)

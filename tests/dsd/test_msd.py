@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.dsd.msd import evaluate_dice_hd95, read_msd_datalist
+from plugins.dsd.datasets.msd import evaluate_dice_hd95, read_msd_datalist
 from plugins.testing.msd import make_msd_synthetic
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.macil.data import fit_length, load_pair, pair_lists, read_list, video_label
+from plugins.macil.datasets.xdviolence import (fit_length, load_pair, pair_lists, read_list,
+                                               video_label)
 from plugins.testing.xdviolence import make_xdviolence_synthetic
 
 

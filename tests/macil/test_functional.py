@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from plugins.macil.functional import (contrastive_terms, ema_momentum, ema_update_, lambda_ramp,
-                                      mil_bag_scores, mil_loss, pr_auc, semi_bags, sequence_lengths,
-                                      step_ap, topk_mean, topk_sizes)
+                                      mil_bag_scores, mil_loss, semi_bags, sequence_lengths,
+                                      topk_mean, topk_sizes)
+from plugins.macil.metrics import pr_auc, step_ap
 
 
 # ------------------------------------------------------------------------ MIL

@@ -7,7 +7,8 @@ import torch
 
 pytest.importorskip('mmengine')
 
-from plugins.macil.functional import ema_momentum, pr_auc, step_ap
+from plugins.macil.functional import ema_momentum
+from plugins.macil.metrics import pr_auc, step_ap
 
 
 def _model(**kw):

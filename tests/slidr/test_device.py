@@ -5,7 +5,7 @@ import torch
 
 from plugins.slidr.geometry import cylindrical_voxelize
 from plugins.slidr.metrics import lovasz_softmax
-from plugins.slidr.sparse import SparseUNet
+from plugins.slidr.models.sparse import SparseUNet
 from tests.device_check import on_input_device
 
 pytest.importorskip('mmengine')

@@ -211,7 +211,7 @@ def test_confusion_and_iou_rules():
 
 
 def test_drop_cuboid_reindexes_pairings_and_reverts():
-    from plugins.slidr.augment import drop_cuboid
+    from plugins.slidr.datasets.augment import drop_cuboid
     xyz = np.array([[0, 0, 0], [10, 10, 10], [0.1, 0.1, 0.1], [5, 5, 5]], np.float64)
     pairs = [np.array([[1, 3, 4], [3, 5, 6], [2, 0, 0]])]
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from plugins.slidr.image_teacher import FrozenImageTeacher, ResNet50, moco_to_resnet
+from plugins.slidr.models.image_teacher import FrozenImageTeacher, ResNet50, moco_to_resnet
 
 
 def test_torchvision_layout_and_parameter_count():

@@ -5,8 +5,8 @@ import pytest
 
 nuscenes = pytest.importorskip('nuscenes')
 
+from plugins.slidr.datasets.lidarseg import CAMERAS
 from plugins.slidr.geometry import lidar_to_camera, project_points
-from plugins.slidr.lidarseg import CAMERAS
 from plugins.testing.nuscenes import make_nuscenes_synthetic
 
 

@@ -5,8 +5,8 @@ import torch
 pytest.importorskip('nuscenes')
 pytest.importorskip('mmengine')
 
-from plugins.slidr.lidarseg import (FINE_CLASSES, NUSCENES_CLASSES, fine_to_coarse,
-                                    keep_every_kth_scene)
+from plugins.slidr.datasets.lidarseg import (FINE_CLASSES, NUSCENES_CLASSES, fine_to_coarse,
+                                             keep_every_kth_scene)
 from plugins.testing.nuscenes import make_nuscenes_synthetic
 
 TINY = dict(layers=(1, ) * 8, planes=(8, 8, 16, 16, 16, 8, 8, 8), init_dim=8)

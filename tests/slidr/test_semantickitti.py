@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from plugins.slidr.semantickitti import (TRAIN_SEQUENCES, learning_map, read_calib, read_labels,
-                                         read_scan, scan_paths)
+from plugins.slidr.datasets.semantickitti import (TRAIN_SEQUENCES, learning_map, read_calib,
+                                                  read_labels, read_scan, scan_paths)
 from plugins.testing.semantickitti import make_semantickitti_synthetic
 
 

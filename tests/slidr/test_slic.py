@@ -3,8 +3,9 @@ the assignment and connectivity kernels, the OpenCV pre-processing, bad input.""
 import numpy as np
 import pytest
 
-from plugins.slidr import slic as S
-from plugins.slidr.superpixels import blob_image, boundary_agreement, slic_fast, slic_reference
+from plugins.slidr.datasets import slic as S
+from plugins.slidr.datasets.superpixels import (blob_image, boundary_agreement, slic_fast,
+                                                slic_reference)
 
 
 @pytest.mark.parametrize(

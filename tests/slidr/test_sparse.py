@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from plugins.slidr.sparse import (DownConv3d, SparseUNet, SparseVoxels, SubMConv3d, UpConv3d,
-                                  sparse_conv, stride2_maps, submanifold_map)
+from plugins.slidr.models.sparse import (DownConv3d, SparseUNet, SparseVoxels, SubMConv3d, UpConv3d,
+                                         sparse_conv, stride2_maps, submanifold_map)
 
 
 def _sites(n=40, size=6, batch=2, seed=0):
@@ -240,7 +240,7 @@ def test_host_synchronisations_do_not_grow_with_depth():
 
 
 def test_passes_over_offset_groups_equal_one_pass(monkeypatch):
-    from plugins.slidr import sparse
+    from plugins.slidr.models import sparse
     coords = _sites(n=300, size=8, seed=9)
     kmap = submanifold_map(coords, 3)
     g = torch.Generator().manual_seed(10)

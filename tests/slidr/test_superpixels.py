@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from plugins.slidr.superpixels import (blob_image, boundary_agreement, load_labels, save_labels,
-                                       slic_fast, slic_reference)
+from plugins.slidr.datasets.superpixels import (blob_image, boundary_agreement, load_labels,
+                                                save_labels, slic_fast, slic_reference)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -5,9 +5,11 @@ import torch
 
 pytest.importorskip('mmengine')
 
-from plugins.slidr.augment import drop_cuboid, flip_horizontal, resized_crop, rotate_flip_cloud
-from plugins.slidr.transforms import (DropCuboids, RandomCameraOrder, RandomResizedCropFlipImages,
-                                      RandomRotateFlipCloud, ResizeImages)
+from plugins.slidr.datasets.augment import (drop_cuboid, flip_horizontal, resized_crop,
+                                            rotate_flip_cloud)
+from plugins.slidr.datasets.transforms import (DropCuboids, RandomCameraOrder,
+                                               RandomResizedCropFlipImages, RandomRotateFlipCloud,
+                                               ResizeImages)
 
 
 def _results(seed=0, cams=3, n=400, h=60, w=100):
@@ -71,7 +73,7 @@ def test_flip_probability_one_mirrors_every_column():
     r = _results(cams=2, h=10, w=20)
     before = [p.copy() for p in r['pairs']]
     images = [i.copy() for i in r['images']]
-    from plugins.slidr.augment import flip_horizontal as flip
+    from plugins.slidr.datasets.augment import flip_horizontal as flip
     for n in range(2):
         img, _, p = flip(images[n], r['superpixels'][n], before[n], np.random.default_rng(0), 1.0)
         np.testing.assert_array_equal(p[:, 2], 19 - before[n][:, 2])

@@ -56,7 +56,7 @@ def superpixel_rows(images: int, rounds: int = 3) -> list:
     row-parallel (interleaved, ``rounds`` each, medians), label counts,
     boundary agreement of the fast labels with the reference, and the
     full-resolution compiled SLIC's time and label identity."""
-    from plugins.slidr.superpixels import boundary_agreement, slic_fast, slic_reference
+    from plugins.slidr.datasets.superpixels import boundary_agreement, slic_fast, slic_reference
     rows = []
     for i in range(images):
         img = photo(i)
@@ -190,7 +190,7 @@ def time_conv_layer(coords: torch.Tensor, channels: int, repeats: int) -> dict:
     """Seconds per forward + backward of one 3×3×3 submanifold conv on the
     voxels ``coords``, the plugin's fused gather–GEMM–scatter vs the per-offset
     loop, and their largest output difference."""
-    from plugins.slidr.sparse import sparse_conv, submanifold_map
+    from plugins.slidr.models.sparse import sparse_conv, submanifold_map
     device = str(coords.device)
     kmap = submanifold_map(coords, 3)
     g = torch.Generator().manual_seed(0)
@@ -218,7 +218,7 @@ def time_backbone(voxel_sets, repeats: int = 2, autocast: bool = False) -> dict:
     """Seconds (and on CUDA peak memory) per forward + backward of the
     SR-UNet34C student per ``(V, 4)`` voxel set (one device), keyed by voxel
     count."""
-    from plugins.slidr.sparse import SparseUNet
+    from plugins.slidr.models.sparse import SparseUNet
     device = str(voxel_sets[0].device)
     torch.manual_seed(0)
     net = SparseUNet(1, 64).to(device).train()
@@ -245,7 +245,7 @@ def time_backbone(voxel_sets, repeats: int = 2, autocast: bool = False) -> dict:
 
 
 def report_superpixels(images: int) -> list:
-    from plugins.slidr.slic import numba_available, warm_up
+    from plugins.slidr.datasets.slic import numba_available, warm_up
     if numba_available():
         print(f'numba SLIC kernels ready in {warm_up():.2f} s (compiled or loaded from cache; '
               'not counted below)')

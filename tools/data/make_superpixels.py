@@ -53,7 +53,7 @@ def _work(job):
     import cv2
     import numpy as np
 
-    from plugins.slidr.superpixels import save_labels, slic_fast, slic_reference
+    from plugins.slidr.datasets.superpixels import save_labels, slic_fast, slic_reference
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         return token, None, f'cannot read {path}'

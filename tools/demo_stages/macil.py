@@ -15,7 +15,7 @@ def run(ctx: DemoContext) -> str:
     import numpy as np
 
     from plugins.core.report import plot_xy_curves
-    from plugins.macil.functional import pr_curve
+    from plugins.macil.metrics import pr_curve
     from plugins.testing.xdviolence import make_xdviolence_synthetic
 
     root = osp.join(ctx.data, 'xdv')

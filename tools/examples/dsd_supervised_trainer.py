@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     from monai.utils import set_determinism
 
     from plugins.dsd import DSDLoss, DSDTaps
-    from plugins.dsd.msd import evaluate_dice_hd95, read_msd_datalist
+    from plugins.dsd.datasets.msd import evaluate_dice_hd95, read_msd_datalist
     from plugins.testing.msd import make_msd_synthetic
 
     if not os.path.isfile(os.path.join(args.task, 'dataset.json')):

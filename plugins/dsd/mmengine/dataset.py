@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from ...core.lazy_index import LazyIndex
 from ...core.sample_seed import DrawIndex, sample_seed
-from ..msd import read_msd_datalist
+from ..datasets.msd import read_msd_datalist
 
 __all__ = ['MSDDataset', 'msd_collate', 'split_cases']
 

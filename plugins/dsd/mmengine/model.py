@@ -18,8 +18,8 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from ..attach import DSDTaps
 from ..functional import check_labels, dice_ce
+from ..models.attach import DSDTaps
 from ..options import build_dsd_loss, check_taps_options, split_legacy
 
 __all__ = ['MonaiSegmentor', 'build_monai_network']

@@ -22,7 +22,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ...core.options import merge_options
-from ..attach import DSDTaps
+from ..models.attach import DSDTaps
 from ..options import build_dsd_loss, split_legacy
 
 __all__ = ['DSDEncoderDecoder']

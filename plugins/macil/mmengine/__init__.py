@@ -2,7 +2,7 @@
 from mmengine.registry import MODELS as _MODELS
 
 from ..losses import SemiBagContrastiveLoss, TopKMILLoss
-from ..modules import MACILAudioVisual, MACILVisualTeacher
+from ..models.networks import MACILAudioVisual, MACILVisualTeacher
 from .dataset import XDViolenceDataset, xdv_test_collate
 from .hooks import MACILLambdaHook, SelfDistillEMAHook
 from .metric import FrameAPMetric

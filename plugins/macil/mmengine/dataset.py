@@ -10,7 +10,7 @@ from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
 from ...core.lazy_index import LazyIndex
-from ..data import CROPS, fit_length, load_pair, pair_lists, read_list, video_label
+from ..datasets.xdviolence import CROPS, fit_length, load_pair, pair_lists, read_list, video_label
 
 __all__ = ['XDViolenceDataset', 'xdv_test_collate']
 

@@ -8,8 +8,8 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.registry import METRICS
 
-from ..data import FRAMES_PER_SNIPPET
-from ..functional import pr_auc, step_ap
+from ..datasets.xdviolence import FRAMES_PER_SNIPPET
+from ..metrics import pr_auc, step_ap
 
 __all__ = ['FrameAPMetric']
 

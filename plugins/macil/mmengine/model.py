@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ...core.options import build_registered, check_kwargs
 from ..functional import sequence_lengths, weighted_total
-from ..modules import MACILAudioVisual, MACILVisualTeacher
+from ..models.networks import MACILAudioVisual, MACILVisualTeacher
 
 __all__ = ['MACILSD']
 

@@ -3,9 +3,9 @@ segmentation for its evaluation (dataset, collate, segmentor, point mIoU); the
 loss in ``MODELS`` and the augmentations in ``TRANSFORMS``."""
 from mmengine.registry import MODELS as _MODELS, TRANSFORMS as _TRANSFORMS
 
+from ..datasets.transforms import (DropCuboids, RandomCameraOrder, RandomResizedCropFlipImages,
+                                   RandomRotateFlipCloud, ResizeImages)
 from ..losses import SuperpixelNCELoss
-from ..transforms import (DropCuboids, RandomCameraOrder, RandomResizedCropFlipImages,
-                          RandomRotateFlipCloud, ResizeImages)
 from .dataset import NuScenesSLidRDataset, default_pretraining_pipeline, slidr_collate
 from .model import SLidRPretrainer
 from .segmentation import (NuScenesLidarSegDataset, PointMIoUMetric, SemanticKITTIDataset,

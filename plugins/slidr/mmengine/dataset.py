@@ -12,8 +12,8 @@ from torch.utils.data import Dataset
 
 from ...core.lazy_index import LazyIndex
 from ...core.sample_seed import DrawIndex, draw_entropy
+from ..datasets.lidarseg import CAMERAS, scene_keyframes
 from ..geometry import cylindrical_voxelize, project_points
-from ..lidarseg import CAMERAS, scene_keyframes
 
 __all__ = ['NuScenesSLidRDataset', 'slidr_collate', 'default_pretraining_pipeline']
 
@@ -35,7 +35,7 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
 
     Pairings come from the raw cloud (devkit calibration chain, float32, depth
     > 1 m, strict bounds, half-to-even rounding); then the ``pipeline`` runs
-    (:mod:`plugins.slidr.transforms`; in training by default the camera order
+    (:mod:`plugins.slidr.datasets.transforms`; in training by default the camera order
     is shuffled, the cloud rotated and flipped, a cuboid dropped, each image
     cropped and resized to ``crop`` (redrawn until enough pairings stay) and
     flipped); the cloud is voxelised on the cylindrical grid and pairings
@@ -122,7 +122,7 @@ class NuScenesSLidRDataset(LazyIndex, Dataset):
         return len(self.samples)
 
     def _superpixels(self, token: str, image: np.ndarray) -> np.ndarray:
-        from ..superpixels import load_labels, slic_fast
+        from ..datasets.superpixels import load_labels, slic_fast
         if self.superpixel_root is not None:
             return load_labels(
                 os.path.join(self.superpixel_root, f'{token}.png'), self.superpixel_size)

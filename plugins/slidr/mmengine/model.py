@@ -9,8 +9,8 @@ from torch import Tensor
 
 from ...core.options import build_registered, check_kwargs
 from ..functional import pool_pixels, pool_points, superpixel_slots
-from ..image_teacher import FrozenImageTeacher
-from ..sparse import SparseUNet
+from ..models.image_teacher import FrozenImageTeacher
+from ..models.sparse import SparseUNet
 
 __all__ = ['SLidRPretrainer']
 
@@ -20,7 +20,7 @@ class SLidRPretrainer(BaseModel):
     """Frozen 2D teacher + trainable 2D head, 3D student, superpixel InfoNCE.
 
     Args:
-        student (dict): :class:`~plugins.slidr.sparse.SparseUNet` arguments
+        student (dict): :class:`~plugins.slidr.models.sparse.SparseUNet` arguments
             (``out_channels`` = ``dim``).
         dim (int): Embedding size of both heads (64).
         superpixel_size (int): ``S`` (150).

@@ -17,10 +17,11 @@ from torch.utils.data import Dataset
 from ...core.lazy_index import LazyIndex
 from ...core.options import check_kwargs
 from ...core.sample_seed import DrawIndex, draw_entropy
+from ..datasets.lidarseg import (NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene,
+                                 scene_keyframes)
 from ..geometry import cylindrical_voxelize
-from ..lidarseg import NUSCENES_CLASSES, fine_to_coarse, keep_every_kth_scene, scene_keyframes
 from ..metrics import confusion_matrix, iou_from_confusion, lovasz_softmax
-from ..sparse import SparseUNet
+from ..models.sparse import SparseUNet
 
 __all__ = [
     'NuScenesLidarSegDataset', 'SemanticKITTIDataset', 'lidarseg_collate', 'SLidRSegmentor',
@@ -31,7 +32,7 @@ __all__ = [
 class _SeededAugment:
     """A fresh augmentation stream per draw: (seed, run seed, epoch, index) from a
     ``DrawIndex``, else (seed, index, this process's draw count); and the
-    pipeline (default: :class:`~plugins.slidr.transforms.RandomRotateFlipCloud`
+    pipeline (default: :class:`~plugins.slidr.datasets.transforms.RandomRotateFlipCloud`
     when augmenting, nothing otherwise)."""
 
     augment: bool
@@ -79,7 +80,7 @@ class NuScenesLidarSegDataset(LazyIndex, _SeededAugment, Dataset):
         augment (bool): Rotation about z and axis flips (training): the
             default pipeline.
         pipeline (list, optional): Cloud transforms replacing the default
-            (:mod:`plugins.slidr.transforms`); each draws from
+            (:mod:`plugins.slidr.datasets.transforms`); each draws from
             ``results['rng']``.
         lazy_init, serialize_data, test_mode: mmengine's dataset options
             (:class:`~plugins.core.lazy_index.LazyIndex`): ``lazy_init`` defers
@@ -185,7 +186,7 @@ class SemanticKITTIDataset(LazyIndex, _SeededAugment, Dataset):
                  lazy_init: bool = False,
                  serialize_data: bool = False,
                  test_mode: bool = False) -> None:
-        from ..semantickitti import learning_map
+        from ..datasets.semantickitti import learning_map
         if split not in ('train', 'val'):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.data_root, self.split, self.label_every = data_root, split, label_every
@@ -200,7 +201,7 @@ class SemanticKITTIDataset(LazyIndex, _SeededAugment, Dataset):
         self._set_pipeline(pipeline)
 
     def _load_index(self) -> None:
-        from ..semantickitti import TRAIN_SEQUENCES, VAL_SEQUENCES, scan_paths
+        from ..datasets.semantickitti import TRAIN_SEQUENCES, VAL_SEQUENCES, scan_paths
         train = self.split == 'train'
         paths = scan_paths(self.data_root, TRAIN_SEQUENCES if train else VAL_SEQUENCES)
         self.paths = paths[::self.label_every] if train else paths
@@ -212,7 +213,7 @@ class SemanticKITTIDataset(LazyIndex, _SeededAugment, Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         self.full_init()
-        from ..semantickitti import read_labels, read_scan
+        from ..datasets.semantickitti import read_labels, read_scan
         scan, label = self.paths[idx]
         points = read_scan(scan)
         if points.shape[0] == 0:
@@ -246,7 +247,7 @@ class SLidRSegmentor(BaseModel):
     fine-tuning or training from scratch.
 
     Args:
-        backbone (dict): :class:`~plugins.slidr.sparse.SparseUNet` arguments.
+        backbone (dict): :class:`~plugins.slidr.models.sparse.SparseUNet` arguments.
         num_classes (int): 17 for nuScenes (class 0 ignored).
         pretrained (str, optional): A SLidR pre-training checkpoint; its
             ``student.*`` tensors whose shapes match are loaded (the 64-d

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from plugins.core.taps import Taps, TapSpec
 
-from .functional import TAP_SLOTS
+from ..functional import TAP_SLOTS
 from .heads import DSDHead, kaiming_init_
 from .presets import PRESETS, probe_taps
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import sequence_lengths
+from ..functional import sequence_lengths
 
 __all__ = [
     'MultiHeadAttention', 'FeedForward', 'PreNormLayer', 'MACILAudioVisual', 'MACILVisualTeacher',

@@ -15,7 +15,7 @@ from torch import nn
 
 from plugins.core.taps import Taps, TapSpec
 
-from .functional import TAP_SLOTS
+from ..functional import TAP_SLOTS
 
 __all__ = ['PRESETS', 'Preset', 'TapInfo', 'probe_taps', 'unet_preset_paths']
 

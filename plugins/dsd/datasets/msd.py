@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..core.options import read_json
+from ...core.options import read_json
 
 __all__ = ['read_msd_datalist', 'evaluate_dice_hd95']
 

@@ -2,7 +2,7 @@
 
 ``slic_reference`` is the reference setting (scikit-image SLIC at full
 resolution, ``n_segments=150, compactness=6, sigma=3, start_label=0``).
-``slic_fast`` runs the same algorithm, compiled (``plugins.slidr.slic``), on an
+``slic_fast`` runs the same algorithm, compiled (``plugins.slidr.datasets.slic``), on an
 image down-scaled by ``factor`` (area interpolation, ``sigma / factor``) and
 up-samples the labels with nearest neighbour: a different segmentation, many
 times faster; :func:`boundary_agreement` measures how close the two are.
@@ -54,13 +54,13 @@ def slic_fast(image: np.ndarray,
     """SLIC on a ``factor``× smaller image, labels up-sampled (nearest), uint8.
 
     The clustering is scikit-image's algorithm compiled with numba
-    (:func:`plugins.slidr.slic.slic_labels`);
+    (:func:`plugins.slidr.datasets.slic.slic_labels`);
     ``preprocess='opencv'`` computes the Lab image and its blur with OpenCV in
     float32, ``'skimage'`` with scikit-image (then ``factor=1`` reproduces
     :func:`slic_reference` label for label). Without numba it falls back to
     scikit-image's SLIC on the small image, with a warning.
 
-    ``parallel`` is passed to :func:`~plugins.slidr.slic.slic_labels`. Off by
+    ``parallel`` is passed to :func:`~plugins.slidr.datasets.slic.slic_labels`. Off by
     default: the serial kernel was as fast on idle cores and faster on shared
     ones (``tools/benchmark/slidr.py``), and under CPU load the row-parallel
     engine was seen to give labels that differ between runs.
