@@ -46,6 +46,7 @@ _FOCAL = dict(
 _NO_FGL = dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0)))
 _NO_DDF = dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))
 _LQE = dict(bbox_head=dict(lqe=dict(k=4, hidden=64)))
+_UP1 = dict(golsd=dict(up=1.0))
 
 #: row name -> (label, base config, ``model`` overrides merged onto the base)
 ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
@@ -59,6 +60,7 @@ ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
     'ddf-only': ('FDR + DDF (VFL; FGL weight 0)', GOLSD, (_NO_FGL, )),
     'ddf-only-focal': ('FDR + DDF with Focal', GOLSD, (_FOCAL, _NO_FGL)),
     'golsd-lqe': ('DINO + GO-LSD/FDR + LQE (location-quality scores)', GOLSD, (_LQE, )),
+    'golsd-up1': ('DINO + GO-LSD/FDR, wider bins (up=1.0)', GOLSD, (_UP1, )),
 }
 
 #: ``--backbone`` choices: how the ResNet-18 of every row starts and trains

@@ -102,9 +102,10 @@ def run(ctx: DemoContext) -> str:
         f'({task}: `dataset.json`, NIfTI `imagesTr/`, `labelsTr/`; 10 training volumes of 48³, '
         f'3 classes, 2 held out), MONAI transforms (random 32³ crops by label, flips, '
         f'rotations, intensity shift), AdamW 1e-3, {epochs} epochs. Evaluation: sliding-window '
-        'inference, MONAI Dice and HD95 without background (HD95 in voxels). DSD is one `dsd=` '
-        'key in the config (or two lines in a MONAI script); the network stays the stock '
-        'DynUNet. The lean mode computes the same loss with less memory; it differs from the '
+        'inference, MONAI Dice and HD95 without background (HD95 in voxels). DSD is two keys '
+        'in the config, `dsd_taps` and `loss_dsd` (or two lines in a MONAI script); the network '
+        'stays the stock DynUNet. The lean strategy computes the same loss with less memory; it '
+        'differs from the '
         'straightforward run only by float rounding in the gradients, accumulated over '
         'training.', '', table3d, '', f'![slices]({osp.basename(picture)})', '',
         'The first test volume, its most annotated axial slice: ground truth and each '
