@@ -52,7 +52,7 @@ def build_step(mode: str, classes: int, batch: int, size: int, device: str):
     net.train()
     loss_fn = None
     if mode != 'plain':
-        loss_fn = DSDLoss(DSDTaps(net, 'dynunet', classes, probe_size=32, mode=mode))
+        loss_fn = DSDLoss(DSDTaps(net, 'dynunet', classes, probe_size=32), strategy=mode)
     x = torch.randn(batch, 1, size, size, size, device=device)
     y = torch.randint(0, classes, (batch, 1, size, size, size), device=device)
 

@@ -75,8 +75,8 @@ def main(argv=None) -> dict:
     if args.dsd == 'none':
         loss = DiceCELoss(include_background=True, to_onehot_y=True, softmax=True)
     else:
-        taps = DSDTaps(net, 'dynunet', num_classes, mode=args.dsd)  # DSD line 1
-        loss = DSDLoss(taps, temperature=3.0)  # DSD line 2
+        taps = DSDTaps(net, 'dynunet', num_classes)  # DSD line 1
+        loss = DSDLoss(taps, temperature=3.0, strategy=args.dsd)  # DSD line 2
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
     trainer = SupervisedTrainer(
         device=torch.device('cpu'),
