@@ -39,7 +39,7 @@ def check_guard(model, optim_wrapper, bad_batch, clean_batch, messages=None):
     from mmengine.logging import MessageHub
     from mmengine.optim import OptimWrapperDict
 
-    from plugins.core.nonfinite_mmengine import NonFiniteGuardHook
+    from plugins.core.mmengine.nonfinite import NonFiniteGuardHook
     wrappers = (
         list(optim_wrapper.values())
         if isinstance(optim_wrapper, OptimWrapperDict) else [optim_wrapper])

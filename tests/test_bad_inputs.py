@@ -58,8 +58,7 @@ def _golsd_model(**head):
 
 def _registry_typo(tmp):
     from mmengine.config import Config
-
-    from plugins.core.runner_setup import build_runner
+    from runner_setup import build_runner
     cfg = Config.fromfile('configs/golsd/dino-tiny_r18_golsd_1xb8-12e_demo-coco.py')
     cfg.model.type = 'GOLSDDIN0'
     cfg.work_dir = str(tmp / 'registry_typo')
@@ -204,7 +203,7 @@ def _coco(tmp, text_or_data, name):
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
 
-    import plugins.core.mmdet_adapter  # noqa: F401
+    import plugins.core.mmdet  # noqa: F401
     register_all_modules()
     path = os.path.join(tmp, name)
     with open(path, 'w') as f:

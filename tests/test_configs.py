@@ -22,9 +22,9 @@ def _datasets(cfg):
 def test_config_loads_and_plugin_datasets_take_its_keys(path):
     pytest.importorskip('mmengine')
     from mmengine.registry import DATASETS
+    from runner_setup import load_config
 
     import plugins  # noqa: F401
-    from plugins.core.runner_setup import load_config
     cfg = load_config(path)
     assert cfg.get('model') and cfg.model.get('type')
     for key, dataset in _datasets(cfg):
@@ -40,10 +40,10 @@ def test_config_loads_and_plugin_datasets_take_its_keys(path):
 def test_every_config_trains_through_the_non_finite_guard(path):
     pytest.importorskip('mmengine')
     from mmengine.registry import OPTIM_WRAPPERS
+    from runner_setup import load_config
 
     import plugins  # noqa: F401
-    from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
-    from plugins.core.runner_setup import load_config
+    from plugins.core.mmengine.nonfinite import NonFiniteSkipOptimWrapper
     cfg = load_config(path)
     wrapper = dict(cfg.optim_wrapper)
     if wrapper.get('constructor') == 'SubmoduleOptimWrapperConstructor':

@@ -31,10 +31,10 @@ def config_training_only(config: str = None, text: str = None) -> list:
     """Training-only module prefixes of the model a config (file or text) builds."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
+    from runner_setup import load_config
 
     import plugins  # noqa: F401  (registers the plugin modules)
     from plugins.core.checkpoint import training_only_prefixes
-    from plugins.core.runner_setup import load_config
 
     cfg = load_config(config) if config else Config.fromstring(text, '.py')
     init_default_scope(cfg.get('default_scope', 'mmengine'))

@@ -275,7 +275,7 @@ def collect_runs(outs: Sequence[str], rows: Sequence[str], seeds: Sequence[int],
     Raises:
         FileNotFoundError: Naming the run that no folder holds.
     """
-    from plugins.core.report import find_scalars, read_scalars
+    from report import find_scalars, read_scalars
     results: Dict[str, List[dict]] = {}
     for row in rows:
         for seed in seeds:

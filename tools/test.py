@@ -20,9 +20,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from runner_setup import add_common_args, build_runner, drop_training_parts, load_config
+
 import plugins  # noqa: F401
-from plugins.core.runner_setup import (add_common_args, build_runner, drop_training_parts,
-                                       load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     cfg.resume = False
     drop_training_parts(cfg)  # a test run reads only the test data
     if args.show_dir:
-        from plugins.core.runner_setup import enable_show_dir
+        from runner_setup import enable_show_dir
         enable_show_dir(cfg, args.show_dir)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     try:
         return runner.test()
     finally:
-        from plugins.core.runner_setup import finish_distributed
+        from runner_setup import finish_distributed
         finish_distributed()
 
 

@@ -20,9 +20,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from runner_setup import add_common_args, build_runner, check_torchvision_weights, load_config
+
 import plugins  # noqa: F401  (safe loading, registrations)
-from plugins.core.runner_setup import (add_common_args, build_runner, check_torchvision_weights,
-                                       load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp:
-        from plugins.core.runner_setup import enable_amp
+        from runner_setup import enable_amp
         enable_amp(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
                              f'auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        from plugins.core.runner_setup import latest_checkpoint
+        from runner_setup import latest_checkpoint
         cfg.resume = True
         cfg.load_from = latest_checkpoint(cfg.work_dir)  # None: start from scratch
     elif args.resume is not None:
@@ -71,7 +71,7 @@ def main(argv=None) -> None:
     try:
         runner.train()
     finally:
-        from plugins.core.runner_setup import finish_distributed
+        from runner_setup import finish_distributed
         finish_distributed()
 
 

@@ -7,10 +7,7 @@ from .reduction import weight_reduce
 from .taps import MissingModuleError, Taps, TapSpec, resolve_module
 
 #: host module -> this package's adapter modules, imported once the host is imported
-HOST_ADAPTERS = {
-    'mmengine': ['plugins.core.mmengine_adapter'],
-    'mmdet.datasets': ['plugins.core.mmdet_adapter']
-}
+HOST_ADAPTERS = {'mmengine': ['plugins.core.mmengine'], 'mmdet.datasets': ['plugins.core.mmdet']}
 
 __all__ = [
     'HOST_ADAPTERS', 'Taps', 'TapSpec', 'resolve_module', 'MissingModuleError', 'temperature_kl',

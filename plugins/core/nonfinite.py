@@ -3,7 +3,7 @@
 Host-free (plain torch). :func:`all_finite` costs one fused reduction and one
 device sync; the slower :func:`first_non_finite` runs only once something is
 known to be wrong, to name it. The mmengine optimizer wrapper and hook built
-on these live in :mod:`plugins.core.nonfinite_mmengine`.
+on these live in :mod:`plugins.core.mmengine.nonfinite`.
 """
 from __future__ import annotations
 

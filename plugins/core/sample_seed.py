@@ -11,7 +11,7 @@ process-wide streams as they were. A killed and resumed run, or the same run
 with another number of workers, then augments every sample identically.
 
 Host-free; the mmengine samplers and dataset wrapper that use it live in
-:mod:`plugins.core.sample_seed_mmengine`.
+:mod:`plugins.core.mmengine.sample_seed`.
 """
 from __future__ import annotations
 

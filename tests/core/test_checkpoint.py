@@ -187,7 +187,7 @@ def test_sigkill_during_writes_never_leaves_a_broken_file(tmp_path):
 def test_the_atomic_backend_is_opt_in_and_writes_atomically(tmp_path):
     from mmengine.fileio import LocalBackend, get_file_backend
 
-    from plugins.core.mmengine_adapter import AtomicLocalBackend
+    from plugins.core.mmengine import AtomicLocalBackend
 
     # importing the plugins leaves mmengine's own local backend alone
     assert type(get_file_backend(str(tmp_path / 'x.pth'))) is LocalBackend

@@ -263,9 +263,9 @@ _KILL_SCRIPT = textwrap.dedent('''
             os.kill(os.getpid(), signal.SIGKILL)
         real(data, path)
     ck.atomic_write_bytes = write
-    import plugins.core.mmengine_adapter as ad
+    import plugins.core.mmengine as ad
     ad.atomic_write_bytes = write
-    import plugins.core.checkpoint_mmengine as cm
+    import plugins.core.mmengine.checkpoint as cm
     cm.atomic_write_bytes = write
     Runner(model=Model(), work_dir=sys.argv[1],
            train_dataloader=dict(dataset=Data(), batch_size=2, num_workers=0,
@@ -305,7 +305,7 @@ def test_the_host_hook_alone_would_have_lost_the_checkpoint(tmp_path):
     """The same kill with mmengine's own ordering: the old file is gone first."""
     from mmengine.hooks import CheckpointHook
 
-    from plugins.core.checkpoint_mmengine import SafeCheckpointHook
+    from plugins.core.mmengine.checkpoint import SafeCheckpointHook
     assert issubclass(SafeCheckpointHook, CheckpointHook)
     removed_before_save = []
 
@@ -344,7 +344,7 @@ def test_the_host_hook_alone_would_have_lost_the_checkpoint(tmp_path):
 
 
 def test_resume_finds_the_newest_checkpoint_without_last_checkpoint(tmp_path):
-    from plugins.core.runner_setup import latest_checkpoint
+    from runner_setup import latest_checkpoint
     assert latest_checkpoint(str(tmp_path / 'nothing')) is None
     assert latest_checkpoint(str(tmp_path)) is None
     for name in ('epoch_2.pth', 'epoch_10.pth', 'epoch_9.pth', 'best_coco.pth', 'x.pth'):

@@ -98,10 +98,10 @@ def test_every_package_declares_its_adapters():
     import plugins
     assert plugins.HOST_ADAPTERS == {
         'mmengine': [
-            'plugins.core.mmengine_adapter', 'plugins.dsd.mmengine', 'plugins.macil.mmengine',
+            'plugins.core.mmengine', 'plugins.dsd.mmengine', 'plugins.macil.mmengine',
             'plugins.slidr.mmengine'
         ],
-        'mmdet.datasets': ['plugins.core.mmdet_adapter'],
+        'mmdet.datasets': ['plugins.core.mmdet'],
         'mmseg.models': ['plugins.dsd.mmseg'],
         'mmdet.models': ['plugins.golsd.mmdet']
     }

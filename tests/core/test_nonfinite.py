@@ -69,7 +69,7 @@ class _Toy(nn.Module):
 
 
 def _wrapper(model, **kw):
-    from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
+    from plugins.core.mmengine.nonfinite import NonFiniteSkipOptimWrapper
     return NonFiniteSkipOptimWrapper(optimizer=torch.optim.AdamW(model.parameters(), lr=0.1), **kw)
 
 
@@ -124,7 +124,7 @@ def test_hook_refuses_an_unguarded_wrapper():
 
     from mmengine.optim import OptimWrapper
 
-    from plugins.core.nonfinite_mmengine import NonFiniteGuardHook
+    from plugins.core.mmengine.nonfinite import NonFiniteGuardHook
     model = _Toy()
     runner = SimpleNamespace(optim_wrapper=OptimWrapper(torch.optim.SGD(model.parameters(), 0.1)))
     with pytest.raises(TypeError, match="type='NonFiniteSkipOptimWrapper'"):
@@ -132,8 +132,8 @@ def test_hook_refuses_an_unguarded_wrapper():
 
 
 def test_submodule_constructor_takes_a_default_wrapper_type():
-    import plugins.core.mmengine_adapter  # noqa: F401  (registers the wrapper)
-    from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
+    import plugins.core.mmengine  # noqa: F401  (registers the wrapper)
+    from plugins.core.mmengine.nonfinite import NonFiniteSkipOptimWrapper
     from plugins.core.optim import SubmoduleOptimWrapperConstructor
     model = nn.Module()
     model.a, model.b = nn.Linear(2, 2), nn.Linear(2, 2)
@@ -189,8 +189,8 @@ SCHEDULER = dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end
 def _run(tmp_path, name, nan_at, monkeypatch, messages):
     from mmengine.runner import Runner
 
-    import plugins.core.mmengine_adapter  # noqa: F401
-    import plugins.core.nonfinite_mmengine as guard
+    import plugins.core.mmengine  # noqa: F401
+    import plugins.core.mmengine.nonfinite as guard
     monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))
     from mmengine.runner import log_processor
     real = log_processor.LogProcessor.get_log_after_iter

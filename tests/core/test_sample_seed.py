@@ -55,8 +55,8 @@ def test_samplers_draw_the_hosts_indices_and_tag_them():
     pytest.importorskip('mmengine')
     from mmengine.dataset import DefaultSampler, InfiniteSampler
 
-    import plugins.core.mmengine_adapter  # noqa: F401
-    from plugins.core.sample_seed_mmengine import SampleSeedInfiniteSampler, SampleSeedSampler
+    import plugins.core.mmengine  # noqa: F401
+    from plugins.core.mmengine.sample_seed import SampleSeedInfiniteSampler, SampleSeedSampler
     data = list(range(10))
     for epoch in (0, 3):
         host, ours = DefaultSampler(data, seed=5), SampleSeedSampler(data, seed=5)
@@ -74,8 +74,8 @@ def test_samplers_draw_the_hosts_indices_and_tag_them():
 
 def test_sample_seeded_transform_repeats_whatever_ran_before():
     pytest.importorskip('mmengine')
-    import plugins.core.mmengine_adapter  # noqa: F401
-    from plugins.core.sample_seed_mmengine import SampleSeeded
+    import plugins.core.mmengine  # noqa: F401
+    from plugins.core.mmengine.sample_seed import SampleSeeded
 
     def coin(results):
         results['coin'] = float(np.random.rand())

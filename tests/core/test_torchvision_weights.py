@@ -13,9 +13,9 @@ def test_training_config_with_torchvision_weights_fails_before_work_naming_the_k
     import sys
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     import train
+    from runner_setup import check_torchvision_weights, load_config
 
-    from plugins.core import checkpoint_mmengine as cm
-    from plugins.core.runner_setup import check_torchvision_weights, load_config
+    from plugins.core.mmengine import checkpoint as cm
     monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
     config = osp.join(ROOT, 'configs/golsd/dino-4scale_r50_golsd_8xb2-12e_coco.py')
     cfg = load_config(config)  # loading it (test, export, analysis) needs no weights
@@ -31,8 +31,9 @@ def test_training_config_with_torchvision_weights_fails_before_work_naming_the_k
 
 
 def test_config_passes_when_the_weights_are_a_local_file(monkeypatch, tmp_path):
-    from plugins.core import checkpoint_mmengine as cm
-    from plugins.core.runner_setup import check_torchvision_weights, load_config
+    from runner_setup import check_torchvision_weights, load_config
+
+    from plugins.core.mmengine import checkpoint as cm
     monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
     cfg = load_config(
         osp.join(ROOT, 'configs/golsd/dino-4scale_r50_golsd_8xb2-12e_coco.py'),
@@ -45,7 +46,7 @@ def test_checkpoint_loader_scheme_gives_the_same_message(monkeypatch):
     from mmengine.runner import CheckpointLoader
 
     import plugins  # noqa: F401  (registers the scheme)
-    from plugins.core import checkpoint_mmengine as cm
+    from plugins.core.mmengine import checkpoint as cm
     monkeypatch.setattr(cm, 'torchvision_available', lambda: False)
     with pytest.raises(cm.TorchvisionWeightsError, match='torchvision://resnet18.*init_cfg=None'):
         CheckpointLoader.load_checkpoint('torchvision://resnet18')
@@ -55,7 +56,7 @@ def test_with_torchvision_the_host_loader_is_used(monkeypatch):
     from mmengine.runner import CheckpointLoader
 
     import plugins  # noqa: F401
-    from plugins.core import checkpoint_mmengine as cm
+    from plugins.core.mmengine import checkpoint as cm
     calls = []
     monkeypatch.setattr(cm, 'torchvision_available', lambda: True)
     monkeypatch.setattr(cm, '_MMENGINE_TORCHVISION', lambda f, m=None: calls.append(f) or {})

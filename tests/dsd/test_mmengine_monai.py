@@ -183,8 +183,8 @@ def test_loss_weight_scales_the_total_and_the_logged_terms():
 
 
 def test_a_nan_voxel_is_skipped_and_named(monkeypatch):
-    import plugins.core.nonfinite_mmengine as guard
-    from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
+    import plugins.core.mmengine.nonfinite as guard
+    from plugins.core.mmengine.nonfinite import NonFiniteSkipOptimWrapper
     from tests.guard_check import check_guard
     messages = []
     monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))

@@ -189,7 +189,7 @@ def test_lean_mode_with_the_padded_ignore_label_matches_straightforward():
 def test_a_nan_pixel_is_skipped_with_the_config_guard(monkeypatch):
     from mmengine.optim import build_optim_wrapper
 
-    import plugins.core.nonfinite_mmengine as guard
+    import plugins.core.mmengine.nonfinite as guard
     from tests.guard_check import check_guard
     messages = []
     monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))

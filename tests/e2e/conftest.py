@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 def scalar_rows(work_dir: str) -> List[dict]:
-    from plugins.core.report import find_scalars, read_scalars
+    from report import find_scalars, read_scalars
     return read_scalars(find_scalars(work_dir))
 
 

@@ -106,8 +106,7 @@ def test_dsd_mmseg_segmentations_drawn_for_every_val_image(tmp_path):
 
 def test_show_dir_without_a_visualisation_hook_says_what_to_add():
     from mmengine.config import Config
-
-    from plugins.core.runner_setup import enable_show_dir
+    from runner_setup import enable_show_dir
     with pytest.raises(ValueError, match="visualization=dict.type='DetVisualizationHook'"):
         enable_show_dir(Config(dict(default_hooks=dict(logger=dict(type='LoggerHook')))), 'x')
     det = Config(dict(default_hooks=dict(visualization=dict(type='DetVisualizationHook'))))
@@ -123,8 +122,7 @@ def test_show_dir_without_a_visualisation_hook_says_what_to_add():
 
 def test_a_test_run_keeps_no_training_parts():
     from mmengine.config import Config
-
-    from plugins.core.runner_setup import drop_training_parts
+    from runner_setup import drop_training_parts
     cfg = Config(
         dict(
             train_dataloader=dict(batch_size=2),

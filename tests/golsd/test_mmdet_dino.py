@@ -425,7 +425,7 @@ def test_a_nan_pixel_is_skipped_with_the_config_guard(monkeypatch):
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
 
-    import plugins.core.nonfinite_mmengine as guard
+    import plugins.core.mmengine.nonfinite as guard
     from tests.guard_check import check_guard
     messages = []
     monkeypatch.setattr(guard, 'print_log', lambda msg, **kw: messages.append(msg))

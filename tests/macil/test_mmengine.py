@@ -131,7 +131,7 @@ def test_optim_constructor_names_missing_submodules():
 
 
 def test_a_nan_feature_skips_both_steps_and_names_the_loss(monkeypatch):
-    import plugins.core.nonfinite_mmengine as guard
+    import plugins.core.mmengine.nonfinite as guard
     from plugins.core.optim import SubmoduleOptimWrapperConstructor
     from tests.guard_check import check_guard
     messages = []

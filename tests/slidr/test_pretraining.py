@@ -63,8 +63,8 @@ def test_model_loss_and_frozen_teacher(root):
 
 
 def test_a_nan_lidar_feature_is_skipped_and_named(root, monkeypatch):
-    import plugins.core.nonfinite_mmengine as guard
-    from plugins.core.nonfinite_mmengine import NonFiniteSkipOptimWrapper
+    import plugins.core.mmengine.nonfinite as guard
+    from plugins.core.mmengine.nonfinite import NonFiniteSkipOptimWrapper
     from plugins.slidr.mmengine import SLidRPretrainer, slidr_collate
     from tests.guard_check import check_guard
     messages = []

@@ -23,6 +23,7 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(1, osp.join(ROOT, 'tools'))  # the tools' shared modules
 
 #: the ten IoU thresholds of the COCO protocol
 IOU_THRESHOLDS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2).tolist())
@@ -98,7 +99,7 @@ def evaluate(config: str, checkpoints: Sequence[str]) -> List[np.ndarray]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from plugins.core.report import markdown_table
+    from report import markdown_table
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config')
     parser.add_argument('checkpoints', nargs='+')

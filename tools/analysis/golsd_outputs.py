@@ -24,6 +24,7 @@ from torch import Tensor
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(1, osp.join(ROOT, 'tools'))  # the tools' shared modules
 
 FP_TYPES = ('tp', 'duplicate', 'wrong_class', 'background')
 #: the columns of an :func:`evaluate` row after the output's name
@@ -164,8 +165,7 @@ def evaluate(config: str, checkpoint: str, options: Dict) -> List[list]:
 
 def main() -> None:
     from mmengine.config import DictAction
-
-    from plugins.core.report import markdown_table
+    from report import markdown_table
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint')

@@ -15,8 +15,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from plugins.core.report import markdown_table  # noqa: F401
-from plugins.core.report import find_scalars, last_value, plot_curves, read_scalars
+from report import markdown_table  # noqa: F401
+from report import find_scalars, last_value, plot_curves, read_scalars
 
 __all__ = [
     'ROOT', 'DemoContext', 'parse_metrics', 'coco_options', 'train_and_eval', 'coco_row',

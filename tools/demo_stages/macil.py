@@ -13,8 +13,8 @@ MACIL_EPOCHS = 12
 def run(ctx: DemoContext) -> str:
     """MACIL-SD vs the same network with top-k MIL only, on XD-Violence-format data."""
     import numpy as np
+    from report import plot_xy_curves
 
-    from plugins.core.report import plot_xy_curves
     from plugins.macil.metrics import pr_curve
     from plugins.testing.xdviolence import make_xdviolence_synthetic
 

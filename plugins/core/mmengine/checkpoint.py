@@ -29,7 +29,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from .checkpoint import atomic_write_bytes, load_checkpoint, remove_stale_partials
+from ..checkpoint import atomic_write_bytes, load_checkpoint, remove_stale_partials
 
 __all__ = ['SafeCheckpointHook', 'load_local_checkpoint']
 

@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.registry import DATA_SAMPLERS, TRANSFORMS
 
-from .sample_seed import DrawIndex, seeded_sample
+from ..sample_seed import DrawIndex, seeded_sample
 
 __all__ = ['SampleSeedSampler', 'SampleSeedInfiniteSampler', 'SampleSeeded']
 

@@ -37,7 +37,7 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.registry import HOOKS, OPTIM_WRAPPERS
 from torch import Tensor, nn
 
-from .nonfinite import SkipCounter, all_finite, first_non_finite, first_non_finite_grad
+from ..nonfinite import SkipCounter, all_finite, first_non_finite, first_non_finite_grad
 
 __all__ = ['NonFiniteSkipOptimWrapper', 'NonFiniteGuardHook']
 
@@ -260,7 +260,7 @@ class NonFiniteGuardHook(Hook):
 
 
 def _register() -> None:
-    # here rather than in mmengine_adapter: importing this module first would
+    # here rather than in the package: importing this module first would
     # otherwise cycle through the adapter that mmengine's import triggers
     if NonFiniteSkipOptimWrapper.__name__ not in OPTIM_WRAPPERS.module_dict:
         OPTIM_WRAPPERS.register_module(module=NonFiniteSkipOptimWrapper)

@@ -13,10 +13,10 @@
   temporary file and renames it. Nothing global changes: mmengine's ``local``
   backend stays as it is, and a config opts in with
   ``backend_args=dict(backend='atomic_local')``;
-* (``checkpoint_mmengine``) checks every local checkpoint load, and its
+* (``checkpoint``) checks every local checkpoint load, and its
   ``CheckpointHook`` writes checkpoints through ``atomic_local`` and keeps the
   previous checkpoint until a new one is complete;
-* (``sample_seed_mmengine``) samplers and a pipeline wrapper that give every
+* (``sample_seed``) samplers and a pipeline wrapper that give every
   sample its own seed, for exact resume.
 """
 from __future__ import annotations
@@ -30,13 +30,13 @@ from mmengine.fileio.backends import backends as _BACKENDS
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
+from ..checkpoint import allow_getattr, allow_types, atomic_write_bytes, register_numpy_types
+from ..hooks import RNGStateHook
+from ..losses import InfoNCELoss, TemperatureKLLoss
+from ..optim import SubmoduleOptimWrapperConstructor
 # these register themselves (importing them here cannot cycle, even when one of
 # them is what imports mmengine first)
-from . import checkpoint_mmengine, nonfinite_mmengine, sample_seed_mmengine  # noqa: F401
-from .checkpoint import allow_getattr, allow_types, atomic_write_bytes, register_numpy_types
-from .hooks import RNGStateHook
-from .losses import InfoNCELoss, TemperatureKLLoss
-from .optim import SubmoduleOptimWrapperConstructor
+from . import checkpoint, nonfinite, sample_seed  # noqa: F401
 
 __all__ = ['AtomicLocalBackend', 'ATOMIC_BACKEND']
 

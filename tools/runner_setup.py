@@ -119,8 +119,8 @@ def check_torchvision_weights(cfg) -> None:
               if v.startswith(('torchvision://', 'modelzoo://'))]
     if not wanted:
         return
-    from .checkpoint_mmengine import (TorchvisionWeightsError, torchvision_available,
-                                      torchvision_weights_message)
+    from plugins.core.mmengine.checkpoint import (TorchvisionWeightsError, torchvision_available,
+                                                  torchvision_weights_message)
     if not torchvision_available():
         key, value = wanted[0]
         raise TorchvisionWeightsError(torchvision_weights_message(value.split('://', 1)[1], key))
