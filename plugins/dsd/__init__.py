@@ -9,8 +9,9 @@ MSD reader. None imports a host library.
 Papers: Banerjee, Dong, Glide-Hurst, "Dual self-distillation of U-shaped
 networks for 3D medical image segmentation", IEEE ISBI 2024; Banerjee,
 Summerfield, Dong, Glide-Hurst, "Volumetric medical image segmentation through
-dual self-distillation in U-shaped networks", IEEE TBME 2025. "The reference"
-means the authors' implementation.
+dual self-distillation in U-shaped networks", IEEE TBME 2025; both are
+arXiv:2306.03271 (v1 and v3). "The reference" means the authors'
+implementation, github.com/soumbane/DualSelfDistillation.
 """
 from .functional import dsd_loss
 from .losses import DSDLoss

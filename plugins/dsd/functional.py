@@ -1,4 +1,6 @@
-"""Dual self-distillation (DSD) loss on plain tensors.
+"""Dual self-distillation (DSD) loss on plain tensors (Banerjee et al.,
+arXiv:2306.03271; the original implementation is
+github.com/soumbane/DualSelfDistillation).
 
 Slots, in canonical order: ``main, dec4, dec3, dec2, dec1, enc1, enc2, enc3, enc4``.
 Every slot is full-resolution class logits ``(B, C, *S)`` (2D or 3D).

@@ -9,7 +9,7 @@ In configs the hosts build it from the registry (the taps are theirs to pass):
     loss_dsd=dict(type='DSDLoss', temperature=3.0, alpha=1.0, strategy='lean')
 
 Both strategies compute :func:`plugins.dsd.functional.dsd_loss` (dual
-self-distillation, Banerjee et al., ISBI 2024): ``'straightforward'`` on the
+self-distillation, Banerjee et al., arXiv:2306.03271): ``'straightforward'`` on the
 eight full-resolution tap logits the hooks keep, ``'lean'`` by
 :func:`plugins.dsd.lean.dsd_loss_lean` from the native-resolution features
 (equal values and gradients up to float rounding, a fraction of the memory,
