@@ -22,12 +22,11 @@ from typing import Any, Dict, Optional
 
 from torch import Tensor, nn
 
+from ..core.functional import check_temperature
 from .functional import check_labels, dice_ce, dsd_loss, valid_mask
 from .lean import dsd_loss_lean
 
-__all__ = ['DSDLoss', 'STRATEGIES']
-
-STRATEGIES = ('straightforward', 'lean')
+__all__ = ['DSDLoss']
 
 
 class DSDLoss(nn.Module):
@@ -67,13 +66,10 @@ class DSDLoss(nn.Module):
                  loss_weight: float = 1.0) -> None:
         super().__init__()
         if strategy is not None:
-            if strategy not in STRATEGIES:
-                raise ValueError(f'strategy must be one of {STRATEGIES}, got {strategy!r}')
-            taps.set_mode(strategy)
+            taps.set_mode(strategy)  # checks the name against the taps' modes
         if not (math.isfinite(float(loss_weight)) and loss_weight >= 0):
             raise ValueError(f'loss_weight must be finite and >= 0, got {loss_weight}')
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
+        check_temperature(temperature)
         self.taps = taps
         self.temperature = temperature
         self.alpha = alpha

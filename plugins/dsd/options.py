@@ -21,18 +21,25 @@ __all__ = ['TAPS_KEYS', 'split_legacy', 'check_taps_options', 'build_dsd_loss']
 TAPS_KEYS = ('preset', 'probe_size')
 
 
-def split_legacy(dsd: Optional[Mapping[str, Any]],
-                 what: str) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
-    """``dsd=dict(...)`` of earlier versions → ``(dsd_taps, loss_dsd)``.
+def split_legacy(dsd: Optional[Mapping[str, Any]], dsd_taps: Optional[Mapping[str, Any]],
+                 loss_dsd: Optional[Mapping[str, Any]],
+                 what: str) -> Tuple[Optional[Mapping[str, Any]], Optional[Mapping[str, Any]]]:
+    """The host's ``(dsd_taps, loss_dsd)``, from ``dsd=dict(...)`` of earlier
+    versions when that is given.
 
     ``mode`` becomes the loss's ``strategy``; the taps keys go to
     ``dsd_taps``; everything else to ``loss_dsd`` (checked when it is built).
 
     Raises:
         TypeError: If ``dsd`` is not a mapping.
+        ValueError: If ``dsd`` comes with ``dsd_taps`` or ``loss_dsd``.
     """
     if dsd is None:
-        return None, None
+        return dsd_taps, loss_dsd
+    if dsd_taps is not None or loss_dsd is not None:
+        prefix = what.rpartition('.')[0]
+        raise ValueError(f'{what} is the deprecated form of {prefix}.dsd_taps and '
+                         f'{prefix}.loss_dsd: set one or the other')
     if not isinstance(dsd, Mapping):
         raise TypeError(f'{what} must be a dict, got {type(dsd).__name__}')
     taps = {k: v for k, v in dsd.items() if k in TAPS_KEYS}

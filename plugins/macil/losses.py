@@ -10,6 +10,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 from torch import Tensor, nn
 
+from ..core.functional import check_temperature
 from ..core.reduction import check_reduction, weight_reduce
 from .functional import mil_bag_scores, mil_loss, semi_bag_contrastive
 
@@ -107,8 +108,7 @@ class SemiBagContrastiveLoss(nn.Module):
                  upstream_rep_swap: bool = True,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
+        check_temperature(temperature)
         if not 0 < bag_threshold < 1:
             raise ValueError(f'bag_threshold must be in (0, 1), got {bag_threshold}')
         self.temperature = temperature

@@ -196,14 +196,19 @@ def superpixel_nce(k: Tensor,
                    q: Tensor,
                    temperature: float = 0.07,
                    counts: Optional[Tensor] = None,
-                   rule: str = 'first_channel') -> Tuple[Tensor, int]:
+                   rule: str = 'first_channel',
+                   reduction: str = 'mean') -> Tuple[Tensor, int]:
     """``L = −(1/|K|) Σ_i log softmax_j(⟨k_i, q_j⟩/τ)[i]`` over the kept slots
     (3D → 2D only; every other kept slot of the batch is a negative).
 
+    Args:
+        reduction (str): ``'mean'`` (the paper's ``L``), ``'sum'``, or
+            ``'none'`` for the ``(|K|,)`` per-slot terms.
+
     Returns:
         tuple: ``(loss, |K|)``. With nothing kept the loss is
-        ``0·(Σk + Σq)`` — zero with a graph, instead of the reference's NaN —
-        and a warning is issued.
+        ``0·(Σk + Σq)`` — zero with a graph, instead of the reference's NaN
+        (``'none'``: an empty vector) — and a warning is issued.
 
     Raises:
         ValueError: On mismatched shapes or a bad temperature.
@@ -219,5 +224,6 @@ def superpixel_nce(k: Tensor,
             '0 (the reference would give NaN)',
             RuntimeWarning,
             stacklevel=2)
-        return 0.0 * (k.sum() + q.sum()), 0
-    return info_nce(k[kept], q[kept], temperature=t, reduction='mean'), int(kept.numel())
+        if reduction != 'none':
+            return 0.0 * (k.sum() + q.sum()), 0
+    return info_nce(k[kept], q[kept], temperature=t, reduction=reduction), int(kept.numel())

@@ -5,14 +5,13 @@ registers it, so the pre-training config names it by ``type``).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Tuple
 
 from torch import Tensor, nn
 
-from ..core.functional import check_temperature, info_nce
+from ..core.functional import check_temperature
 from ..core.reduction import check_reduction, weight_reduce
-from .functional import kept_slots, superpixel_nce
+from .functional import superpixel_nce
 
 __all__ = ['SuperpixelNCELoss']
 
@@ -80,22 +79,10 @@ class SuperpixelNCELoss(nn.Module):
         reduction = check_reduction(reduction_override or self.reduction)
         if reduction == 'mean' and avg_factor is None:
             loss, kept = superpixel_nce(k, q, self.temperature, counts, self.kept_rule)
-            return self.loss_weight * loss, kept
-        if k.shape != q.shape or k.dim() != 2:
-            raise ValueError(f'pooled 3D {tuple(k.shape)} and 2D {tuple(q.shape)} features '
-                             f'must be matching (slots, D)')
-        keep = kept_slots(k, counts, self.kept_rule)
-        per = info_nce(k[keep], q[keep], temperature=self.temperature, reduction='none')
-        loss = weight_reduce(per, None, reduction, avg_factor)
-        if keep.numel() == 0:
-            warnings.warn(
-                'SLidR: no superpixel holds a paired point in this batch; the '
-                'loss is 0',
-                RuntimeWarning,
-                stacklevel=2)
-            if reduction != 'none':
-                loss = loss + 0.0 * (k.sum() + q.sum())
-        return self.loss_weight * loss, int(keep.numel())
+        else:
+            per, kept = superpixel_nce(k, q, self.temperature, counts, self.kept_rule, 'none')
+            loss = weight_reduce(per, None, reduction, avg_factor)
+        return self.loss_weight * loss, kept
 
     def extra_repr(self) -> str:
         return (f'temperature={self.temperature}, kept_rule={self.kept_rule!r}, '

@@ -73,9 +73,9 @@ def test_flip_probability_one_mirrors_every_column():
     r = _results(cams=2, h=10, w=20)
     before = [p.copy() for p in r['pairs']]
     images = [i.copy() for i in r['images']]
-    from plugins.slidr.datasets.augment import flip_horizontal as flip
     for n in range(2):
-        img, _, p = flip(images[n], r['superpixels'][n], before[n], np.random.default_rng(0), 1.0)
+        img, _, p = flip_horizontal(images[n], r['superpixels'][n], before[n],
+                                    np.random.default_rng(0), 1.0)
         np.testing.assert_array_equal(p[:, 2], 19 - before[n][:, 2])
         np.testing.assert_array_equal(img, images[n][:, ::-1])
 

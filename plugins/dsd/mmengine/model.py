@@ -95,11 +95,7 @@ class MonaiSegmentor(BaseModel):
         self.sw_batch_size = sw_batch_size
         self.overlap = overlap
         self.dsd_taps: Optional[DSDTaps] = None
-        if dsd is not None:
-            if dsd_taps is not None or loss_dsd is not None:
-                raise ValueError('model.dsd is the deprecated form of model.dsd_taps and '
-                                 'model.loss_dsd: set one or the other')
-            dsd_taps, loss_dsd = split_legacy(dsd, 'model.dsd')
+        dsd_taps, loss_dsd = split_legacy(dsd, dsd_taps, loss_dsd, 'model.dsd')
         if dsd_taps is not None or loss_dsd is not None:
             taps_kw = check_taps_options(dsd_taps, 'model.dsd_taps')
             if 'preset' not in taps_kw:

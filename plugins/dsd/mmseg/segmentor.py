@@ -63,11 +63,7 @@ class DSDEncoderDecoder(EncoderDecoder):
                  dsd: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if dsd is not None:
-            if dsd_taps is not None or loss_dsd is not None:
-                raise ValueError('model.dsd is the deprecated form of model.dsd_taps and '
-                                 'model.loss_dsd: set one or the other')
-            dsd_taps, loss_dsd = split_legacy(dsd, 'model.dsd')
+        dsd_taps, loss_dsd = split_legacy(dsd, dsd_taps, loss_dsd, 'model.dsd')
         taps_cfg = merge_options(self._TAPS_DEFAULTS, dsd_taps, 'model.dsd_taps')
         if self.with_auxiliary_head:
             raise ValueError('DSDEncoderDecoder supervises the decoder taps itself; set '

@@ -47,10 +47,8 @@ class _SeededAugment:
     def _item(self, idx: int, xyz: np.ndarray, feats: np.ndarray, labels: Tensor) -> dict:
         """Run the pipeline on the cloud, voxelise, and take the representative
         point's feature and label per voxel."""
-        rng = self._rng(idx)
-        if rng is None:  # not augmenting: a fixed stream for a pipeline that draws anyway
-            rng = np.random.default_rng([self.seed, int(idx)])
-        results = self.pipeline(dict(xyz=xyz, points=np.concatenate([xyz, feats], 1), rng=rng))
+        results = self.pipeline(
+            dict(xyz=xyz, points=np.concatenate([xyz, feats], 1), rng=self._rng(idx)))
         coords, inverse, first = cylindrical_voxelize(
             torch.from_numpy(np.ascontiguousarray(results['xyz'])))
         return dict(
@@ -60,9 +58,9 @@ class _SeededAugment:
             inverse=inverse,
             point_labels=labels)
 
-    def _rng(self, idx: int):
-        if not self.augment:
-            return None
+    def _rng(self, idx: int) -> np.random.Generator:
+        if not self.augment:  # a fixed stream, for a pipeline that draws anyway
+            return np.random.default_rng([self.seed, int(idx)])
         self._draw += 1
         if isinstance(idx, DrawIndex):  # (run seed, epoch, index): exact on resume
             return np.random.default_rng([self.seed, *draw_entropy(idx)])
