@@ -47,6 +47,7 @@ _NO_FGL = dict(bbox_head=dict(loss_fgl=dict(loss_weight=0.0)))
 _NO_DDF = dict(bbox_head=dict(loss_ddf=dict(loss_weight=0.0)))
 _LQE = dict(bbox_head=dict(lqe=dict(k=4, hidden=64)))
 _UP1 = dict(golsd=dict(up=1.0))
+_OWN_BOXES = dict(bbox_head=dict(box_matches='own'))
 
 #: row name -> (label, base config, ``model`` overrides merged onto the base)
 ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
@@ -61,6 +62,8 @@ ROWS: Dict[str, Tuple[str, str, Tuple[dict, ...]]] = {
     'ddf-only-focal': ('FDR + DDF with Focal', GOLSD, (_FOCAL, _NO_FGL)),
     'golsd-lqe': ('DINO + GO-LSD/FDR + LQE (location-quality scores)', GOLSD, (_LQE, )),
     'golsd-up1': ('DINO + GO-LSD/FDR, wider bins (up=1.0)', GOLSD, (_UP1, )),
+    'fdr-only-own':
+    ('FDR only, box losses on own matches (no GO union)', GOLSD, (_NO_FGL, _NO_DDF, _OWN_BOXES)),
 }
 
 #: ``--backbone`` choices: how the ResNet-18 of every row starts and trains

@@ -247,9 +247,16 @@ def finish_distributed() -> None:
     """Tear the process group down before the interpreter exits.
 
     Leaving a gloo group alive at exit can abort a rank ("terminate called
-    without an active exception") after training has finished.
+    without an active exception") after training has finished. The caller drops
+    its runner first: the DDP wrapper's reducer holds the group, and the runner's
+    reference cycles would otherwise keep it (and gloo's threads) alive into
+    interpreter shutdown. A collection here frees those cycles, so the group's
+    threads are joined while the interpreter is whole.
     """
+    import gc
+
     import torch.distributed as dist
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -69,13 +69,16 @@ def main(argv=None) -> dict:
             list(evaluator) + [dump] if isinstance(evaluator, (list, tuple)) else [evaluator, dump])
     runner = build_runner(cfg)
     if not args.non_strict:
-        model = getattr(runner.model, 'module', runner.model)  # DDP
-        check_state_dict_matches(model, ckpt, f'checkpoint {args.checkpoint!r}')
+        check_state_dict_matches(
+            getattr(runner.model, 'module', runner.model),  # DDP
+            ckpt,
+            f'checkpoint {args.checkpoint!r}')
     del ckpt  # the runner loads its weights itself
     try:
         return runner.test()
     finally:
         from runner_setup import finish_distributed
+        del runner  # its DDP wrapper holds the process group
         finish_distributed()
 
 

@@ -72,6 +72,7 @@ def main(argv=None) -> None:
         runner.train()
     finally:
         from runner_setup import finish_distributed
+        del runner  # its DDP wrapper holds the process group
         finish_distributed()
 
 

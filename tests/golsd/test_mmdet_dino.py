@@ -441,3 +441,57 @@ def test_a_nan_pixel_is_skipped_with_the_config_guard(monkeypatch):
 
     key = check_guard(model, wrapper, batch(True), batch(False), messages)
     assert key != 'loss'
+
+
+def test_box_matches_own_gives_the_box_losses_the_classification_match():
+    """``box_matches='own'``: each output's L1 and GIoU use the one-to-one match
+    of its classification, normalised by that match's size; ``'go'`` (default)
+    uses the GO union, which is larger here. Classification is the same in both."""
+    import plugins.golsd.mmdet.head as head_module
+    model = _perturbed_model()
+    cls_fn, box_fn = head_module.classification_loss, head_module.box_losses
+    calls = []
+
+    def cls_spy(head, cls, match, gt, boxes):
+        calls.append(('cls', match, None))
+        return cls_fn(head, cls, match, gt, boxes)
+
+    def box_spy(head, boxes, match, gt, avg):
+        calls.append(('box', match, avg))
+        return box_fn(head, boxes, match, gt, avg)
+
+    losses = {}
+    for mode in ('go', 'own'):
+        model.bbox_head.box_matches = mode
+        calls.clear()
+        with mock.patch.object(head_module, 'classification_loss', cls_spy), \
+                mock.patch.object(head_module, 'box_losses', box_spy):
+            losses[mode] = _loss(model, [2, 1])
+        pairs = list(zip(calls[0::2], calls[1::2]))
+        layers = model.decoder.num_layers
+        assert len(pairs) == layers + 2  # every layer, the pre boxes, the encoder top-k
+        for (kind_c, own, _), (kind_b, used, avg) in pairs:
+            assert (kind_c, kind_b) == ('cls', 'box')
+            n_own, n_used = own[0].numel(), used[0].numel()
+            if mode == 'own':
+                assert all(torch.equal(a, b) for a, b in zip(own, used))
+                assert avg == max(n_own, 1)
+            else:
+                assert n_used >= n_own == 3  # one query per ground truth
+        if mode == 'go':
+            assert max(b[1][0].numel() for _, b in pairs) > 3
+    for key in losses['go']:
+        if key.endswith('_cls') and not key.startswith('dn_') and '.dn_' not in key:
+            assert torch.equal(losses['go'][key], losses['own'][key]), key
+    assert not torch.equal(losses['go']['loss_bbox'], losses['own']['loss_bbox'])
+
+
+def test_an_unknown_box_matches_is_named():
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+
+    import plugins  # noqa: F401
+    cfg = Config.fromfile(GOLSD_DEMO)
+    cfg.model.bbox_head.box_matches = 'union'
+    with pytest.raises(ValueError, match="box_matches must be 'go' or 'own', got 'union'"):
+        MODELS.build(cfg.model)

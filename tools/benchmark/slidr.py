@@ -15,6 +15,8 @@ superpixels per image, ~34k 3D rows and ~25k pairings per scene), forward +
 backward, against a straightforward channels-last pooling computed in this
 script (losses and gradients checked equal first), A/B interleaved with the
 order swapped each round; ratios are medians of per-round ratios with their range.
+A third arm times the floor of any pooling's backward: writing one fresh buffer
+of the pixel features' size (on a CPU, mostly the first-touch page faults).
 3D backbone: one submanifold convolution, the plugin's fused gather–GEMM–scatter
 against a per-offset autograd loop; then forward + backward of the sparse U-Net
 on batches of 1, 2, … ray-cast scans (``--scans``), and the time ratios to
@@ -146,14 +148,21 @@ def time_pooling(scenes: int, device: str, rounds: int) -> dict:
     def step(k):  # gradients returned, not accumulated into .grad (as for non-leaf features)
         return lambda: torch.autograd.grad(fns[k](sp, *leaves[k], rows, img, r, c, s), leaves[k])
 
-    times = interleaved({k: step(k) for k in fns}, rounds, 1, device)
+    def floor():  # what any pooling's backward must do: write one fresh pixel gradient
+        return torch.empty_like(pix).fill_(1.0)
+
+    candidates = {k: step(k) for k in fns}
+    candidates['gradient floor'] = floor
+    times = interleaved(candidates, rounds, 1, device)
+    ratios = round_ratios(times, 'channels-last')
     return dict(
         scenes=scenes,
         ms={
             k: v * 1e3
             for k, v in medians(times).items()
         },
-        ratio=round_ratios(times, 'channels-last')['plugin'],
+        ratio=ratios['plugin'],
+        floor=ratios['gradient floor'],
         loss=float(values['plugin'][0]),
         pairings=rows.numel())
 
@@ -273,13 +282,15 @@ def report_pooling(device: str, rounds: int, scenes=(1, 4, 8)) -> list:
     print(f'pooling + superpixel NCE, fwd+bwd, device={device}: 6 images of 64x224x416, '
           f'34k 3D rows and 25k pairings per scene; {rounds} interleaved rounds; losses and '
           f'gradients checked equal')
-    print(f'{"scenes":>7s} {"channels-last (ms)":>19s} {"plugin (ms)":>12s}  plugin / '
-          f'channels-last')
+    print('the gradient floor: one fresh buffer of the pixel features\' size, written once '
+          '(every pooling\'s backward writes one)')
+    print(f'{"scenes":>7s} {"channels-last (ms)":>19s} {"plugin (ms)":>12s}  '
+          f'{"plugin / channels-last":24s}  floor / channels-last')
     rows = []
     for n in scenes:
         row = time_pooling(n, device, rounds)
         print(f'{n:7d} {row["ms"]["channels-last"]:19.1f} {row["ms"]["plugin"]:12.1f}  '
-              f'{format_ratio(row["ratio"])}')
+              f'{format_ratio(row["ratio"]):24s}  {format_ratio(row["floor"])}')
         rows.append(row)
     return rows
 

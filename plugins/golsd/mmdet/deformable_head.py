@@ -27,7 +27,7 @@ class GOLSDDeformableDETRHead(GOLSDHeadMixin, DeformableDETRHead):
     vote, matched against class-agnostic ground truth as the encoder is trained.
 
     Args:
-        golsd, loss_fgl, loss_ddf, nan_to_num, lqe: see :class:`GOLSDHeadMixin`.
+        golsd, loss_fgl, loss_ddf, nan_to_num, lqe, box_matches: see :class:`GOLSDHeadMixin`.
         *args, **kwargs: As :class:`DeformableDETRHead`.
     """
 

@@ -23,7 +23,7 @@ class GOLSDDINOHead(GOLSDHeadMixin, DINOHead):
     """DINO head with FDR regression branches and GO-LSD losses.
 
     Args:
-        golsd, loss_fgl, loss_ddf, nan_to_num, lqe: see :class:`GOLSDHeadMixin`.
+        golsd, loss_fgl, loss_ddf, nan_to_num, lqe, box_matches: see :class:`GOLSDHeadMixin`.
         *args, **kwargs: As :class:`DINOHead`.
     """
 

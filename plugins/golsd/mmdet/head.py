@@ -48,10 +48,16 @@ class GOLSDHeadMixin:
         lqe (dict, optional): Add the location-quality term to every decoder
             layer's class logits (``k`` 4, ``hidden`` 64); off by default. The
             DDF teacher logits then include it.
+        box_matches (str): Which matches the L1 and GIoU losses of every
+            output use: ``'go'`` (default, D-FINE's): the GO union;
+            ``'own'``: each output's own one-to-one match, as classification
+            (an ablation of the one-to-many box supervision; FGL and DDF keep
+            the union).
 
     Raises:
-        ValueError: On unknown keys (naming the nearest valid one), or when
-            ``golsd.T`` and ``loss_ddf.temperature`` disagree.
+        ValueError: On unknown keys (naming the nearest valid one), when
+            ``golsd.T`` and ``loss_ddf.temperature`` disagree, or on another
+            ``box_matches``.
     """
 
     def __init__(self,
@@ -61,7 +67,11 @@ class GOLSDHeadMixin:
                  loss_ddf: Optional[Dict] = None,
                  nan_to_num: bool = False,
                  lqe: Optional[Dict] = None,
+                 box_matches: str = 'go',
                  **kwargs) -> None:
+        if box_matches not in ('go', 'own'):
+            raise ValueError(f"bbox_head.box_matches must be 'go' or 'own', got {box_matches!r}")
+        self.box_matches = box_matches
         self.golsd = fdr_config(golsd)
         self.lqe_cfg = dict(lqe) if lqe is not None else None
         check_keys(lqe, ('k', 'hidden'), 'bbox_head.lqe')
@@ -259,7 +269,12 @@ class GOLSDHeadMixin:
             outputs.append(('enc_loss', enc[0], enc[1], m.enc))
         for key, cls, boxes, own in outputs:
             losses[f'{key}_cls'] = classification_loss(self, cls, own, gt, boxes)
-            losses[f'{key}_bbox'], losses[f'{key}_iou'] = box_losses(self, boxes, go, gt, n_go)
+            if self.box_matches == 'go':
+                box_match, box_avg = go, n_go
+            else:
+                box_match, box_avg = own, rank_mean(cls_m, own[0].numel())
+            losses[f'{key}_bbox'], losses[f'{key}_iou'] = box_losses(self, boxes, box_match, gt,
+                                                                     box_avg)
         targets = self._fgl_targets(anc_m, go, gt)
         losses.update(self._fdr_losses(cor_m, box_m, cls_m[-1], go, gt, targets, n_go, None))
         n_m = 4 * go[0].numel()
