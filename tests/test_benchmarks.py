@@ -29,7 +29,7 @@ def test_all_benchmarks_run_and_their_baselines_agree():
         assert f'=== {name}: ok' in proc.stdout
     assert 'values and gradients checked equal' in proc.stdout
     assert 'losses and gradients checked equal' in proc.stdout
-    assert 'floor / channels-last' in proc.stdout  # SLidR pooling's gradient floor
+    assert 'floor / channels-last' in proc.stdout  # SLidR pooling: loss + fresh gradient
 
 
 def test_fdr_loss_baseline_is_the_same_maths():
