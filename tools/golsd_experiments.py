@@ -347,12 +347,17 @@ def main(argv=None) -> str:
     table = summary_table(results, args.epochs)
     png = plot_map_curves(results, osp.join(args.out, 'golsd_map.png'),
                           f'{args.epochs} epochs, LR x0.1 at epoch {lr_step}')
-    report = osp.join(args.out, 'golsd_experiments.md')
-    with open(report, 'w') as f:
-        f.write(f'{table}\n\n![mAP against steps]({osp.basename(png)})\n')
-    print(table)
-    print(f'report: {report}')
-    return report
+    return write_report(osp.join(args.out, 'golsd_experiments.md'), table, png, 'mAP against steps')
+
+
+def write_report(path: str, text: str, png: str, caption: str) -> str:
+    """Write ``text`` and the picture ``png`` (beside it) as markdown, print the
+    text and the report's path, and return the path."""
+    with open(path, 'w') as f:
+        f.write(f'{text}\n\n![{caption}]({osp.basename(png)})\n')
+    print(text)
+    print(f'report: {path}')
+    return path
 
 
 if __name__ == '__main__':

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import pytest
@@ -44,3 +45,12 @@ def samples(counts, size=96):
 @pytest.fixture(scope='module')
 def golsd_model():
     return build(GOLSD_DEMO)
+
+
+def load_tool(name):
+    """``tools/analysis/<name>.py`` as a module (the tools are scripts, not a package)."""
+    path = os.path.join(ROOT, 'tools', 'analysis', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,19 +1,13 @@
 """The prediction-type count of tools/analysis/golsd_outputs.py (hand cases)."""
-import importlib.util
-import os
 
 import pytest
 import torch
 
-from .conftest import ROOT
+from .conftest import load_tool
 
 
 def _tool():
-    path = os.path.join(ROOT, 'tools', 'analysis', 'golsd_outputs.py')
-    spec = importlib.util.spec_from_file_location('golsd_outputs', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('golsd_outputs')
 
 
 def test_prediction_types_hand_case():

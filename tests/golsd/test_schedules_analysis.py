@@ -1,20 +1,14 @@
 """tools/analysis/golsd_schedules.py: paired statistics, argument parsing, the
 table, and reading real run folders (hand-made test logs)."""
-import importlib.util
 import math
-import os
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import load_tool
 
 
 def _tool():
-    path = os.path.join(ROOT, 'tools', 'analysis', 'golsd_schedules.py')
-    spec = importlib.util.spec_from_file_location('golsd_schedules', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('golsd_schedules')
 
 
 def test_paired_difference_by_hand():

@@ -152,23 +152,21 @@ def main(argv=None) -> str:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument('--out', default='work_dirs/golsd_schedules')
     args = parser.parse_args(argv)
-    from golsd_experiments import ITERS_PER_EPOCH
+    from golsd_experiments import ITERS_PER_EPOCH, write_report
     os.chdir(ROOT)
     maps = final_maps(parse_schedules(args.schedule), args.seeds)
     os.makedirs(args.out, exist_ok=True)
     png = plot(maps, ITERS_PER_EPOCH, osp.join(args.out, 'golsd_schedules.png'))
     text = table(maps, ITERS_PER_EPOCH)
+
+    def per_seed(values: Sequence[float]) -> str:
+        return ' / '.join(f'{v:.3f}' for v in values)
+
     for epochs, m in maps.items():
-        text += (f'\n\n{epochs * ITERS_PER_EPOCH} steps, per seed {list(args.seeds)}: plain ' +
-                 ' / '.join(f'{v:.3f}'
-                            for v in m['plain']) + '; GO-LSD ' + ' / '.join(f'{v:.3f}'
-                                                                            for v in m['golsd']))
-    report = osp.join(args.out, 'golsd_schedules.md')
-    with open(report, 'w') as f:
-        f.write(f'{text}\n\n![final mAP against schedule length]({osp.basename(png)})\n')
-    print(text)
-    print(f'report: {report}')
-    return report
+        text += (f'\n\n{epochs * ITERS_PER_EPOCH} steps, per seed {list(args.seeds)}: '
+                 f'plain {per_seed(m["plain"])}; GO-LSD {per_seed(m["golsd"])}')
+    return write_report(
+        osp.join(args.out, 'golsd_schedules.md'), text, png, 'final mAP against schedule length')
 
 
 if __name__ == '__main__':

@@ -106,13 +106,17 @@ def pooling_case(scenes: int, device: str, seed: int = 0):
     return [t.to(device) for t in (sp, feats3d, pix, *pairs)], s
 
 
+def plugin_pooled(sp, f3, pix, rows, img, r, c, s):
+    """The plugin's pooling (native layout): ``(k, q)``, 3D and pixel side."""
+    from plugins.slidr.functional import pool_pixels, pool_points, superpixel_slots
+    slots, num = superpixel_slots(sp, s)
+    return pool_points(f3, rows, slots[img, r, c], num)[0], pool_pixels(pix, slots, num)[0]
+
+
 def plugin_step(sp, f3, pix, rows, img, r, c, s):
     """The plugin's pooling (native layout) and superpixel NCE."""
-    from plugins.slidr.functional import pool_pixels, pool_points, superpixel_nce, superpixel_slots
-    slots, num = superpixel_slots(sp, s)
-    k, _ = pool_points(f3, rows, slots[img, r, c], num)
-    q, _ = pool_pixels(pix, slots, num)
-    return superpixel_nce(k, q)[0]
+    from plugins.slidr.functional import superpixel_nce
+    return superpixel_nce(*plugin_pooled(sp, f3, pix, rows, img, r, c, s))[0]
 
 
 def channels_last_step(sp, f3, pix, rows, img, r, c, s):
@@ -149,12 +153,10 @@ def time_pooling(scenes: int, device: str, rounds: int) -> dict:
     def step(k):  # gradients returned, not accumulated into .grad (as for non-leaf features)
         return lambda: torch.autograd.grad(fns[k](sp, *leaves[k], rows, img, r, c, s), leaves[k])
 
-    from plugins.slidr.functional import pool_pixels, pool_points, superpixel_nce, superpixel_slots
+    from plugins.slidr.functional import superpixel_nce
     with torch.no_grad():
-        slots, num = superpixel_slots(sp, s)
-        pooled = (pool_points(f3, rows, slots[img, r, c],
-                              num)[0].requires_grad_(), pool_pixels(pix, slots,
-                                                                    num)[0].requires_grad_())
+        pooled = plugin_pooled(sp, f3, pix, rows, img, r, c, s)
+    pooled = tuple(t.requires_grad_() for t in pooled)
 
     def floor():  # what every implementation does: the loss on the pooled features, fwd+bwd,
         # and one fresh pixel gradient written
