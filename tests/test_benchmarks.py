@@ -30,6 +30,30 @@ def test_all_benchmarks_run_and_their_baselines_agree():
     assert 'values and gradients checked equal' in proc.stdout
     assert 'losses and gradients checked equal' in proc.stdout
     assert 'floor / channels-last' in proc.stdout  # SLidR pooling: loss + fresh gradient
+    assert 'plugin / original' in proc.stdout  # SLidR pooling: the published formulation
+    assert 'superpixel NCE alone' in proc.stdout and 'peak MiB' in proc.stdout
+
+
+def test_slidr_original_formulation_is_the_same_maths():
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'benchmark'))
+    import slidr as bench
+    import torch
+    g = torch.Generator().manual_seed(0)
+    n, d, h, w, s = 2, 4, 16, 24, 6
+    sp = torch.randint(0, s, (n, h, w), generator=g)
+    f3 = torch.randn(50, d, generator=g, dtype=torch.float64)
+    pix = torch.randn(n, d, h, w, generator=g, dtype=torch.float64)
+    pairs = (torch.randint(0, 50, (9, ), generator=g), torch.randint(0, n, (9, ), generator=g),
+             torch.randint(0, h, (9, ), generator=g), torch.randint(0, w, (9, ), generator=g))
+    values = []
+    for step in (bench.original_step, bench.plugin_step):
+        a, b = f3.clone().requires_grad_(), pix.clone().requires_grad_()
+        loss = step(sp, a, b, *pairs, s)
+        values.append((loss, *torch.autograd.grad(loss, (a, b))))
+    for x, y in zip(*values):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+    # some slots hold no pairing: both keep the same slots
+    assert len(torch.unique(sp[pairs[1], pairs[2], pairs[3]] + pairs[1] * s)) < n * s
 
 
 def test_fdr_loss_baseline_is_the_same_maths():

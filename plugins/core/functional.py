@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from plugins.core.in_batch_nce import in_batch_nce_rows
+
 __all__ = [
     'temperature_kl', 'temperature_kl_last', 'tempered_teacher', 'fused_kl_forward',
     'fused_kl_backward', 'info_nce', 'check_temperature'
@@ -218,7 +220,9 @@ def info_nce(query: Tensor,
     * ``negatives=None`` (in-batch): logits ``ℓ_ij = ⟨q_i, p_j⟩ / τ`` for all
       pairs and the target of row ``i`` is ``j = i``; the other rows of
       ``positive`` are the negatives. ``positive`` may have more rows than
-      ``query`` (extra rows act as negatives only).
+      ``query`` (extra rows act as negatives only). Computed in row blocks
+      (:mod:`plugins.core.in_batch_nce`): the ``N×M`` logits are never held
+      whole, forward or backward; differentiable once.
     * ``negatives`` given (shared bank): logits
       ``[⟨q_i, p_i⟩, ⟨q_i, n_1⟩, …, ⟨q_i, n_M⟩] / τ`` with the target at 0.
 
@@ -236,7 +240,7 @@ def info_nce(query: Tensor,
 
     Raises:
         ValueError: On non-2D inputs, mismatched feature sizes or row counts,
-            or a bad temperature.
+            a bad temperature or an unknown reduction.
     """
     t = check_temperature(temperature)
     tensors = {'query': query, 'positive': positive}
@@ -262,12 +266,18 @@ def info_nce(query: Tensor,
         if negatives is not None:
             negatives = F.normalize(negatives, dim=1)
     if negatives is None:
-        logits = query @ positive.t() / t
-        target = torch.arange(n, device=query.device)
-    else:
-        pos = (query * positive).sum(1, keepdim=True)
-        logits = torch.cat([pos, query @ negatives.t()], dim=1) / t
-        target = torch.zeros(n, dtype=torch.long, device=query.device)
+        # row blocks: the (N, M) logits are never held whole (in_batch_nce)
+        rows = in_batch_nce_rows(query, positive, t)
+        if reduction == 'none':
+            return rows
+        if reduction == 'mean':
+            return rows.mean()
+        if reduction == 'sum':
+            return rows.sum()
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    pos = (query * positive).sum(1, keepdim=True)
+    logits = torch.cat([pos, query @ negatives.t()], dim=1) / t
+    target = torch.zeros(n, dtype=torch.long, device=query.device)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     return F.cross_entropy(logits, target, reduction=reduction)

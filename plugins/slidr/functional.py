@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from plugins.core.functional import check_temperature, info_nce
+from plugins.slidr.run_sums import run_sums_available, slot_run_sums
 
 __all__ = ['superpixel_slots', 'pool_points', 'pool_pixels', 'kept_slots', 'superpixel_nce']
 
@@ -109,16 +110,27 @@ def pool_points(features: Tensor, pair_rows: Tensor, pair_slots: Tensor,
     return pooled / (counts[:, None] + _EPS), counts
 
 
+def _use_run_sums(feats: Tensor) -> bool:
+    """The compiled run-sum kernel takes contiguous float CPU maps (numba present)."""
+    return (feats.device.type == 'cpu' and feats.dtype in (torch.float32, torch.float64)
+            and feats.is_contiguous() and run_sums_available())
+
+
 class _LocalSlotSum(torch.autograd.Function):
     """``part[i, :, s] = Σ_{p : local[i, p] = s} feats[i, :, p]`` per image, in the
-    ``(n, D, P)`` layout; the gradient is one gather per image into one buffer."""
+    ``(n, D, P)`` layout: on a CPU by runs of equal slots (compiled,
+    :mod:`plugins.slidr.run_sums`), else one ``index_add_`` per image; the
+    gradient is one gather per image into one buffer."""
 
     @staticmethod
     def forward(ctx, feats: Tensor, local: Tensor, span: int) -> Tensor:
         n, d, _ = feats.shape
-        part = feats.new_zeros(n, d, span)
-        for i in range(n):
-            part[i].index_add_(1, local[i], feats[i])
+        if _use_run_sums(feats):
+            part = slot_run_sums(feats, local, span)
+        else:
+            part = feats.new_zeros(n, d, span)
+            for i in range(n):
+                part[i].index_add_(1, local[i], feats[i])
         ctx.save_for_backward(local)
         ctx.shape = feats.shape
         return part
@@ -163,7 +175,11 @@ def pool_pixels(pixel_features: Tensor, slots: Tensor, num_slots: int) -> Tuple[
     # channels-last copy of the map, forward or backward).
     lo, hi = index.amin(1), index.amax(1)
     span = int((hi - lo).max()) + 1
-    if span > h * w:  # slot ranges wider than the image: a per-image buffer would be larger
+    channels_last = (not pixel_features.is_contiguous()
+                     and pixel_features.is_contiguous(memory_format=torch.channels_last))
+    if span > h * w or channels_last:
+        # slot ranges wider than the image (a per-image buffer would be larger), or
+        # maps stored channels-last, whose pixel rows are a view without a copy
         flat = pixel_features.permute(0, 2, 3, 1).reshape(-1, d).to(acc)
         pooled = pooled.index_add(0, index.reshape(-1), flat)
         return pooled / (counts[:, None] + _EPS), counts

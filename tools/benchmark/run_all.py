@@ -26,25 +26,28 @@ PRESETS: Dict[str, Dict[str, tuple]] = {
             '--part', 'all', '--config-pair', 'r50', '--batch', '2', '--size', '800', '--steps',
             '10', '--loss-batches', '4', '16', '64'
         ], 150),
-        'slidr':
-        (['--parts', 'pooling', 'backbone', '--pool-scenes', '1', '4', '8', '--repeats', '7'], 150),
+        'slidr': ([
+            '--parts', 'pooling', 'loss', 'backbone', '--pool-scenes', '1', '4', '8', '--repeats',
+            '7'
+        ], 150),
         'dsd': (['--settings', '8:2:96', '--steps', '6'], 90),
         'macil': (['--steps', '10'], 60),
     },
     'cpu': {
         'golsd': (['--part', 'all', '--steps', '5', '--loss-batches', '1', '4', '16'], 600),
         'slidr': ([
-            '--parts', 'superpixels', 'pooling', '--images', '2', '--pool-scenes', '1', '4',
-            '--repeats', '5', '--scans'
+            '--parts', 'superpixels', 'pooling', 'loss', '--images', '2', '--pool-scenes', '1', '4',
+            '--repeats', '5', '--nce-slots', '900', '3600', '--scans'
         ], 900),
         'dsd': (['--settings', '3:1:64', '--steps', '4'], 600),
         'macil': (['--batch', '32', '--steps', '5'], 300),
     },
     'quick': {
         'golsd': (['--part', 'loss', '--steps', '2', '--warmup', '1', '--loss-batches', '1'], 300),
-        'slidr':
-        (['--parts', 'pooling', 'backbone', '--pool-scenes', '1', '--repeats', '1', '--scans',
-          '1'], 300),
+        'slidr': ([
+            '--parts', 'pooling', 'loss', 'backbone', '--pool-scenes', '1', '--repeats', '1',
+            '--nce-slots', '300', '--scans', '1'
+        ], 300),
         'dsd': (['--settings', '2:1:32', '--steps', '1'], 300),
         'macil': (['--batch', '8', '--length', '50', '--steps', '1', '--videos', '1'], 300),
     },

@@ -134,21 +134,56 @@ def channels_last_step(sp, f3, pix, rows, img, r, c, s):
     return superpixel_nce(k, q)[0]
 
 
+def original_step(sp, f3, pix, rows, img, r, c, s, temperature: float = 0.07):
+    """SLidR's published formulation: sparse one-hot matrices in coordinate format, slots ×
+    pairings and slots × pixels, multiplied with the paired 3D rows and with
+    the pixel features as channels-last rows; slots kept where the pooled 3D
+    feature's first channel is non-zero; cross-entropy of ``k·qᵀ/τ``."""
+    n, d = pix.shape[:2]
+    slots = sp + (torch.arange(n, device=sp.device) * s)[:, None, None]
+    num = n * s
+
+    def one_hot(slot_of: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        cols = torch.arange(slot_of.numel(), device=sp.device)
+        return torch.sparse_coo_tensor(
+            torch.stack((slot_of, cols)),
+            torch.ones(slot_of.numel(), device=sp.device, dtype=dtype), (num, slot_of.numel()),
+            check_invariants=False)
+
+    with torch.no_grad():
+        to_pairings = one_hot(slots[img, r, c], f3.dtype)
+        to_pixels = one_hot(slots.reshape(-1), pix.dtype)
+    k = to_pairings @ f3[rows]
+    k = k / (torch.sparse.sum(to_pairings, 1).to_dense()[:, None] + 1e-6)
+    q = to_pixels @ pix.permute(0, 2, 3, 1).reshape(-1, d)
+    q = q / (torch.sparse.sum(to_pixels, 1).to_dense()[:, None] + 1e-6)
+    kept = torch.nonzero(k[:, 0] != 0)[:, 0]
+    k, q = k[kept], q[kept]
+    return F.cross_entropy(k @ q.t() / temperature, torch.arange(len(kept), device=k.device))
+
+
+#: the timed implementations; ratios are taken against the first two
+POOLING_ARMS = {
+    'original': original_step,
+    'channels-last': channels_last_step,
+    'plugin': plugin_step
+}
+
+
 def time_pooling(scenes: int, device: str, rounds: int) -> dict:
-    """Check both give the same loss and gradients, then time them interleaved."""
+    """Check all arms give the same loss and gradients, then time them
+    interleaved (with the floor)."""
     tensors, s = pooling_case(scenes, device)
     sp, f3, pix, rows, img, r, c = tensors
-    leaves = {
-        k: (f3.clone().requires_grad_(), pix.clone().requires_grad_())
-        for k in ('channels-last', 'plugin')
-    }
-    fns = {'channels-last': channels_last_step, 'plugin': plugin_step}
+    fns = POOLING_ARMS
+    leaves = {k: (f3.clone().requires_grad_(), pix.clone().requires_grad_()) for k in fns}
     values = {}
     for k, fn in fns.items():
         loss = fn(sp, *leaves[k], rows, img, r, c, s)
         values[k] = (loss.detach(), *torch.autograd.grad(loss, leaves[k]))
-    for a, b in zip(values['plugin'], values['channels-last']):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for k in ('original', 'channels-last'):
+        for a, b in zip(values['plugin'], values[k]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
     def step(k):  # gradients returned, not accumulated into .grad (as for non-leaf features)
         return lambda: torch.autograd.grad(fns[k](sp, *leaves[k], rows, img, r, c, s), leaves[k])
@@ -166,17 +201,110 @@ def time_pooling(scenes: int, device: str, rounds: int) -> dict:
     candidates = {k: step(k) for k in fns}
     candidates['floor'] = floor
     times = interleaved(candidates, rounds, 1, device)
-    ratios = round_ratios(times, 'channels-last')
+    to_original, to_channels_last = (round_ratios(times, k) for k in ('original', 'channels-last'))
     return dict(
         scenes=scenes,
         ms={
             k: v * 1e3
             for k, v in medians(times).items()
         },
-        ratio=ratios['plugin'],
-        floor=ratios['floor'],
+        ratio=to_channels_last['plugin'],
+        floor=to_channels_last['floor'],
+        ratio_original=to_original['plugin'],
+        floor_original=to_original['floor'],
         loss=float(values['plugin'][0]),
         pairings=rows.numel())
+
+
+def nce_case(slots: int, device: str, seed: int = 0):
+    """Pooled 3D and 2D features of ``slots`` superpixels (D = 64, unit rows)."""
+    g = torch.Generator().manual_seed(seed)
+    return [F.normalize(torch.randn(slots, 64, generator=g), dim=1).to(device) for _ in range(2)]
+
+
+def materialised_nce(k: torch.Tensor, q: torch.Tensor, temperature: float = 0.07):
+    """Straightforward: the whole ``(S, S)`` logits, one cross-entropy."""
+    return F.cross_entropy(k @ q.t() / temperature, torch.arange(len(k), device=k.device))
+
+
+def blockwise_nce(k: torch.Tensor, q: torch.Tensor, temperature: float = 0.07):
+    """The plugin's in-batch InfoNCE (row blocks)."""
+    from plugins.core.functional import info_nce
+    return info_nce(k, q, temperature=temperature, reduction='mean')
+
+
+NCE_ARMS = {'materialised': materialised_nce, 'blockwise': blockwise_nce}
+
+
+def nce_step(arm: str, k: torch.Tensor, q: torch.Tensor):
+    return torch.autograd.grad(NCE_ARMS[arm](k, q), (k, q))
+
+
+def peak_resident_kib() -> int:
+    """This process's peak resident set (Linux ``VmHWM``, KiB). Unlike
+    ``ru_maxrss``, which a child inherits from its parent across ``exec``, it
+    starts afresh in a new process."""
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
+
+
+def nce_peak_mib(arm: str, slots: int, device: str) -> float:
+    """Peak memory of one loss forward + backward above its inputs: on CUDA
+    the allocator's peak; on a CPU (Linux) the growth of a fresh process's
+    peak resident set."""
+    if device.startswith('cuda'):
+        k, q = (t.requires_grad_() for t in nce_case(slots, device))
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        nce_step(arm, k, q)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    import subprocess
+    code = (
+        'import sys, torch; sys.path[:0] = sys.argv[1:3]; import slidr; '
+        'slidr.nce_step(sys.argv[3], *(t.requires_grad_() for t in slidr.nce_case(64, "cpu"))); '
+        'k, q = (t.requires_grad_() for t in slidr.nce_case(int(sys.argv[4]), "cpu")); '
+        'before = slidr.peak_resident_kib(); slidr.nce_step(sys.argv[3], k, q); '
+        'print(slidr.peak_resident_kib() - before)')
+    # a small step first loads the kernels, so the growth is the step's own buffers
+    out = subprocess.run([
+        sys.executable, '-c', code, ROOT,
+        os.path.dirname(os.path.abspath(__file__)), arm,
+        str(slots)
+    ],
+                         capture_output=True,
+                         text=True,
+                         check=True,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    return float(out.stdout.split()[-1]) / 1024
+
+
+def report_nce(device: str, rounds: int, slot_counts=(900, 3600, 7200)) -> list:
+    """The superpixel NCE alone: materialised logits against the plugin's row blocks."""
+    print(
+        f'superpixel NCE alone, fwd+bwd, D = 64, device={device}; {rounds} interleaved rounds; '
+        f'values and gradients checked equal; peak memory: '
+        f'{"allocator peak" if device.startswith("cuda") else "peak resident set of a fresh process"}'
+    )
+    print(f'{"slots":>6s} {"materialised (ms)":>18s} {"blockwise (ms)":>15s}  '
+          f'{"blockwise / materialised":26s} peak MiB materialised / blockwise')
+    rows = []
+    for slots in slot_counts:
+        k, q = (t.requires_grad_() for t in nce_case(slots, device))
+        want, got = (NCE_ARMS[a](k, q) for a in ('materialised', 'blockwise'))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for a, b in zip(torch.autograd.grad(got, (k, q)), torch.autograd.grad(want, (k, q))):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-8)
+        times = interleaved({a: (lambda a=a: nce_step(a, k, q))
+                             for a in NCE_ARMS}, rounds, 1, device)
+        ratio = round_ratios(times, 'materialised')['blockwise']
+        ms = medians(times)
+        peaks = {a: nce_peak_mib(a, slots, device) for a in NCE_ARMS}
+        print(f'{slots:6d} {ms["materialised"] * 1e3:18.1f} {ms["blockwise"] * 1e3:15.1f}  '
+              f'{format_ratio(ratio):26s} {peaks["materialised"]:.0f} / {peaks["blockwise"]:.0f}')
+        rows.append(dict(slots=slots, ms=ms, ratio=ratio, peak_mib=peaks))
+    return rows
 
 
 def lidar_scan_voxels(scans: int, steps: int = 1084, seed: int = 0) -> torch.Tensor:
@@ -294,15 +422,20 @@ def report_pooling(device: str, rounds: int, scenes=(1, 4, 8)) -> list:
     print(f'pooling + superpixel NCE, fwd+bwd, device={device}: 6 images of 64x224x416, '
           f'34k 3D rows and 25k pairings per scene; {rounds} interleaved rounds; losses and '
           f'gradients checked equal')
-    print('floor: what every implementation does, the loss on the pooled features '
-          '(fwd+bwd) and one fresh buffer of the pixel features\' size written')
-    print(f'{"scenes":>7s} {"channels-last (ms)":>19s} {"plugin (ms)":>12s}  '
-          f'{"plugin / channels-last":24s}  floor / channels-last')
+    print('original: SLidR\'s formulation (sparse one-hot matmuls on channels-last rows, '
+          'cross-entropy of k.q^T/tau); channels-last: index_add on channels-last rows + the '
+          'plugin\'s loss; floor: the plugin\'s loss on the pooled features (fwd+bwd) and one '
+          'fresh buffer of the pixel features\' size written')
+    print(f'{"scenes":>6s} {"original":>9s} {"chan-last":>9s} {"plugin":>8s} (ms)  '
+          f'{"plugin / original":22s} {"plugin / channels-last":22s} {"floor / original":22s} '
+          f'floor / channels-last')
     rows = []
     for n in scenes:
         row = time_pooling(n, device, rounds)
-        print(f'{n:7d} {row["ms"]["channels-last"]:19.1f} {row["ms"]["plugin"]:12.1f}  '
-              f'{format_ratio(row["ratio"]):24s}  {format_ratio(row["floor"])}')
+        ms = row['ms']
+        print(f'{n:6d} {ms["original"]:9.1f} {ms["channels-last"]:9.1f} {ms["plugin"]:8.1f}       '
+              f'{format_ratio(row["ratio_original"]):22s} {format_ratio(row["ratio"]):22s} '
+              f'{format_ratio(row["floor_original"]):22s} {format_ratio(row["floor"])}')
         rows.append(row)
     return rows
 
@@ -347,12 +480,18 @@ def main(argv=None) -> dict:
         default=[1, 4, 8],
         help='scenes per batch for the pooling timing')
     parser.add_argument(
+        '--nce-slots',
+        type=int,
+        nargs='+',
+        default=[900, 3600, 7200],
+        help='superpixel counts for the loss-alone timing (1, 4, 8 scenes: 900, 3600, 7200)')
+    parser.add_argument(
         '--autocast', action='store_true', help='run the 3D backbone under bfloat16 autocast')
     parser.add_argument(
         '--parts',
         nargs='+',
         default=['superpixels', 'pooling', 'backbone'],
-        choices=['superpixels', 'pooling', 'backbone'])
+        choices=['superpixels', 'pooling', 'loss', 'backbone'])
     args = parser.parse_args(argv)
     if args.scans is None:
         args.scans = [1, 2, 4, 8, 16] if args.device.startswith('cuda') else [1, 2]
@@ -361,6 +500,8 @@ def main(argv=None) -> dict:
         result['superpixels'] = report_superpixels(args.images)
     if 'pooling' in args.parts:
         result['pooling'] = report_pooling(args.device, args.repeats, args.pool_scenes)
+    if 'loss' in args.parts:
+        result['loss'] = report_nce(args.device, args.repeats, args.nce_slots)
     if 'backbone' in args.parts and args.scans:
         result.update(report_backbone(args.device, args.scans, args.repeats, args.autocast))
     return result
