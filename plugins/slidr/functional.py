@@ -125,9 +125,8 @@ class _LocalSlotSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats: Tensor, local: Tensor, span: int) -> Tensor:
         n, d, _ = feats.shape
-        if _use_run_sums(feats):
-            part = slot_run_sums(feats, local, span)
-        else:
+        part = slot_run_sums(feats, local, span) if _use_run_sums(feats) else None
+        if part is None:
             part = feats.new_zeros(n, d, span)
             for i in range(n):
                 part[i].index_add_(1, local[i], feats[i])

@@ -14,6 +14,7 @@ use, not with the module.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -80,11 +81,23 @@ def _kernel() -> Optional[Callable]:
 
 
 def run_sums_available() -> bool:
-    """Whether the compiled kernel can run (numba importable)."""
+    """Whether the compiled kernel can run (numba importable, and it has not
+    failed to compile)."""
     return _kernel() is not None
 
 
-def slot_run_sums(feats: Tensor, local: Tensor, span: int) -> Tensor:
+def _disable(err: Exception) -> None:
+    """Turn the kernel off for this process after a compile or run failure."""
+    global _KERNEL
+    _KERNEL = None
+    warnings.warn(
+        f'SLidR: the compiled pixel-pooling kernel failed ({type(err).__name__}: {err}); '
+        f'pooling falls back to index_add (slower, same values)',
+        RuntimeWarning,
+        stacklevel=3)
+
+
+def slot_run_sums(feats: Tensor, local: Tensor, span: int) -> Optional[Tensor]:
     """``out[i, :, s] = Σ_{p : local[i, p] = s} feats[i, :, p]``.
 
     Args:
@@ -93,16 +106,17 @@ def slot_run_sums(feats: Tensor, local: Tensor, span: int) -> Tensor:
         span (int): Slots per image.
 
     Returns:
-        Tensor: ``(n, D, span)`` in ``feats``' dtype.
+        Tensor or None: ``(n, D, span)`` in ``feats``' dtype; None when the
+        kernel cannot run (numba missing, or it failed to compile: warned
+        once, then off for the process), for the caller's fallback.
 
     Raises:
-        RuntimeError: If numba is not available.
         ValueError: On another device, dtype, layout or an out-of-range slot
             (the kernel does not check indices, so they are checked here).
     """
     kernel = _kernel()
     if kernel is None:
-        raise RuntimeError('slot_run_sums needs numba (pip install numba, or the lidar extra)')
+        return None
     if feats.device.type != 'cpu' or feats.dtype not in (torch.float32, torch.float64) \
             or feats.dim() != 3 or not feats.is_contiguous():
         raise ValueError(f'feats must be a contiguous (n, D, P) float32/float64 CPU tensor, got '
@@ -115,5 +129,9 @@ def slot_run_sums(feats: Tensor, local: Tensor, span: int) -> Tensor:
         raise ValueError(f'slots must lie in [0, {span})')
     out = feats.new_zeros(n, feats.shape[1], span)
     if out.numel() and p:
-        kernel(feats.detach().numpy(), local.contiguous().numpy(), out.numpy())
+        try:
+            kernel(feats.detach().numpy(), local.contiguous().numpy(), out.numpy())
+        except Exception as err:  # noqa: BLE001 - an optional accelerator must not stop training
+            _disable(err)
+            return None
     return out

@@ -1,6 +1,8 @@
 """The compiled run-sum pooling kernel against per-pixel index_add, and the
 pixel pooling's paths (kernel, index_add loop, channels-last view) against
 each other."""
+import warnings
+
 import pytest
 import torch
 
@@ -96,3 +98,26 @@ def test_channels_last_maps_pool_without_the_kernel_and_agree(monkeypatch):
         feats.contiguous(memory_format=torch.channels_last), slots, num, weights)
     torch.testing.assert_close(q_cl, q, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g_cl, g, rtol=0, atol=0)
+
+
+def test_a_failing_kernel_warns_once_and_pooling_falls_back(monkeypatch):
+    import plugins.slidr.run_sums as run_sums
+
+    def broken(*args):
+        raise RuntimeError('no code for this CPU')
+
+    gen = torch.Generator().manual_seed(7)
+    feats = torch.randn(2, 5, 8, 9, generator=gen)
+    slots, num = superpixel_slots(blocky_slots(2, 8, 9, 2, 6, gen), 6)
+    weights = torch.randn(num, 5, generator=gen)
+    want = _pool_and_grad(feats, slots, num, weights)
+    monkeypatch.setattr(run_sums, '_KERNEL', broken)
+    with pytest.warns(RuntimeWarning, match='pixel-pooling kernel failed .*no code for this CPU'):
+        got = _pool_and_grad(feats, slots, num, weights)
+    assert not run_sums_available()  # off for the process: no second warning
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        again = _pool_and_grad(feats, slots, num, weights)
+    for a, b, c in zip(want, got, again):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(c, b, rtol=0, atol=0)
