@@ -6,8 +6,9 @@ plain implementation keeps several ``N×M`` buffers alive (the logits, their
 log-softmax, and in backward the gradients of each); with a few thousand rows
 (SLidR's superpixels of a batch, MACIL-SD's banks) those buffers dominate the
 loss's time and memory. Here the forward walks the rows in blocks and keeps
-only the per-row losses; the backward recomputes each block's softmax and
-turns it into the gradient in place:
+only the per-row losses (and, when one block holds every row, its softmax);
+the backward recomputes each block's softmax and turns it into the gradient
+in place:
 
     G = (softmax(L) − onehot(i)) · g_i,   ∂q = G p / τ,   ∂p = Gᵀ q / τ.
 
@@ -56,10 +57,14 @@ class _InBatchNCE(torch.autograd.Function):
         qs = query / temperature
         out = query.new_empty(n)
         step = _block_rows(n, positive.shape[0], query.device)
+        ctx.probs = None
         for start in range(0, n, step):
             stop = min(n, start + step)
             block, top, diagonal = _block_softmax(qs, positive, start, stop)
-            out[start:stop] = top + block.sum(1).log_() - diagonal
+            sums = block.sum(1)
+            out[start:stop] = top + sums.log() - diagonal
+            if step >= n:  # one block: keep its softmax, the backward need not recompute it
+                ctx.probs = block.div_(sums[:, None])
         ctx.save_for_backward(query, positive)
         ctx.temperature = temperature
         return out
@@ -78,8 +83,11 @@ class _InBatchNCE(torch.autograd.Function):
         for start in range(0, n, step):
             stop = min(n, start + step)
             g = grad[start:stop]
-            block, _, _ = _block_softmax(qs, positive, start, stop)
-            block.mul_((g / block.sum(1))[:, None])  # softmax · g
+            if ctx.probs is not None:  # kept by the forward; left intact for a retained graph
+                block = ctx.probs * g[:, None]
+            else:
+                block, _, _ = _block_softmax(qs, positive, start, stop)
+                block.mul_((g / block.sum(1))[:, None])  # softmax · g
             rows = torch.arange(stop - start, device=block.device)
             block[rows, rows + start] -= g
             if grad_q is not None:

@@ -134,3 +134,16 @@ def test_meta_tensors_give_shapes_without_data():
     q, p = torch.zeros(4, 3, device='meta'), torch.zeros(6, 3, device='meta')
     out = in_batch_nce_rows(q, p, 0.1)
     assert out.shape == (4, ) and out.device.type == 'meta'
+
+
+@pytest.mark.parametrize('budget', [7, 1 << 20])  # recomputed blocks, and one kept block
+def test_retained_graph_gives_the_same_gradient_twice(monkeypatch, budget):
+    monkeypatch.setattr(nce, 'CPU_BLOCK_ELEMENTS', budget)
+    q, p = pair(5, 6, seed=9)
+    loss = in_batch_nce_rows(q, p, 0.25).sum()
+    first = torch.autograd.grad(loss, (q, p), retain_graph=True)
+    second = torch.autograd.grad(loss, (q, p))
+    want = torch.autograd.grad(plain_rows(q, p, 0.25).sum(), (q, p))
+    for a, b, c in zip(first, second, want):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
