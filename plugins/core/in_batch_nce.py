@@ -19,6 +19,7 @@ surrounding precision context.
 from __future__ import annotations
 
 import contextlib
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -38,7 +39,8 @@ def _block_rows(n: int, m: int, device: torch.device) -> int:
     return max(1, min(n, budget // max(m, 1)))
 
 
-def _block_softmax(qs: Tensor, positive: Tensor, start: int, stop: int) -> Tensor:
+def _block_softmax(qs: Tensor, positive: Tensor, start: int,
+                   stop: int) -> Tuple[Tensor, Tensor, Tensor]:
     """``exp(L − max)`` of the rows ``start:stop`` (in place on a fresh block)
     and returns it with the row maxima and diagonal logits."""
     block = qs[start:stop] @ positive.t()
@@ -75,7 +77,7 @@ class _InBatchNCE(torch.autograd.Function):
         query, positive = ctx.saved_tensors
         t = ctx.temperature
         n = query.shape[0]
-        qs = query / t
+        qs = query / t if ctx.probs is None else None  # only to recompute the blocks
         grad = grad.to(query.dtype).contiguous()
         grad_q = torch.empty_like(query) if ctx.needs_input_grad[0] else None
         grad_p = torch.zeros_like(positive) if ctx.needs_input_grad[1] else None

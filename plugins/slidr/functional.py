@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from plugins.core.functional import check_temperature, info_nce
-from plugins.slidr.run_sums import run_sums_available, slot_run_sums
+from plugins.slidr.run_sums import run_sums_accept, run_sums_available, slot_run_sums
 
 __all__ = ['superpixel_slots', 'pool_points', 'pool_pixels', 'kept_slots', 'superpixel_nce']
 
@@ -110,12 +110,6 @@ def pool_points(features: Tensor, pair_rows: Tensor, pair_slots: Tensor,
     return pooled / (counts[:, None] + _EPS), counts
 
 
-def _use_run_sums(feats: Tensor) -> bool:
-    """The compiled run-sum kernel takes contiguous float CPU maps (numba present)."""
-    return (feats.device.type == 'cpu' and feats.dtype in (torch.float32, torch.float64)
-            and feats.is_contiguous() and run_sums_available())
-
-
 class _LocalSlotSum(torch.autograd.Function):
     """``part[i, :, s] = Σ_{p : local[i, p] = s} feats[i, :, p]`` per image, in the
     ``(n, D, P)`` layout: on a CPU by runs of equal slots (compiled,
@@ -125,7 +119,8 @@ class _LocalSlotSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats: Tensor, local: Tensor, span: int) -> Tensor:
         n, d, _ = feats.shape
-        part = slot_run_sums(feats, local, span) if _use_run_sums(feats) else None
+        use_kernel = run_sums_accept(feats) and run_sums_available()
+        part = slot_run_sums(feats, local, span) if use_kernel else None
         if part is None:
             part = feats.new_zeros(n, d, span)
             for i in range(n):

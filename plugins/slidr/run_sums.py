@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ['run_sums_available', 'slot_run_sums']
+__all__ = ['run_sums_available', 'run_sums_accept', 'slot_run_sums']
 
 _KERNEL: Optional[Callable] = None
 _TRIED = False
@@ -86,6 +86,13 @@ def run_sums_available() -> bool:
     return _kernel() is not None
 
 
+def run_sums_accept(feats: Tensor) -> bool:
+    """Whether ``feats`` has the layout the kernel reads: a contiguous
+    ``(n, D, P)`` float32/float64 CPU tensor."""
+    return (feats.device.type == 'cpu' and feats.dtype in (torch.float32, torch.float64)
+            and feats.dim() == 3 and feats.is_contiguous())
+
+
 def _disable(err: Exception) -> None:
     """Turn the kernel off for this process after a compile or run failure."""
     global _KERNEL
@@ -117,8 +124,7 @@ def slot_run_sums(feats: Tensor, local: Tensor, span: int) -> Optional[Tensor]:
     kernel = _kernel()
     if kernel is None:
         return None
-    if feats.device.type != 'cpu' or feats.dtype not in (torch.float32, torch.float64) \
-            or feats.dim() != 3 or not feats.is_contiguous():
+    if not run_sums_accept(feats):
         raise ValueError(f'feats must be a contiguous (n, D, P) float32/float64 CPU tensor, got '
                          f'{feats.dtype} {tuple(feats.shape)} on {feats.device}')
     n, _, p = feats.shape
